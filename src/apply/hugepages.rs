@@ -1,0 +1,68 @@
+//! Growing one pool and reading back what the kernel really gave.
+//!
+//! A write to `nr_hugepages` succeeds even when the kernel allocates fewer pages (memory is
+//! short or fragmented), so the count is always read back. When short, the node is compacted
+//! (`nodeN/compact`, synchronous) and the write repeated, until the target is met, compaction
+//! stops helping, or the policy's time bound runs out.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::host::hugepages::{compact_node, read_pool};
+use crate::host::HostFs;
+use crate::log;
+use crate::plan::PoolGrowth;
+
+/// A pool could not be grown far enough.
+#[derive(Debug, Clone)]
+pub struct Shortfall {
+    pub growth: PoolGrowth,
+    /// Pages the VM could have had: what the free pool covered plus what the kernel added.
+    pub obtainable: u64,
+    pub compacted: bool,
+}
+
+/// How many compaction rounds without progress end the retries before the deadline.
+const MAX_STALLED_ROUNDS: u32 = 2;
+
+/// Grow the pool to the plan's target. `Ok(None)` when reached, `Ok(Some(shortfall))` when the
+/// kernel gave less; the caller undoes the write either way the journal says.
+pub fn grow(
+    fs: &dyn HostFs,
+    growth: &PoolGrowth,
+    compaction: bool,
+    deadline: Instant,
+) -> Result<Option<Shortfall>> {
+    let pool = growth.pool;
+    let target = growth.before.persistent() + growth.grow;
+    let value = growth.target_nr().to_string();
+    fs.write(&pool.nr_path(), &value)?;
+    let mut got = read_pool(fs, pool)?.persistent();
+    let mut compacted = false;
+    let mut stalled = 0;
+    while got < target && compaction && Instant::now() < deadline && stalled < MAX_STALLED_ROUNDS {
+        if let Err(e) = compact_node(fs, pool.node) {
+            log::warn(&format!("cannot compact node {}: {e}", pool.node));
+            break;
+        }
+        compacted = true;
+        fs.write(&pool.nr_path(), &value)?;
+        let now = read_pool(fs, pool)?.persistent();
+        stalled = if now > got { 0 } else { stalled + 1 };
+        got = now;
+    }
+    if got >= target {
+        log::info(&format!(
+            "{pool}: {} -> {} pages{}",
+            growth.before.persistent(),
+            got,
+            if compacted { " after compaction" } else { "" }
+        ));
+        return Ok(None);
+    }
+    Ok(Some(Shortfall {
+        growth: growth.clone(),
+        obtainable: growth.covered() + got.saturating_sub(growth.before.persistent()),
+        compacted,
+    }))
+}

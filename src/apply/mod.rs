@@ -1,0 +1,255 @@
+//! Making a plan real, and undoing it: every change is journaled before it is made, read back
+//! after, and rolled back on the first shortfall. Release and recover work from the ledger and
+//! the journals only.
+
+pub mod hugepages;
+
+use std::time::Instant;
+
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::host::hugepages::read_pool;
+use crate::host::topology::node_mem_free;
+use crate::host::{Host, HostFs};
+use crate::log;
+use crate::plan::{self, Plan};
+use crate::policy::Policy;
+use crate::size::{human, page_size_name};
+use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, VmHold};
+
+/// What every operation works with: the host's files, the state directory, the policy.
+pub struct Context<'a> {
+    pub fs: &'a dyn HostFs,
+    pub state: &'a StateDir,
+    pub policy: &'a Policy,
+}
+
+/// `prepare`: reserve what the VM needs. On failure the host is as it was and the error says why.
+pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
+    let _lock = ctx.state.lock()?;
+    finish_interrupted(ctx)?;
+    let mut ledger = ctx.state.load_ledger()?;
+    if ledger.vms.contains_key(vm) {
+        // libvirt never prepares a running VM; an entry left here is from a run whose release
+        // we never saw (daemon crash). Give it back before starting afresh.
+        log::warn(&format!(
+            "VM '{vm}' still held resources from an earlier run; releasing them first"
+        ));
+        release_held(ctx, vm, &mut ledger)?;
+    }
+    let host = Host::read(ctx.fs)?;
+    let plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
+    if plan.hugepages.is_empty() {
+        return Ok(plan);
+    }
+
+    let deadline = Instant::now() + ctx.policy.reserve_timeout;
+    let mut journal = Journal::new(vm, Operation::Prepare);
+    for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
+        journal.changes.extend(growth.change());
+        ctx.state.save_journal(&journal)?;
+        let outcome = hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline);
+        let shortfall = match outcome {
+            Ok(None) => continue,
+            Ok(Some(shortfall)) => Some(shortfall),
+            Err(e) => {
+                undo_prepare(ctx, &journal)?;
+                return Err(e);
+            }
+        };
+        undo_prepare(ctx, &journal)?;
+        let s = shortfall.expect("set above");
+        let node = s.growth.pool.node;
+        let free = node_mem_free(ctx.fs, node).map(human).unwrap_or_else(|_| "?".into());
+        return Err(Error::Refused(format!(
+            "VM '{vm}' needs {} x {} pages on node {node}; {} could be reserved{} ({free} free on node {node}). Nothing was changed.",
+            s.growth.pages,
+            page_size_name(s.growth.pool.page_kib),
+            s.obtainable,
+            if s.compacted { " after compaction" } else if ctx.policy.compaction { "" } else { " (compaction is off)" },
+        )));
+    }
+
+    let mut next = ledger.clone();
+    for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
+        next.keep_baseline(g.pool, g.before.persistent());
+    }
+    next.vms.insert(
+        vm.to_string(),
+        VmHold {
+            phase: Phase::Prepared,
+            hugepages: plan
+                .hugepages
+                .iter()
+                .map(|g| PoolHold {
+                    pool: g.pool,
+                    pages: g.pages,
+                    added: g.grow,
+                })
+                .collect(),
+        },
+    );
+    commit(ctx, journal, &next)?;
+    Ok(plan)
+}
+
+/// `started`: QEMU runs and has taken its pages; they are no longer promised from the free pool.
+pub fn started(ctx: &Context, vm: &str) -> Result<()> {
+    let _lock = ctx.state.lock()?;
+    finish_interrupted(ctx)?;
+    let mut ledger = ctx.state.load_ledger()?;
+    match ledger.vms.get_mut(vm) {
+        Some(hold) if hold.phase != Phase::Running => {
+            hold.phase = Phase::Running;
+            ctx.state.save_ledger(&ledger)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `release`: give back what the VM held. A VM kvmtune holds nothing for is a no-op (a failed
+/// or absent prepare).
+pub fn release(ctx: &Context, vm: &str) -> Result<()> {
+    let _lock = ctx.state.lock()?;
+    finish_interrupted(ctx)?;
+    let mut ledger = ctx.state.load_ledger()?;
+    if !ledger.vms.contains_key(vm) {
+        return Ok(());
+    }
+    release_held(ctx, vm, &mut ledger)
+}
+
+/// Which VMs `recover` releases.
+pub enum Recover<'a> {
+    /// Every VM whose QEMU no longer runs.
+    AllStopped,
+    One(&'a str),
+}
+
+/// Finish or undo interrupted operations, then release VMs that no longer run. Idempotent.
+/// Returns the names released.
+pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
+    let _lock = ctx.state.lock()?;
+    finish_interrupted(ctx)?;
+    let mut ledger = ctx.state.load_ledger()?;
+    let names: Vec<String> = match which {
+        Recover::One(vm) => ledger.vms.keys().filter(|n| n.as_str() == vm).cloned().collect(),
+        Recover::AllStopped => ledger
+            .vms
+            .keys()
+            .filter(|n| !crate::host::process::qemu_running(ctx.fs, n))
+            .cloned()
+            .collect(),
+    };
+    for vm in &names {
+        release_held(ctx, vm, &mut ledger)?;
+    }
+    Ok(names)
+}
+
+/// Shrink each pool the VM used by what kvmtune added for it; a pool no VM uses any more
+/// returns to its baseline. Updates `ledger` to the committed state.
+fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
+    let Some(hold) = ledger.vms.get(vm).cloned() else {
+        return Ok(());
+    };
+    let mut next = ledger.clone();
+    next.vms.remove(vm);
+    let mut journal = Journal::new(vm, Operation::Release);
+    for h in &hold.hugepages {
+        let state = read_pool(ctx.fs, h.pool)?;
+        let target = match (next.others_hold(h.pool, vm), ledger.baseline(h.pool)) {
+            (false, Some(baseline)) => baseline,
+            _ => state.persistent().saturating_sub(h.added),
+        };
+        let after = target + state.surplus;
+        if after != state.nr {
+            journal.changes.push(crate::change::Change {
+                path: h.pool.nr_path(),
+                before: state.nr.to_string(),
+                after: after.to_string(),
+            });
+        }
+    }
+    next.drop_unheld_baselines();
+    if !journal.changes.is_empty() {
+        ctx.state.save_journal(&journal)?;
+        redo(ctx.fs, &journal)?;
+    }
+    commit(ctx, journal, &next)?;
+    log::info(&format!("VM '{vm}' released"));
+    *ledger = next;
+    Ok(())
+}
+
+/// Record the operation as done: the journal carries the resulting ledger until it is saved.
+fn commit(ctx: &Context, mut journal: Journal, next: &Ledger) -> Result<()> {
+    if journal.changes.is_empty() {
+        return ctx.state.save_ledger(next);
+    }
+    journal.committed = Some(next.clone());
+    ctx.state.save_journal(&journal)?;
+    ctx.state.save_ledger(next)?;
+    ctx.state.remove_journal(&journal.vm)
+}
+
+/// Put back every value a prepare changed, newest first, then forget the journal.
+fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
+    let mut failed = None;
+    for change in journal.changes.iter().rev() {
+        if let Err(e) = ctx.fs.write(&change.path, &change.before) {
+            log::error(&format!("cannot undo {change}: {e}"));
+            failed.get_or_insert(e);
+        }
+    }
+    match failed {
+        // Keep the journal: the next call or `kvmtune recover` tries again.
+        Some(e) => Err(e),
+        None => ctx.state.remove_journal(&journal.vm),
+    }
+}
+
+/// Write every `after` of a release journal (idempotent: the values are absolute).
+fn redo(fs: &dyn HostFs, journal: &Journal) -> Result<()> {
+    for change in &journal.changes {
+        fs.write(&change.path, &change.after)?;
+        let now = fs.read(&change.path).unwrap_or_default();
+        if now.trim() != change.after {
+            // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.
+            log::warn(&format!("{change}: the kernel shows {} for now", now.trim()));
+        }
+    }
+    Ok(())
+}
+
+/// Finish what a killed kvmtune left: committed journals only need their ledger saved; an
+/// interrupted prepare is undone; an interrupted release is finished.
+fn finish_interrupted(ctx: &Context) -> Result<()> {
+    for journal in ctx.state.journals()? {
+        match (&journal.committed, journal.operation) {
+            (Some(ledger), _) => {
+                ctx.state.save_ledger(ledger)?;
+                ctx.state.remove_journal(&journal.vm)?;
+            }
+            (None, Operation::Prepare) => {
+                log::warn(&format!(
+                    "undoing the interrupted prepare of VM '{}'",
+                    journal.vm
+                ));
+                undo_prepare(ctx, &journal)?;
+            }
+            (None, Operation::Release) => {
+                log::warn(&format!(
+                    "finishing the interrupted release of VM '{}'",
+                    journal.vm
+                ));
+                redo(ctx.fs, &journal)?;
+                let mut next = ctx.state.load_ledger()?;
+                next.vms.remove(&journal.vm);
+                next.drop_unheld_baselines();
+                commit(ctx, journal, &next)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! Entry: argv[0] decides between libvirt's hook mode and the clap CLI; roots are resolved
+//! (flags win over environment, environment over defaults); errors become exit codes.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::apply::{self, Recover};
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::hook::{self, ContextOwner, HookCall};
+use crate::host::{Host, RootFs};
+use crate::log;
+use crate::plan::{self, Plan};
+use crate::policy::Policy;
+use crate::size::page_size_name;
+use crate::state::StateDir;
+use crate::status;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kvmtune",
+    version,
+    about = "Tune a KVM host for each VM while it runs (hugepages on the right NUMA node), and restore it exactly"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub roots: Roots,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Roots {
+    /// Resolve every path under /sys, /proc, /dev and /run/systemd under DIR (for tests).
+    #[arg(long, global = true, env = "KVMTUNE_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Journals, ledger and lock.
+    #[arg(long, global = true, env = "KVMTUNE_STATE_DIR", default_value = "/run/kvmtune", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Host policy; a missing file means the built-in defaults.
+    #[arg(long, global = true, env = "KVMTUNE_CONFIG", default_value = "/etc/kvmtune/kvmtune.toml", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as libvirt's QEMU hook: NAME OP SUBOP [EXTRA], the domain XML on stdin.
+    Hook {
+        /// Taken by position only (a domain may be called `--help`).
+        #[arg(num_args = 3..=4, allow_hyphen_values = true, value_name = "NAME OP SUBOP [EXTRA]")]
+        args: Vec<String>,
+    },
+    /// Show what `prepare` would do for a VM on this host now; changes nothing.
+    Plan {
+        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        #[arg(long, value_name = "FILE")]
+        xml: Option<PathBuf>,
+        /// The VM's name (default: the <name> in the XML).
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what each VM holds and the state of every hugepage pool.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish or undo interrupted operations and release what stopped VMs still hold.
+    Recover {
+        /// Release every VM whose QEMU process no longer runs (default when no NAME is given).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Release this VM's holdings, running or not.
+        name: Option<String>,
+    },
+}
+
+/// Run kvmtune with these arguments; returns the exit status.
+pub fn main(argv: Vec<OsString>) -> i32 {
+    let args: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    if is_hook_name(args.first().map(String::as_str).unwrap_or("")) {
+        return hook_mode(&args[1..], &Roots::from_env());
+    }
+    // `kvmtune [ROOT FLAGS] hook …` is parsed by position too, before clap can see a `--help`.
+    if let Some((roots, rest)) = split_hook_args(&args[1..]) {
+        return hook_mode(&rest, &roots);
+    }
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    log::init(&cli.roots.root);
+    match run_command(&cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kvmtune: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Hook mode when argv[0] is called `qemu`, or lies in a directory called `qemu.d`.
+fn is_hook_name(argv0: &str) -> bool {
+    let path = Path::new(argv0);
+    path.file_name().is_some_and(|n| n == "qemu")
+        || path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "qemu.d")
+}
+
+fn hook_mode(args: &[String], roots: &Roots) -> i32 {
+    log::init(&roots.root);
+    let call = match HookCall::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kvmtune: {e}");
+            return e.exit_code();
+        }
+    };
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    // libvirt's session daemon runs the same hook as an unprivileged user: nothing to do.
+    if !nix::unistd::geteuid().is_root() {
+        let _ = io::copy(&mut input, &mut io::sink());
+        return 0;
+    }
+    let build = || -> Result<ContextOwner> { roots.context() };
+    match hook::run(&call, &mut input as &mut dyn Read, &build) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(&format!(
+                "{} {} of VM {:?} failed: {e}",
+                call.op, call.subop, call.vm
+            ));
+            if call.may_fail() {
+                // log::error already wrote to stderr when there is no syslog.
+                if log_went_to_syslog() {
+                    eprintln!("kvmtune: {e}");
+                }
+                e.exit_code()
+            } else {
+                0
+            }
+        }
+    }
+}
+
+fn log_went_to_syslog() -> bool {
+    log::has_syslog()
+}
+
+/// Parse `[--root D] [--state-dir D] [--config F] hook ARGS…` by hand.
+fn split_hook_args(args: &[String]) -> Option<(Roots, Vec<String>)> {
+    let mut roots = Roots::from_env();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "hook" {
+            return Some((roots, args[i + 1..].to_vec()));
+        }
+        let (flag, value) = match arg.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let slot = match flag {
+            "--root" => &mut roots.root,
+            "--state-dir" => &mut roots.state_dir,
+            "--config" => &mut roots.config,
+            _ => return None,
+        };
+        let value = match value {
+            Some(v) => v,
+            None => {
+                i += 1;
+                args.get(i)?.clone()
+            }
+        };
+        *slot = PathBuf::from(value);
+        i += 1;
+    }
+    None
+}
+
+impl Roots {
+    /// Environment over defaults (for hook mode, where there are no flags).
+    pub fn from_env() -> Roots {
+        let var = |name: &str, default: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        Roots {
+            root: var("KVMTUNE_ROOT", "/"),
+            state_dir: var("KVMTUNE_STATE_DIR", "/run/kvmtune"),
+            config: var("KVMTUNE_CONFIG", "/etc/kvmtune/kvmtune.toml"),
+        }
+    }
+
+    pub fn context(&self) -> Result<ContextOwner> {
+        Ok(ContextOwner {
+            policy: Policy::load(&self.config)?,
+            state: StateDir::open(&self.state_dir)?,
+            fs: RootFs::new(&self.root),
+        })
+    }
+}
+
+fn run_command(cli: &Cli) -> Result<()> {
+    let roots = &cli.roots;
+    match &cli.command {
+        Command::Hook { .. } => unreachable!("hook is parsed by position before clap"),
+        Command::Plan { xml, name, json } => {
+            let policy = Policy::load(&roots.config)?;
+            let fs = RootFs::new(&roots.root);
+            let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
+            let domain = Domain::parse(&text)?;
+            let vm = vm.unwrap_or_else(|| domain.name.clone());
+            let ledger = match StateDir::peek(&roots.state_dir)? {
+                Some(s) => s.load_ledger()?,
+                None => Default::default(),
+            };
+            let host = Host::read(&fs)?;
+            let plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
+            } else {
+                print!("{}", render_plan(&plan));
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let policy = Policy::load(&roots.config)?;
+            let fs = RootFs::new(&roots.root);
+            let state = StateDir::peek(&roots.state_dir)?;
+            let status = status::gather(&fs, state.as_ref(), &policy)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
+            } else {
+                print!("{}", status::render(&status));
+            }
+            Ok(())
+        }
+        Command::Recover { all: _, name } => {
+            require_root("recover")?;
+            let owner = roots.context()?;
+            let which = match name {
+                Some(n) => Recover::One(n),
+                None => Recover::AllStopped,
+            };
+            let released = apply::recover(&owner.context(), which)?;
+            if released.is_empty() {
+                println!("nothing to release");
+            }
+            for vm in released {
+                println!("released {vm:?}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!("{what} changes the host and must run as root")))
+    }
+}
+
+/// The XML from `--xml FILE` or, outside the hook, `virsh dumpxml NAME`.
+fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<String>)> {
+    if let Some(path) = xml {
+        let text = if path == Path::new("-") {
+            let mut s = String::new();
+            io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("read", "stdin", e))?;
+            s
+        } else {
+            std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?
+        };
+        return Ok((text, name.map(str::to_string)));
+    }
+    let name = name.ok_or_else(|| Error::Usage("give a VM NAME or --xml FILE".into()))?;
+    let out = std::process::Command::new("virsh")
+        .args(["dumpxml", "--", name])
+        .output()
+        .map_err(|e| Error::io("run", "virsh", e))?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "virsh dumpxml {name:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), Some(name.to_string())))
+}
+
+fn render_plan(plan: &Plan) -> String {
+    let mut out = format!("VM {:?}:\n", plan.vm);
+    if plan.hugepages.is_empty() {
+        out.push_str("  hugepages: none reserved (not hugepage-backed, or reserve=off)\n");
+    }
+    for g in &plan.hugepages {
+        out.push_str(&format!(
+            "  hugepages: node {} {}: needs {} pages; {} free, {} promised to other VMs; grow by {}\n",
+            g.pool.node,
+            page_size_name(g.pool.page_kib),
+            g.pages,
+            g.before.free,
+            g.promised,
+            g.grow
+        ));
+    }
+    if !plan.isolate.is_empty() {
+        out.push_str(&format!(
+            "  isolate: CPUs {} (allowed by the policy; isolation is not applied by this version)\n",
+            plan.isolate
+        ));
+    }
+    if let Some(irq) = &plan.irq {
+        out.push_str(&format!(
+            "  irq: passthrough device IRQs to CPUs {irq} (allowed by the policy; not applied by this version)\n"
+        ));
+    }
+    let changes = plan.changes();
+    if changes.is_empty() {
+        out.push_str("  changes: none\n");
+    }
+    for c in changes {
+        out.push_str(&format!("  change: {c}\n"));
+    }
+    out
+}

@@ -1,0 +1,164 @@
+//! kvmtune's own `<metadata>` element (namespace `urn:kvmtune:1`): what one VM asks of the host.
+//! Parsing only; whether the host policy allows it is `policy::bounds`.
+
+use super::xml::Element;
+use crate::cpulist::CpuSet;
+
+/// The namespace of kvmtune's metadata, as set with `virsh metadata --uri`.
+pub const NAMESPACE: &str = "urn:kvmtune:1";
+
+/// `<kvmtune:hugepages reserve=…>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reserve {
+    /// Reserve when the domain has `<memoryBacking><hugepages/>`.
+    Auto,
+    /// Reserve the VM's memory as hugepages even without `<memoryBacking>` (for QEMU command
+    /// lines that back memory with hugetlbfs on their own).
+    On,
+    Off,
+}
+
+/// `<kvmtune:isolate cpus=…>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolateChoice {
+    /// The host CPUs of the VM's `<vcpupin>`s, else of `<vcpu cpuset>`.
+    Vcpus,
+    List(CpuSet),
+    Off,
+}
+
+/// `<kvmtune:irq cpus=…>`: where the VM's passthrough devices' interrupts go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IrqChoice {
+    Vcpus,
+    Housekeeping,
+    List(CpuSet),
+    Off,
+}
+
+/// Everything a VM's metadata says; `None` = not said, the policy's `[defaults]` decide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tune {
+    pub hugepages: Option<Reserve>,
+    pub isolate: Option<IsolateChoice>,
+    pub irq: Option<IrqChoice>,
+}
+
+/// Find and parse `<metadata><kvmtune:tune>` under the domain root. Other tools' metadata is
+/// ignored; ours is parsed strictly, because a misspelt attribute that silently did nothing
+/// would leave an operator believing a VM is tuned when it is not.
+pub fn parse(domain: &Element) -> Result<Tune, String> {
+    let Some(metadata) = domain.child("metadata") else {
+        return Ok(Tune::default());
+    };
+    let mut ours = metadata.children.iter().filter(|c| c.name == "tune");
+    let Some(tune) = ours.find(|c| is_ours(c)) else {
+        if let Some(other) = metadata
+            .children
+            .iter()
+            .find(|c| c.name == "tune" && c.ns.as_deref().is_some_and(|n| n.starts_with("urn:kvmtune:")))
+        {
+            return Err(format!(
+                "kvmtune metadata namespace '{}' is not supported (use '{NAMESPACE}')",
+                other.ns.as_deref().unwrap_or_default()
+            ));
+        }
+        return Ok(Tune::default());
+    };
+    parse_tune(tune)
+}
+
+fn is_ours(el: &Element) -> bool {
+    el.ns.as_deref() == Some(NAMESPACE)
+}
+
+fn parse_tune(tune: &Element) -> Result<Tune, String> {
+    let mut out = Tune::default();
+    // libvirt keeps the namespace on the element given to `virsh metadata --set` only; its
+    // children may come back with or without the prefix, so both are accepted.
+    for child in &tune.children {
+        if child.ns.is_some() && !is_ours(child) {
+            continue;
+        }
+        let value = single_attribute(child)?;
+        match child.name.as_str() {
+            "hugepages" => {
+                expect_attr(child, "reserve")?;
+                out.hugepages = Some(match value {
+                    "auto" => Reserve::Auto,
+                    "on" => Reserve::On,
+                    "off" => Reserve::Off,
+                    v => return Err(bad_value(child, "reserve", v, "auto, on or off")),
+                });
+            }
+            "isolate" => {
+                expect_attr(child, "cpus")?;
+                out.isolate = Some(match value {
+                    "vcpus" => IsolateChoice::Vcpus,
+                    "off" => IsolateChoice::Off,
+                    v => IsolateChoice::List(cpu_list(child, v)?),
+                });
+            }
+            "irq" => {
+                expect_attr(child, "cpus")?;
+                out.irq = Some(match value {
+                    "vcpus" => IrqChoice::Vcpus,
+                    "housekeeping" => IrqChoice::Housekeeping,
+                    "off" => IrqChoice::Off,
+                    v => IrqChoice::List(cpu_list(child, v)?),
+                });
+            }
+            other => {
+                return Err(format!(
+                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq)"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn single_attribute(el: &Element) -> Result<&str, String> {
+    match el.attrs.as_slice() {
+        [one] => Ok(one.value.trim()),
+        [] => Err(format!("kvmtune metadata <{}> has no value", el.name)),
+        _ => Err(format!(
+            "kvmtune metadata <{}> has more than one attribute",
+            el.name
+        )),
+    }
+}
+
+fn expect_attr(el: &Element, name: &str) -> Result<(), String> {
+    match el.attrs.first() {
+        Some(a) if a.name == name => Ok(()),
+        Some(a) => Err(format!(
+            "kvmtune metadata <{}> has an unknown attribute '{}' (expected '{name}')",
+            el.name, a.name
+        )),
+        None => Err(format!("kvmtune metadata <{}> has no '{name}'", el.name)),
+    }
+}
+
+fn bad_value(el: &Element, attr: &str, value: &str, expected: &str) -> String {
+    format!(
+        "kvmtune metadata <{} {attr}='{value}'> is not valid (expected {expected})",
+        el.name
+    )
+}
+
+fn cpu_list(el: &Element, value: &str) -> Result<CpuSet, String> {
+    let set = CpuSet::parse(value).map_err(|e| {
+        format!(
+            "kvmtune metadata <{} cpus='{value}'>: {e} (expected a CPU list, or a keyword)",
+            el.name
+        )
+    })?;
+    if set.is_empty() {
+        return Err(format!("kvmtune metadata <{} cpus=''> is empty", el.name));
+    }
+    Ok(set)
+}

@@ -1,0 +1,179 @@
+//! libvirt's QEMU hook: `NAME OP SUBOP EXTRA`, the domain XML on stdin.
+//! Which operations act, which may fail the start, which always exit 0.
+
+use std::io::Read;
+
+use crate::apply::{self, Context};
+use crate::domain::xml::MAX_XML_BYTES;
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::log;
+
+/// What libvirt asked, taken by position only (a domain may be called `--help`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    pub vm: String,
+    pub op: String,
+    pub subop: String,
+    /// `-`, or since libvirt 10.5 the shutoff reason for `release`.
+    pub extra: String,
+}
+
+impl HookCall {
+    pub fn from_args(args: &[String]) -> Result<HookCall> {
+        match args {
+            [vm, op, subop, rest @ ..] if rest.len() <= 1 => Ok(HookCall {
+                vm: vm.clone(),
+                op: op.clone(),
+                subop: subop.clone(),
+                extra: rest.first().cloned().unwrap_or_else(|| "-".into()),
+            }),
+            _ => Err(Error::Usage(format!(
+                "hook takes NAME OP SUBOP [EXTRA], got {} argument(s)",
+                args.len()
+            ))),
+        }
+    }
+
+    /// Operations whose failure aborts the VM start; for every other one libvirt ignores the
+    /// exit status or (for `reconnect`) kills the running VM, so those always exit 0.
+    pub fn may_fail(&self) -> bool {
+        matches!(self.op.as_str(), "prepare" | "start" | "started")
+    }
+}
+
+/// Run one hook call. `ctx` is built lazily: most operations need nothing from the host.
+pub fn run(
+    call: &HookCall,
+    stdin: &mut dyn Read,
+    ctx: &dyn Fn() -> Result<ContextOwner>,
+) -> Result<()> {
+    match (call.op.as_str(), call.subop.as_str()) {
+        ("prepare", "begin") => {
+            let xml = read_xml(stdin)?;
+            let domain = Domain::parse(&xml)
+                .map_err(|e| Error::Domain(format!("VM '{}': {e}", call.vm)))?;
+            let owner = ctx()?;
+            let plan = apply::prepare(&owner.context(), &call.vm, &domain)?;
+            for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
+                log::info(&format!(
+                    "VM '{}': {} grown by {} pages for it",
+                    call.vm, g.pool, g.grow
+                ));
+            }
+            Ok(())
+        }
+        ("started", "begin") | ("reconnect", "begin") => {
+            drain(stdin);
+            let owner = ctx()?;
+            apply::started(&owner.context(), &call.vm)
+        }
+        ("release", "end") => {
+            drain(stdin);
+            let owner = ctx()?;
+            apply::release(&owner.context(), &call.vm)
+        }
+        _ => {
+            // start, stopped, migrate, restore, attach, and operations of future libvirt
+            // versions: nothing to do. migrate and restore read our stdout as a replacement
+            // XML, so nothing is printed.
+            drain(stdin);
+            Ok(())
+        }
+    }
+}
+
+/// Read the domain XML from stdin, refusing absurd sizes before they are held in memory.
+fn read_xml(stdin: &mut dyn Read) -> Result<String> {
+    let mut buf = Vec::new();
+    stdin
+        .take(MAX_XML_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read domain XML from", "stdin", e))?;
+    if buf.len() > MAX_XML_BYTES {
+        return Err(Error::Domain(format!(
+            "domain XML on stdin is larger than {MAX_XML_BYTES} bytes"
+        )));
+    }
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Domain("no domain XML on stdin".into()));
+    }
+    String::from_utf8(buf).map_err(|_| Error::Domain("domain XML on stdin is not UTF-8".into()))
+}
+
+/// Read and discard stdin, so libvirt's writer never meets a closed pipe.
+fn drain(stdin: &mut dyn Read) {
+    let _ = std::io::copy(stdin, &mut std::io::sink());
+}
+
+/// Owns what a `Context` borrows.
+pub struct ContextOwner {
+    pub fs: crate::host::RootFs,
+    pub state: crate::state::StateDir,
+    pub policy: crate::policy::Policy,
+}
+
+impl ContextOwner {
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            fs: &self.fs,
+            state: &self.state,
+            policy: &self.policy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_are_positional_even_when_they_look_like_flags() {
+        let call = HookCall::from_args(&args(&["--help", "prepare", "begin", "-"])).unwrap();
+        assert_eq!(call.vm, "--help");
+        assert_eq!(call.op, "prepare");
+    }
+
+    #[test]
+    fn release_reason_is_accepted_and_extra_is_optional() {
+        let call = HookCall::from_args(&args(&["db1", "release", "end", "destroyed"])).unwrap();
+        assert_eq!(call.extra, "destroyed");
+        let call = HookCall::from_args(&args(&["db1", "release", "end"])).unwrap();
+        assert_eq!(call.extra, "-");
+    }
+
+    #[test]
+    fn too_few_or_many_arguments_are_usage_errors() {
+        assert_eq!(HookCall::from_args(&args(&["db1", "prepare"])).unwrap_err().exit_code(), 2);
+        assert!(HookCall::from_args(&args(&["a", "b", "c", "d", "e"])).is_err());
+    }
+
+    #[test]
+    fn only_start_path_operations_may_fail() {
+        for (op, fails) in [("prepare", true), ("started", true), ("release", false), ("reconnect", false), ("stopped", false)] {
+            let call = HookCall::from_args(&args(&["vm", op, "begin"])).unwrap();
+            assert_eq!(call.may_fail(), fails, "{op}");
+        }
+    }
+
+    #[test]
+    fn operations_with_nothing_to_do_never_build_a_context() {
+        let never = || -> Result<ContextOwner> { panic!("context built") };
+        for op in ["start", "stopped", "migrate", "restore", "attach", "future-op"] {
+            let call = HookCall::from_args(&args(&["vm", op, "begin", "-"])).unwrap();
+            run(&call, &mut "<domain/>".as_bytes(), &never).unwrap();
+        }
+    }
+
+    #[test]
+    fn prepare_without_xml_is_a_clear_error() {
+        let never = || -> Result<ContextOwner> { panic!("context built") };
+        let call = HookCall::from_args(&args(&["vm", "prepare", "begin", "-"])).unwrap();
+        let err = run(&call, &mut "".as_bytes(), &never).unwrap_err();
+        assert!(err.to_string().contains("no domain XML"), "{err}");
+    }
+}

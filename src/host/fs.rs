@@ -1,0 +1,102 @@
+//! `HostFs`: every read and write of a kernel file goes through here, resolved under one root.
+//! Tests hand the same code a tempdir (or a model of the kernel) instead of `/`.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Access to /sys, /proc, /dev and /run/systemd. Paths are relative to the root, e.g.
+/// `sys/devices/system/node/online`.
+pub trait HostFs {
+    /// Where relative paths are resolved (for messages and for tools that need a real path).
+    fn root(&self) -> &Path;
+
+    /// Read a whole (small) file.
+    fn read(&self, rel: &str) -> Result<String>;
+
+    /// Write `value` to an existing file in one `write(2)`, as sysfs and procfs expect. The file
+    /// is never created: a misspelt path fails here as it would on a kernel.
+    fn write(&self, rel: &str, value: &str) -> Result<()>;
+
+    /// The entry names of a directory, sorted.
+    fn list(&self, rel: &str) -> Result<Vec<String>>;
+
+    fn exists(&self, rel: &str) -> bool;
+
+    /// The absolute path of `rel` under the root, for messages.
+    fn display(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+}
+
+/// The real file system under a root directory (`/` in production).
+#[derive(Debug, Clone)]
+pub struct RootFs {
+    root: PathBuf,
+}
+
+impl RootFs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RootFs { root: root.into() }
+    }
+}
+
+impl HostFs for RootFs {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn read(&self, rel: &str) -> Result<String> {
+        let path = self.root.join(rel);
+        fs::read_to_string(&path).map_err(|e| Error::io("read", path, e))
+    }
+
+    fn write(&self, rel: &str, value: &str) -> Result<()> {
+        let path = self.root.join(rel);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("open for writing", &path, e))?;
+        // One write call: sysfs takes a value per write(2); a short write would split it.
+        let n = file
+            .write(value.as_bytes())
+            .map_err(|e| Error::io("write", &path, e))?;
+        if n != value.len() {
+            return Err(Error::State(format!(
+                "short write of '{value}' to {}",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn list(&self, rel: &str) -> Result<Vec<String>> {
+        let path = self.root.join(rel);
+        let mut names: Vec<String> = fs::read_dir(&path)
+            .map_err(|e| Error::io("list", &path, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.root.join(rel).exists()
+    }
+}
+
+/// Read a file holding one unsigned number (most sysfs counters).
+pub fn read_u64(fs: &dyn HostFs, rel: &str) -> Result<u64> {
+    let text = fs.read(rel)?;
+    text.trim().parse().map_err(|_| {
+        Error::State(format!(
+            "{} holds '{}', not a number",
+            fs.display(rel).display(),
+            text.trim()
+        ))
+    })
+}

@@ -1,0 +1,61 @@
+//! What the host is: a snapshot of topology and hugepage pools, read through `HostFs`.
+
+pub mod fs;
+pub mod hugepages;
+pub mod process;
+pub mod topology;
+
+use std::collections::BTreeMap;
+
+pub use fs::{HostFs, RootFs};
+pub use hugepages::{PoolKey, PoolState};
+pub use topology::{Node, Topology};
+
+use crate::error::Result;
+
+/// Everything `plan` needs to know about the host, read once per hook call.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    pub topology: Topology,
+    pub default_page_kib: u64,
+    /// Every pool of every node.
+    pub pools: BTreeMap<PoolKey, PoolState>,
+    /// Pages per size that mappings have reserved but not yet touched (global: the kernel
+    /// keeps no per-node count). They still show as free in the node counters.
+    pub reserved: BTreeMap<u64, u64>,
+}
+
+impl Host {
+    pub fn read(fs: &dyn HostFs) -> Result<Host> {
+        let topology = Topology::read(fs)?;
+        let default_page_kib = hugepages::default_page_kib(fs)?;
+        let mut pools = BTreeMap::new();
+        let mut reserved = BTreeMap::new();
+        for node in &topology.nodes {
+            for page_kib in hugepages::page_sizes(fs, node.id)? {
+                let key = PoolKey {
+                    node: node.id,
+                    page_kib,
+                };
+                pools.insert(key, hugepages::read_pool(fs, key)?);
+                if !reserved.contains_key(&page_kib) {
+                    reserved.insert(page_kib, hugepages::read_reserved(fs, page_kib)?);
+                }
+            }
+        }
+        Ok(Host {
+            topology,
+            default_page_kib,
+            pools,
+            reserved,
+        })
+    }
+
+    pub fn pool(&self, key: PoolKey) -> Option<&PoolState> {
+        self.pools.get(&key)
+    }
+
+    pub fn reserved(&self, page_kib: u64) -> u64 {
+        self.reserved.get(&page_kib).copied().unwrap_or(0)
+    }
+}

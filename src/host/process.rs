@@ -1,0 +1,49 @@
+//! Finding a VM's QEMU process in /proc (for `recover`: is a VM still running?).
+
+use super::fs::HostFs;
+
+/// Whether a process runs whose command line names the VM as libvirt does
+/// (`-name guest=NAME,debug-threads=on`, commas in NAME doubled) or plainly (`-name NAME`).
+pub fn qemu_running(fs: &dyn HostFs, vm: &str) -> bool {
+    let Ok(entries) = fs.list("proc") else {
+        return false;
+    };
+    entries
+        .iter()
+        .filter(|e| e.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|pid| fs.read(&format!("proc/{pid}/cmdline")).ok())
+        .any(|cmdline| names_vm(&cmdline, vm))
+}
+
+fn names_vm(cmdline: &str, vm: &str) -> bool {
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    args.windows(2).any(|w| {
+        w[0] == "-name" && {
+            let value = w[1];
+            let escaped = vm.replace(',', ",,");
+            value == vm
+                || value.strip_prefix("guest=").is_some_and(|rest| {
+                    rest == escaped
+                        || rest
+                            .strip_prefix(escaped.as_str())
+                            .is_some_and(|tail| tail.starts_with(',') && !tail.starts_with(",,"))
+                })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_and_plain_name_forms_match() {
+        let libvirt = "/usr/bin/qemu-system-x86_64\0-name\0guest=db1,debug-threads=on\0-S\0";
+        assert!(names_vm(libvirt, "db1"));
+        assert!(!names_vm(libvirt, "db"));
+        assert!(names_vm("qemu\0-name\0db1\0", "db1"));
+        let comma = "qemu\0-name\0guest=a,,b,debug-threads=on\0";
+        assert!(names_vm(comma, "a,b"));
+        assert!(!names_vm(comma, "a"));
+    }
+}

@@ -1,0 +1,148 @@
+//! `plan`: what `prepare` must change for a VM, given the host now and what other VMs hold.
+//! Pure: no I/O, so most behaviour is tested here with hand-built hosts.
+
+pub mod bounds;
+pub mod hugepages;
+
+use serde::Serialize;
+
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::host::{Host, PoolKey, PoolState};
+use crate::policy::Policy;
+use crate::size::{human, page_size_name};
+use crate::state::Ledger;
+
+/// Everything prepare will do for one VM.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub vm: String,
+    pub hugepages: Vec<PoolGrowth>,
+    /// CPUs the VM asks to isolate, checked against the policy (empty: none).
+    pub isolate: CpuSet,
+    /// Where its passthrough devices' IRQs go, checked against the policy.
+    pub irq: Option<CpuSet>,
+}
+
+/// One pool the VM uses: what it needs, what the free pool covers, what must be added.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolGrowth {
+    pub pool: PoolKey,
+    /// Pages the VM needs from this pool.
+    pub pages: u64,
+    /// The pool as it is now.
+    pub before: PoolState,
+    /// Free pages already promised to other prepared VMs, or reserved by a mapping that has
+    /// not touched them yet (a QEMU started without preallocation).
+    pub promised: u64,
+    /// Pages to add to the pool.
+    pub grow: u64,
+}
+
+impl PoolGrowth {
+    /// Free pages this VM can use without growing the pool.
+    pub fn covered(&self) -> u64 {
+        self.before.free.saturating_sub(self.promised).min(self.pages)
+    }
+
+    /// The `nr_hugepages` value to write: the persistent pool grown by `grow`, with the node's
+    /// surplus pages (which `nr_hugepages` includes) left as they are.
+    pub fn target_nr(&self) -> u64 {
+        self.before.nr + self.grow
+    }
+
+    pub fn change(&self) -> Option<Change> {
+        (self.grow > 0).then(|| Change {
+            path: self.pool.nr_path(),
+            before: self.before.nr.to_string(),
+            after: self.target_nr().to_string(),
+        })
+    }
+}
+
+impl Plan {
+    /// The host changes, in the order apply makes them.
+    pub fn changes(&self) -> Vec<Change> {
+        self.hugepages.iter().filter_map(PoolGrowth::change).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes().is_empty()
+    }
+}
+
+/// Work out the plan, refusing (with one line) anything the policy or the host does not allow.
+pub fn plan(domain: &Domain, vm: &str, policy: &Policy, host: &Host, ledger: &Ledger) -> Result<Plan> {
+    let cpus = bounds::cpu_settings(domain, vm, policy, &host.topology).map_err(Error::Refused)?;
+    let reserve = domain.tune.hugepages.unwrap_or(policy.default_hugepages);
+    let mut named = domain.clone();
+    named.name = vm.to_string();
+    let need = hugepages::need(&named, reserve, host).map_err(Error::Refused)?;
+
+    let total: u64 = need.iter().map(|(k, pages)| k.page_bytes() * pages).sum();
+    if let Some(limit) = policy.max_per_vm {
+        if total > limit {
+            return Err(Error::Refused(format!(
+                "VM '{vm}' asks for {} of hugepages; the policy allows at most {} per VM (hugepages.max_per_vm). Nothing was changed.",
+                human(total),
+                human(limit)
+            )));
+        }
+    }
+
+    let growth: Vec<PoolGrowth> = need
+        .iter()
+        .map(|(&pool, &pages)| {
+            let before = host.pool(pool).copied().unwrap_or_default();
+            // The kernel's count of reserved-but-untouched pages is global per size; taking it
+            // from each node's free count is exact on one node and cautious on several.
+            let promised = ledger.promised(pool, vm) + host.reserved(pool.page_kib);
+            let available = before.free.saturating_sub(promised);
+            PoolGrowth {
+                pool,
+                pages,
+                before,
+                promised,
+                grow: pages.saturating_sub(available),
+            }
+        })
+        .collect();
+    check_memory_floor(vm, &growth, policy, host)?;
+    Ok(Plan {
+        vm: vm.to_string(),
+        hugepages: growth,
+        isolate: cpus.isolate,
+        irq: cpus.irq,
+    })
+}
+
+/// Refuse growth that would leave a node with less than the policy's floor of ordinary memory.
+fn check_memory_floor(vm: &str, growth: &[PoolGrowth], policy: &Policy, host: &Host) -> Result<()> {
+    for node in &host.topology.nodes {
+        let on_node: Vec<&PoolGrowth> = growth.iter().filter(|g| g.pool.node == node.id && g.grow > 0).collect();
+        let bytes: u64 = on_node.iter().map(|g| g.grow * g.pool.page_bytes()).sum();
+        if bytes == 0 {
+            continue;
+        }
+        let usable = node.mem_available.saturating_sub(policy.node_memory_floor);
+        if bytes > usable {
+            let first = on_node[0];
+            return Err(Error::Refused(format!(
+                "VM '{vm}' needs {} x {} pages on node {} ({} more than the free pool holds); node {} has {} available and the policy keeps {} for the host. Nothing was changed.",
+                first.pages,
+                page_size_name(first.pool.page_kib),
+                node.id,
+                human(bytes),
+                node.id,
+                human(node.mem_available),
+                human(policy.node_memory_floor)
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

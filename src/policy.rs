@@ -1,0 +1,280 @@
+//! The host policy (`/etc/kvmtune/kvmtune.toml`): what the administrator allows VMs to ask for.
+//! Parsing (`PolicyFile`, serde, unknown keys are errors) is kept apart from checking
+//! (`Policy::from_file`), so every message can name the key and the value.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cpulist::CpuSet;
+use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
+use crate::error::{Error, Result};
+use crate::size::parse_size;
+
+/// The file as written, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct PolicyFile {
+    cpus: CpusSection,
+    hugepages: HugepagesSection,
+    defaults: DefaultsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CpusSection {
+    housekeeping: String,
+    isolatable: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HugepagesSection {
+    node_memory_floor: String,
+    compaction: bool,
+    timeout: String,
+    max_per_vm: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DefaultsSection {
+    hugepages: String,
+    isolate: String,
+    irq: String,
+}
+
+impl Default for CpusSection {
+    fn default() -> Self {
+        CpusSection {
+            housekeeping: "auto".into(),
+            isolatable: "auto".into(),
+        }
+    }
+}
+
+impl Default for HugepagesSection {
+    fn default() -> Self {
+        HugepagesSection {
+            node_memory_floor: "256MiB".into(),
+            compaction: true,
+            timeout: "10s".into(),
+            max_per_vm: "unlimited".into(),
+        }
+    }
+}
+
+impl Default for DefaultsSection {
+    fn default() -> Self {
+        DefaultsSection {
+            hugepages: "auto".into(),
+            isolate: "off".into(),
+            irq: "off".into(),
+        }
+    }
+}
+
+/// A CPU set given in the policy, resolved against the host's topology when used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuPolicy {
+    /// `housekeeping`: the first core of each NUMA node with its SMT siblings.
+    /// `isolatable`: every online CPU outside the housekeeping set.
+    Auto,
+    List(CpuSet),
+}
+
+/// The validated host policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub housekeeping: CpuPolicy,
+    pub isolatable: CpuPolicy,
+    /// Memory each NUMA node keeps free of hugepages after a reservation.
+    pub node_memory_floor: u64,
+    pub compaction: bool,
+    /// Time bound for one VM's reservation, compaction retries included.
+    pub reserve_timeout: Duration,
+    /// Most memory one VM may have reserved as hugepages; `None` = no limit.
+    pub max_per_vm: Option<u64>,
+    pub default_hugepages: Reserve,
+    pub default_isolate: IsolateChoice,
+    pub default_irq: IrqChoice,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::from_file(PolicyFile::default()).expect("built-in defaults are valid")
+    }
+}
+
+impl Policy {
+    /// Read the policy at `path`; a missing file means the built-in defaults. The file decides
+    /// what less trusted domain editors may do, so one that others could write is refused.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
+            Err(e) => return Err(Error::io("read policy", path, e)),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("stat policy", path, e))?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::Config(format!(
+                "policy {} is writable by group or others (mode {:o}); chmod go-w it",
+                path.display(),
+                meta.mode() & 0o7777
+            )));
+        }
+        if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 {
+            return Err(Error::Config(format!(
+                "policy {} is owned by uid {}, not root",
+                path.display(),
+                meta.uid()
+            )));
+        }
+        Policy::parse(&text).map_err(|e| Error::Config(format!("policy {}: {e}", path.display())))
+    }
+
+    /// Parse and validate policy text.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+        Policy::from_file(file)
+    }
+
+    fn from_file(f: PolicyFile) -> Result<Policy, String> {
+        Ok(Policy {
+            housekeeping: cpu_policy(&f.cpus.housekeeping, "cpus.housekeeping")?,
+            isolatable: cpu_policy(&f.cpus.isolatable, "cpus.isolatable")?,
+            node_memory_floor: parse_size(&f.hugepages.node_memory_floor)
+                .map_err(|e| format!("hugepages.node_memory_floor: {e}"))?,
+            compaction: f.hugepages.compaction,
+            reserve_timeout: parse_duration(&f.hugepages.timeout)
+                .map_err(|e| format!("hugepages.timeout: {e}"))?,
+            max_per_vm: match f.hugepages.max_per_vm.trim() {
+                "unlimited" => None,
+                s => Some(parse_size(s).map_err(|e| format!("hugepages.max_per_vm: {e}"))?),
+            },
+            default_hugepages: match f.defaults.hugepages.as_str() {
+                "auto" => Reserve::Auto,
+                "on" => Reserve::On,
+                "off" => Reserve::Off,
+                v => return Err(format!("defaults.hugepages = '{v}': expected auto, on or off")),
+            },
+            default_isolate: match f.defaults.isolate.as_str() {
+                "vcpus" => IsolateChoice::Vcpus,
+                "off" => IsolateChoice::Off,
+                v => IsolateChoice::List(
+                    CpuSet::parse(v).map_err(|e| format!("defaults.isolate = '{v}': {e}"))?,
+                ),
+            },
+            default_irq: match f.defaults.irq.as_str() {
+                "vcpus" => IrqChoice::Vcpus,
+                "housekeeping" => IrqChoice::Housekeeping,
+                "off" => IrqChoice::Off,
+                v => IrqChoice::List(
+                    CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
+                ),
+            },
+        })
+    }
+}
+
+fn cpu_policy(value: &str, key: &str) -> Result<CpuPolicy, String> {
+    match value.trim() {
+        "auto" => Ok(CpuPolicy::Auto),
+        v => {
+            let set = CpuSet::parse(v).map_err(|e| format!("{key} = '{v}': {e}"))?;
+            if set.is_empty() {
+                return Err(format!("{key} is empty (use \"auto\" or a CPU list)"));
+            }
+            Ok(CpuPolicy::List(set))
+        }
+    }
+}
+
+/// `10s`, `500ms`, `2m`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{t}' is not a duration such as 10s or 500ms"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" | "min" => Ok(Duration::from_secs(n * 60)),
+        u => Err(format!("'{t}': unknown unit '{u}' (ms, s or m)")),
+    }
+}
+
+/// toml's messages span several lines with a source excerpt; libvirt shows one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let p = Policy::parse("").unwrap();
+        assert_eq!(p.housekeeping, CpuPolicy::Auto);
+        assert_eq!(p.node_memory_floor, 256 << 20);
+        assert!(p.compaction);
+        assert_eq!(p.reserve_timeout, Duration::from_secs(10));
+        assert_eq!(p.max_per_vm, None);
+        assert_eq!(p.default_hugepages, Reserve::Auto);
+        assert_eq!(p.default_isolate, IsolateChoice::Off);
+        assert_eq!(p.default_irq, IrqChoice::Off);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Policy::parse("[hugepages]\nnode_memory_flor = \"1GiB\"\n").unwrap_err();
+        assert!(err.contains("node_memory_flor"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let err = Policy::parse("[cpus]\nhousekeeping = \"3-1\"\n").unwrap_err();
+        assert!(err.contains("cpus.housekeeping") && err.contains("3-1"), "{err}");
+        let err = Policy::parse("[hugepages]\ntimeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("hugepages.timeout"), "{err}");
+        let err = Policy::parse("[defaults]\nhugepages = \"yes\"\n").unwrap_err();
+        assert!(err.contains("defaults.hugepages"), "{err}");
+    }
+
+    #[test]
+    fn sizes_durations_and_lists_are_read() {
+        let p = Policy::parse(
+            "[cpus]\nhousekeeping = \"0-1\"\n[hugepages]\nnode_memory_floor = \"1GiB\"\ntimeout = \"500ms\"\nmax_per_vm = \"64GiB\"\n[defaults]\nisolate = \"vcpus\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.housekeeping, CpuPolicy::List(CpuSet::parse("0-1").unwrap()));
+        assert_eq!(p.node_memory_floor, 1 << 30);
+        assert_eq!(p.reserve_timeout, Duration::from_millis(500));
+        assert_eq!(p.max_per_vm, Some(64 << 30));
+        assert_eq!(p.default_isolate, IsolateChoice::Vcpus);
+    }
+
+    #[test]
+    fn missing_file_is_defaults_and_group_writable_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kvmtune.toml");
+        assert_eq!(Policy::load(&path).unwrap(), Policy::default());
+        std::fs::write(&path, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = Policy::load(&path).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("writable"), "{err}");
+    }
+}

@@ -1,0 +1,104 @@
+//! The ledger: what each VM kvmtune knows of holds, and each pool's count before kvmtune first
+//! grew it. Release and recover work from this, never from the XML libvirt passes to release.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::PoolKey;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    #[serde(default)]
+    pub vms: BTreeMap<String, VmHold>,
+    /// Pools kvmtune has grown and must give back, with their `nr_hugepages` before that.
+    #[serde(default)]
+    pub pools: Vec<PoolBaseline>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `prepare` succeeded; QEMU does not run yet, so its pages are still free and promised.
+    Prepared,
+    /// `started` was seen: QEMU runs and has taken its pages.
+    Running,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmHold {
+    pub phase: Phase,
+    #[serde(default)]
+    pub hugepages: Vec<PoolHold>,
+}
+
+/// A VM's use of one pool: the pages it needs and how many kvmtune added to the pool for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolHold {
+    pub pool: PoolKey,
+    pub pages: u64,
+    pub added: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolBaseline {
+    pub pool: PoolKey,
+    /// The persistent pool size before kvmtune grew it for the first VM.
+    pub persistent: u64,
+}
+
+impl Ledger {
+    /// Pages of `pool` promised to VMs that are prepared but not running (not yet taken from
+    /// the free count), other than `except`.
+    pub fn promised(&self, pool: PoolKey, except: &str) -> u64 {
+        self.vms
+            .iter()
+            .filter(|(name, hold)| name.as_str() != except && hold.phase == Phase::Prepared)
+            .flat_map(|(_, hold)| hold.hugepages.iter())
+            .filter(|h| h.pool == pool)
+            .map(|h| h.pages)
+            .sum()
+    }
+
+    /// Whether any VM other than `except` uses pages of `pool`.
+    pub fn others_hold(&self, pool: PoolKey, except: &str) -> bool {
+        self.vms
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .any(|(_, hold)| hold.hugepages.iter().any(|h| h.pool == pool && h.pages > 0))
+    }
+
+    /// Pages kvmtune added to `pool` for all VMs.
+    pub fn added(&self, pool: PoolKey) -> u64 {
+        self.vms
+            .values()
+            .flat_map(|h| h.hugepages.iter())
+            .filter(|h| h.pool == pool)
+            .map(|h| h.added)
+            .sum()
+    }
+
+    pub fn baseline(&self, pool: PoolKey) -> Option<u64> {
+        self.pools
+            .iter()
+            .find(|b| b.pool == pool)
+            .map(|b| b.persistent)
+    }
+
+    /// Record `persistent` as the pool's baseline unless one is already kept.
+    pub fn keep_baseline(&mut self, pool: PoolKey, persistent: u64) {
+        if self.baseline(pool).is_none() {
+            self.pools.push(PoolBaseline { pool, persistent });
+            self.pools.sort_by_key(|b| b.pool);
+        }
+    }
+
+    /// Forget baselines of pools no VM holds pages in any more.
+    pub fn drop_unheld_baselines(&mut self) {
+        let vms = &self.vms;
+        self.pools.retain(|b| {
+            vms.values()
+                .any(|h| h.hugepages.iter().any(|p| p.pool == b.pool && p.pages > 0))
+        });
+    }
+}

@@ -1,0 +1,131 @@
+//! `kvmtune status`: per VM what it holds, per node the hugepage pools, the CPU sets the policy
+//! defines. Read-only and lock-free (state files are replaced atomically).
+
+use serde::Serialize;
+
+use crate::cpulist::CpuSet;
+use crate::error::Result;
+use crate::host::{Host, HostFs, PoolKey};
+use crate::plan::bounds;
+use crate::policy::Policy;
+use crate::size::page_size_name;
+use crate::state::{Ledger, Phase, PoolHold, StateDir};
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub vms: Vec<VmStatus>,
+    pub pools: Vec<PoolStatus>,
+    pub housekeeping_cpus: CpuSet,
+    pub isolatable_cpus: CpuSet,
+    /// VMs with an operation that was interrupted and not yet finished or undone.
+    pub interrupted: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VmStatus {
+    pub name: String,
+    pub phase: Phase,
+    pub hugepages: Vec<PoolHold>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    pub node: u32,
+    pub page_kib: u64,
+    pub total: u64,
+    pub free: u64,
+    pub surplus: u64,
+    pub added_by_kvmtune: u64,
+    /// The persistent count before kvmtune grew the pool, while any VM holds pages in it.
+    pub baseline: Option<u64>,
+}
+
+pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Result<Status> {
+    let host = Host::read(fs)?;
+    let (ledger, interrupted) = match state {
+        Some(s) => (
+            s.load_ledger()?,
+            s.journals()?.into_iter().map(|j| j.vm).collect(),
+        ),
+        None => (Ledger::default(), Vec::new()),
+    };
+    let pools = host
+        .pools
+        .iter()
+        .map(|(key, p)| PoolStatus {
+            node: key.node,
+            page_kib: key.page_kib,
+            total: p.nr,
+            free: p.free,
+            surplus: p.surplus,
+            added_by_kvmtune: ledger.added(*key),
+            baseline: ledger.baseline(*key),
+        })
+        .collect();
+    Ok(Status {
+        vms: ledger
+            .vms
+            .iter()
+            .map(|(name, hold)| VmStatus {
+                name: name.clone(),
+                phase: hold.phase,
+                hugepages: hold.hugepages.clone(),
+            })
+            .collect(),
+        pools,
+        housekeeping_cpus: bounds::housekeeping(policy, &host.topology),
+        isolatable_cpus: bounds::isolatable(policy, &host.topology),
+        interrupted,
+    })
+}
+
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    out.push_str("Hugepage pools:\n");
+    for p in &status.pools {
+        let key = PoolKey { node: p.node, page_kib: p.page_kib };
+        out.push_str(&format!(
+            "  node {} {:>7}: {} total, {} free, {} surplus, {} added by kvmtune{}\n",
+            key.node,
+            page_size_name(key.page_kib),
+            p.total,
+            p.free,
+            p.surplus,
+            p.added_by_kvmtune,
+            p.baseline
+                .map(|b| format!(" (was {b})"))
+                .unwrap_or_default()
+        ));
+    }
+    out.push_str("VMs:\n");
+    if status.vms.is_empty() {
+        out.push_str("  none\n");
+    }
+    for vm in &status.vms {
+        let phase = match vm.phase {
+            Phase::Prepared => "prepared",
+            Phase::Running => "running",
+        };
+        out.push_str(&format!("  {:?} ({phase})\n", vm.name));
+        for h in &vm.hugepages {
+            out.push_str(&format!(
+                "    node {} {}: {} pages, {} added for it\n",
+                h.pool.node,
+                page_size_name(h.pool.page_kib),
+                h.pages,
+                h.added
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "CPUs: housekeeping {}, isolatable {}\n",
+        status.housekeeping_cpus, status.isolatable_cpus
+    ));
+    if !status.interrupted.is_empty() {
+        out.push_str(&format!(
+            "Interrupted operations (run `kvmtune recover`): {}\n",
+            status.interrupted.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Tier 3 of DESIGN.md: the real kernel.
+#
+# Boots a Debian 6.1 kernel under QEMU/TCG with several NUMA nodes, with an initramfs holding
+# busybox, the kvmtune binary ($KVMTUNE_BIN) and the scenarios in tests/guest/scenarios/, and
+# reports one line per scenario:
+#   PASS guest/<topology>/<scenario>
+#   FAIL guest/<topology>/<scenario>: reason
+# then `N passed, M failed`. Exits non-zero if any scenario failed or was not reported.
+#
+# Usage: KVMTUNE_BIN=/path/to/kvmtune tests/guest/run.sh [SCENARIO-SUBSTRING...]
+# Environment:
+#   KVMTUNE_BIN            the kvmtune binary to test (required)
+#   KVMTUNE_GUEST_CACHE    where the kernel and busybox are kept (default /var/cache/kvmtune-tests/guest)
+#   KVMTUNE_GUEST_LOGS     where the serial console logs go (default: a fresh dir under /tmp)
+#   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node")
+#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 150)
+#   KVMTUNE_GUEST_VERBOSE  1: the guest prints every scenario's log, not only failing ones
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bin=${KVMTUNE_BIN:-}
+cache=${KVMTUNE_GUEST_CACHE:-/var/cache/kvmtune-tests/guest}
+topos=${KVMTUNE_GUEST_TOPOS:-2node 3node}
+boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-150}
+verbose=${KVMTUNE_GUEST_VERBOSE:-0}
+filters=("$@")
+
+die() { echo "guest: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
+
+[ -n "$bin" ] || die "KVMTUNE_BIN is not set (path to the kvmtune binary to test)"
+[ -x "$bin" ] || die "KVMTUNE_BIN=$bin is not an executable file"
+bin=$(realpath "$bin")
+for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get; do
+  command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run tests/deps.sh)"
+done
+
+# ---------------------------------------------------------------- kernel + busybox, cached
+fetch_guest_bits() {
+  if [ -s "$cache/vmlinuz" ] && [ -s "$cache/busybox" ]; then return 0; fi
+  local pick dl
+  pick() { apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null |
+             awk '{print $1}' | sort -V | tail -1; }
+  local pkg; pkg=$(pick)
+  if [ -z "$pkg" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    pkg=$(pick)
+  fi
+  [ -n "$pkg" ] || die "apt-cache knows no linux-image-6.1.0-N-amd64 package"
+  dl=$(mktemp -d /tmp/kvmtune-guest-dl.XXXXXX)
+  chmod 755 "$dl"   # apt-get download drops privileges to _apt where it can
+  echo "guest: fetching $pkg and busybox-static into $cache" >&2
+  if ! (cd "$dl" && apt-get download "$pkg" busybox-static >"$dl/apt.log" 2>&1); then
+    cat "$dl/apt.log" >&2; rm -rf "$dl"; die "apt-get download $pkg busybox-static failed"
+  fi
+  mkdir -p "$dl/x"
+  for deb in "$dl"/*.deb; do dpkg -x "$deb" "$dl/x"; done
+  mkdir -p "$cache"
+  cp "$dl"/x/boot/vmlinuz-* "$cache/vmlinuz.tmp"
+  cp "$dl"/x/boot/config-* "$cache/config"
+  cp "$dl/x/bin/busybox" "$cache/busybox.tmp"
+  echo "$pkg" > "$cache/kernel-package"
+  mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+  mv "$cache/busybox.tmp" "$cache/busybox"
+  rm -rf "$dl"
+}
+fetch_guest_bits
+
+work=$(mktemp -d /tmp/kvmtune-guest.XXXXXX)
+logs=${KVMTUNE_GUEST_LOGS:-$work/logs}
+mkdir -p "$logs"
+qemu_pid=""
+cleanup() {
+  # Only the QEMU (via its `timeout` parent) that this script started, by PID.
+  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then kill "$qemu_pid" 2>/dev/null || true; fi
+  rm -rf "$work/root" "$work/initrd.gz"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- scenarios per topology
+# A scenario declares where it runs with a header line `# topologies: 2node 3node`.
+scenario_topos() { sed -n 's/^# topologies:[[:space:]]*//p' "$1" | head -1; }
+selected() {
+  local name=$1 f
+  [ ${#filters[@]} -eq 0 ] && return 0
+  for f in "${filters[@]}"; do case $name in *"$f"*) return 0 ;; esac; done
+  return 1
+}
+declare -A expected=()   # topo -> space separated scenario names
+for s in "$here"/scenarios/*.sh; do
+  name=$(basename "$s" .sh)
+  selected "$name" || continue
+  for t in $(scenario_topos "$s"); do expected[$t]="${expected[$t]:-} $name"; done
+done
+
+# ---------------------------------------------------------------- initramfs
+root=$work/root
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,etc,tests/scenarios}
+cp "$cache/busybox" "$root/bin/busybox"
+cp "$bin" "$root/usr/bin/kvmtune"
+# The shared libraries and the loader, at the paths ldd names.
+if ldd_out=$(ldd "$bin" 2>&1); then
+  while read -r lib; do
+    [ -n "$lib" ] || continue
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done < <(printf '%s\n' "$ldd_out" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]+ \(/{print $1}')
+fi
+cp "$here/init" "$root/init"
+cp "$here/lib.sh" "$root/tests/lib.sh"
+for s in "$here"/scenarios/*; do
+  cp "$s" "$root/tests/scenarios/"
+done
+chmod 755 "$root/init" "$root/bin/busybox"
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$work/initrd.gz"
+
+# ---------------------------------------------------------------- topologies
+# Node sizes in GiB and CPU lists. The 3-node machine is deliberately unequal and its smallest
+# node (2) holds no kernel memory.
+qemu_numa_args() {
+  case $1 in
+    2node) echo "-m 6G -smp 4
+      -object memory-backend-ram,id=m0,size=3G -object memory-backend-ram,id=m1,size=3G
+      -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2-3,memdev=m1" ;;
+    3node) echo "-m 6G -smp 4
+      -object memory-backend-ram,id=m0,size=2G -object memory-backend-ram,id=m1,size=3G
+      -object memory-backend-ram,id=m2,size=1G
+      -numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2,memdev=m1
+      -numa node,nodeid=2,cpus=3,memdev=m2" ;;
+    *) return 1 ;;
+  esac
+}
+
+passed=0
+failed=0
+start_all=$(date +%s)
+for topo in $topos; do
+  names=${expected[$topo]:-}
+  [ -n "$names" ] || continue
+  numa=$(qemu_numa_args "$topo") || die "unknown topology $topo"
+  console=$logs/console-$topo.log
+  t0=$(date +%s)
+  # shellcheck disable=SC2086 # numa is a word list on purpose
+  timeout --kill-after=5 "$boot_timeout" qemu-system-x86_64 \
+    -accel tcg -cpu max -machine pc $numa \
+    -kernel "$cache/vmlinuz" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 init_on_alloc=0 kt.topo=$topo kt.verbose=$verbose kt.only=$(echo $names | tr ' ' ,)" \
+    -display none -nodefaults -no-reboot -monitor none -serial "file:$console" \
+    </dev/null >"$logs/qemu-$topo.log" 2>&1 &
+  qemu_pid=$!
+  qemu_rc=0
+  wait "$qemu_pid" || qemu_rc=$?
+  qemu_pid=""
+  t1=$(date +%s)
+  tr -d '\r' < "$console" > "$console.clean" && mv "$console.clean" "$console"
+  done_seen=0
+  grep -q '^@@KT DONE' "$console" && done_seen=1
+  for name in $names; do
+    line=$(grep -E "^@@KT (PASS|FAIL) $name(:|\$)" "$console" | tail -1 || true)
+    case $line in
+      "@@KT PASS $name")
+        echo "PASS guest/$topo/$name"; passed=$((passed + 1)) ;;
+      "@@KT FAIL $name"*)
+        echo "FAIL guest/$topo/$name${line#"@@KT FAIL $name"}"
+        grep -F "@@LOG $name| " "$console" | sed "s/^@@LOG $name| /    | /" || true
+        failed=$((failed + 1)) ;;
+      *)
+        if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then why="guest timed out after ${boot_timeout}s"
+        elif [ "$done_seen" = 1 ]; then why="guest did not run it"
+        else why="guest stopped before reporting it (qemu exit $qemu_rc)"; fi
+        echo "FAIL guest/$topo/$name: $why"
+        failed=$((failed + 1))
+        missing=1 ;;
+    esac
+  done
+  if [ "${missing:-0}" = 1 ]; then
+    echo "    --- last 40 lines of the $topo console ($console) ---"
+    tail -40 "$console" | sed 's/^/    | /'
+    [ -s "$logs/qemu-$topo.log" ] && sed 's/^/    qemu: /' "$logs/qemu-$topo.log"
+    missing=0
+  fi
+  echo "guest/$topo: $((t1 - t0)) s, console log $console" >&2
+done
+echo "guest: total $(( $(date +%s) - start_all )) s" >&2
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

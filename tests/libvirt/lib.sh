@@ -1,0 +1,330 @@
+# shellcheck shell=bash
+# Shared by tests/libvirt/run.sh and scripts/demo.sh: bring up the machine's real libvirtd with
+# kvmtune installed as its QEMU hook, and take down exactly what was brought up.
+#
+#   source tests/libvirt/lib.sh
+#   lt_setup /path/to/kvmtune        # deps, hugetlbfs, hook, virtlogd + libvirtd; installs an EXIT trap
+#   lt_define NAME FILE.xml          # define a domain; it is destroyed and undefined at teardown
+#   ...                               # lt_teardown runs on exit (or call it yourself)
+#
+# Order matters (ENVIRONMENT.md): libvirtd finds hugetlbfs mounts and hook scripts once, when it
+# starts, so the mount and the hook go in first. Nothing that existed before is overwritten:
+# an existing /etc/libvirt/hooks/qemu is never touched, a libvirtd already running with our hook
+# is reused (and left running), and every hugepage pool gets its starting size back.
+
+LT_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LT_URI=qemu:///system
+LT_HOOK_DIR=/etc/libvirt/hooks/qemu.d
+LT_HOOK=$LT_HOOK_DIR/kvmtune
+# The hook is a symlink to a private copy of the binary under test, so a package's
+# /usr/sbin/kvmtune is never replaced. argv[0] stays .../qemu.d/kvmtune, which selects hook mode.
+LT_BIN_DIR=/usr/local/lib/kvmtune-test
+LT_BIN_COPY=$LT_BIN_DIR/kvmtune
+LT_STATE_DIR=/run/kvmtune
+LT_LOG_DIR=${LT_LOG_DIR:-/tmp/kvmtune-libvirt-logs}
+LT_DOMAIN_PREFIX=kvmtune-test-
+
+# What this process created or started, for lt_teardown.
+LT_STARTED_PIDS=()      # "name:pid", in start order
+LT_CREATED=()           # files and directories to remove, in creation order
+LT_DOMAINS=()           # domains we defined
+LT_MOUNTED_HUGETLBFS=0
+LT_STATE_DIR_EXISTED=1
+declare -A LT_POOLS_AT_START=()
+LT_TORN_DOWN=0
+
+lt_log() { printf '%s\n' "$*" >&2; }
+lt_die() { lt_log "lib.sh: $*"; exit 1; }
+
+virsh_() { virsh -q -c "$LT_URI" "$@"; }
+
+# ---- hugepage pools ------------------------------------------------------------------------
+
+# Every writable pool size file: per node and size, plus the global default-size count.
+lt_pool_files() {
+  ls -d /sys/devices/system/node/node*/hugepages/hugepages-*kB/nr_hugepages 2>/dev/null
+  echo /proc/sys/vm/nr_hugepages
+}
+
+# One line per pool file: "path value". Used to compare the whole host before and after.
+lt_pools_snapshot() {
+  local f
+  for f in $(lt_pool_files); do printf '%s %s\n' "$f" "$(cat "$f")"; done
+}
+
+# node0 2 MiB pool: lt_pool 0 2048 [nr_hugepages|free_hugepages|surplus_hugepages]
+lt_pool() {
+  cat "/sys/devices/system/node/node$1/hugepages/hugepages-$2kB/${3:-nr_hugepages}"
+}
+
+lt_set_pool() {
+  echo "$3" >"/sys/devices/system/node/node$1/hugepages/hugepages-$2kB/nr_hugepages"
+}
+
+# ---- daemons -------------------------------------------------------------------------------
+
+lt_libvirt_answers() { timeout 10 virsh -c "$LT_URI" version >/dev/null 2>&1; }
+
+# Pid of a running daemon from its pidfile, if the process is alive and is that daemon.
+lt_daemon_pid() {
+  local name=$1 pid
+  pid=$(cat "/run/$name.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(command -v "$name")" ] || return 1
+  echo "$pid"
+}
+
+# Start NAME in the background, detached from our terminal, logging to a file; record its pid.
+lt_start_daemon() {
+  local name=$1 pid i
+  shift
+  mkdir -p "$LT_LOG_DIR"
+  setsid "$name" "$@" </dev/null >"$LT_LOG_DIR/$name.log" 2>&1 &
+  local launcher=$!
+  # setsid execs in place when we are not a process-group leader, forks otherwise: the pidfile
+  # the daemon writes is the reliable answer.
+  for i in $(seq 1 100); do
+    if pid=$(lt_daemon_pid "$name"); then
+      LT_STARTED_PIDS+=("$name:$pid")
+      return 0
+    fi
+    kill -0 "$launcher" 2>/dev/null || [ "$i" -lt 5 ] || break
+    sleep 0.1
+  done
+  lt_log "lib.sh: $name did not start; its log ($LT_LOG_DIR/$name.log):"
+  tail -20 "$LT_LOG_DIR/$name.log" >&2
+  return 1
+}
+
+lt_stop_pid() {
+  local name=$1 pid=$2 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  lt_log "lib.sh: $name ($pid) ignored SIGTERM for 10 s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+# When process PID started, in seconds since the epoch (from /proc/PID/stat and btime).
+lt_pid_started() {
+  local ticks btime
+  ticks=$(sed 's/^.*) //' "/proc/$1/stat" | awk '{print $20}') || return 1
+  btime=$(awk '/^btime/{print $2}' /proc/stat)
+  echo $((btime + ticks / $(getconf CLK_TCK)))
+}
+
+# True when the hook file was in place before libvirtd PID started (so that daemon runs it).
+lt_hook_older_than() {
+  [ "$(stat -c %Z "$LT_HOOK")" -le "$(lt_pid_started "$1")" ]
+}
+
+# ---- the hook --------------------------------------------------------------------------------
+
+lt_mkdir() {  # mkdir -p that records each directory it creates
+  local d=$1 missing=()
+  while [ ! -e "$d" ]; do missing=("$d" "${missing[@]}"); d=$(dirname "$d"); done
+  for d in "${missing[@]}"; do mkdir "$d" && LT_CREATED+=("$d"); done
+}
+
+# Put the binary under test in place; atomic, so a hook that runs meanwhile sees old or new.
+lt_copy_binary() {
+  local bin=$1
+  lt_mkdir "$LT_BIN_DIR"
+  [ -e "$LT_BIN_COPY" ] || LT_CREATED+=("$LT_BIN_COPY")
+  cp "$bin" "$LT_BIN_COPY.tmp.$$"
+  chmod 0755 "$LT_BIN_COPY.tmp.$$"
+  mv -f "$LT_BIN_COPY.tmp.$$" "$LT_BIN_COPY"
+}
+
+# True when the hook installed is ours (a symlink to the private copy, or the capture wrapper).
+lt_hook_is_ours() {
+  { [ -L "$LT_HOOK" ] && [ "$(readlink "$LT_HOOK")" = "$LT_BIN_COPY" ]; } \
+    || { [ -f "$LT_HOOK" ] && [ ! -L "$LT_HOOK" ] && grep -qs '^# kvmtune-test hook wrapper$' "$LT_HOOK"; }
+}
+
+# With LT_CAPTURE_STDIN_DIR set, the hook is a wrapper that keeps a copy of what libvirt writes
+# on the hook's stdin (DIR/NAME.OP.SUBOP.xml), then runs the binary under test with the same
+# argv[0] (.../qemu.d/kvmtune) and that stdin. For fixtures only: stdin may hold secrets.
+lt_install_capture_wrapper() {
+  local dir=$1
+  mkdir -p "$dir"
+  cat >"$LT_HOOK.tmp.$$" <<WRAPPER
+#!/bin/bash
+# kvmtune-test hook wrapper
+mkdir -p "$dir"
+f="$dir/\${1//\//_}.\${2:-}.\${3:-}.xml"
+cat >"\$f"
+exec -a "\$0" "$LT_BIN_COPY" "\$@" <"\$f"
+WRAPPER
+  chmod 0755 "$LT_HOOK.tmp.$$"
+  mv -f "$LT_HOOK.tmp.$$" "$LT_HOOK"
+}
+
+# The hook calls libvirtd made for domain NAME, e.g. "prepare begin, start begin, started begin".
+# Known only when we started libvirtd (its hook debug log); empty otherwise.
+lt_hook_calls() {
+  grep -sF " id=$1 op=" "$LT_LOG_DIR/libvirtd-debug.log" \
+    | sed -n 's/.* op=\([^ ]*\) subop=\([^ ]*\) extra=\(.*\)$/\1 \2 \3/p' | paste -sd, | sed 's/,/, /g'
+}
+
+# Milliseconds between the prepare and the start hook calls for NAME: what the prepare hook
+# (kvmtune's verdict) cost, as libvirtd saw it. Empty when unknown.
+lt_prepare_ms() {
+  grep -sF " id=$1 op=" "$LT_LOG_DIR/libvirtd-debug.log" | awk '
+    / op=prepare subop=begin/ && !p { split($2, a, /[:+]/); p = ((a[1] * 60 + a[2]) * 60 + a[3]) * 1000 }
+    / op=start subop=begin/ && p && !s { split($2, a, /[:+]/); s = ((a[1] * 60 + a[2]) * 60 + a[3]) * 1000 }
+    END { if (p && s) printf "%d\n", s - p }'
+}
+
+# ---- domains ---------------------------------------------------------------------------------
+
+lt_define() {  # NAME FILE
+  virsh_ define "$2" >/dev/null || return 1
+  LT_DOMAINS+=("$1")
+}
+
+lt_domain_state() { virsh_ domstate "$1" 2>/dev/null | head -1; }
+
+lt_destroy_quiet() {
+  [ "$(lt_domain_state "$1")" = "shut off" ] || virsh_ destroy "$1" >/dev/null 2>&1 || true
+}
+
+lt_undefine() {
+  lt_destroy_quiet "$1"
+  virsh_ undefine --nvram "$1" >/dev/null 2>&1 || virsh_ undefine "$1" >/dev/null 2>&1 || true
+}
+
+# ---- setup and teardown ----------------------------------------------------------------------
+
+lt_setup() {
+  local bin=$1 f name pid
+  [ "$(id -u)" = 0 ] || lt_die "needs root (it starts libvirtd and resizes hugepage pools)"
+  [ -x "$bin" ] || lt_die "no kvmtune binary at '$bin'"
+  if [ "${LT_SKIP_DEPS:-0}" != 1 ]; then
+    "$LT_REPO/tests/deps.sh" >&2 || lt_die "tests/deps.sh failed"
+  fi
+
+  trap lt_teardown EXIT
+  trap 'exit 130' INT TERM
+
+  for f in $(lt_pool_files); do LT_POOLS_AT_START[$f]=$(cat "$f"); done
+  [ -d "$LT_STATE_DIR" ] || LT_STATE_DIR_EXISTED=0
+
+  if lt_libvirt_answers; then
+    # A libvirtd we did not start. It sees only the hooks that existed when it started.
+    pid=$(lt_daemon_pid libvirtd) || pid=
+    if lt_hook_is_ours && [ -n "$pid" ] && lt_hook_older_than "$pid"; then
+      lt_log "lib.sh: reusing the running libvirtd ($pid) with kvmtune's test hook; refreshing the binary"
+      lt_copy_binary "$bin"
+    elif [ -e "$LT_HOOK" ] && [ -n "$pid" ] && cmp -s "$(readlink -f "$LT_HOOK")" "$bin" \
+      && lt_hook_older_than "$pid"; then
+      lt_log "lib.sh: reusing the running libvirtd ($pid); its hook $LT_HOOK is the binary under test"
+    else
+      lt_die "libvirtd is already running without the binary under test as its hook ($LT_HOOK).
+  libvirtd reads its hooks when it starts: stop it, or install the hook and restart it, then rerun."
+    fi
+  else
+    if [ -e "$LT_HOOK" ] || [ -L "$LT_HOOK" ]; then
+      lt_hook_is_ours || lt_die "$LT_HOOK exists and is not this test's hook; not overwriting it"
+      rm -f "$LT_HOOK"   # left over from an interrupted run: take it over
+    fi
+    lt_copy_binary "$bin"
+    lt_mkdir "$LT_HOOK_DIR"
+    ln -s "$LT_BIN_COPY" "$LT_HOOK"
+    LT_CREATED+=("$LT_HOOK")
+    # /etc/libvirt/hooks/qemu, if any, is someone else's: it runs before ours; we leave it be.
+    [ -z "${LT_CAPTURE_STDIN_DIR:-}" ] || lt_install_capture_wrapper "$LT_CAPTURE_STDIN_DIR"
+
+    if ! grep -qs ' /dev/hugepages hugetlbfs ' /proc/mounts; then
+      lt_mkdir /dev/hugepages
+      mount -t hugetlbfs hugetlbfs /dev/hugepages || lt_die "cannot mount hugetlbfs at /dev/hugepages"
+      LT_MOUNTED_HUGETLBFS=1
+    fi
+
+    lt_daemon_pid virtlogd >/dev/null || lt_start_daemon virtlogd || lt_die "virtlogd did not start"
+    # Debug output of libvirt's hook code only, so a failure can tell "hook not run" from
+    # "hook ran and did nothing" (see lt_hook_calls).
+    mkdir -p "$LT_LOG_DIR" && : >"$LT_LOG_DIR/libvirtd-debug.log"
+    LIBVIRT_LOG_FILTERS="1:util.hook" LIBVIRT_LOG_OUTPUTS="1:file:$LT_LOG_DIR/libvirtd-debug.log" \
+      lt_start_daemon libvirtd || lt_die "libvirtd did not start"
+    for _ in $(seq 1 150); do lt_libvirt_answers && break; sleep 0.2; done
+    lt_libvirt_answers || lt_die "libvirtd started but $LT_URI does not answer (log: $LT_LOG_DIR/libvirtd.log)"
+  fi
+
+  # Domains with our prefix are left-overs of an interrupted run.
+  for name in $(virsh_ list --all --name | grep "^$LT_DOMAIN_PREFIX" || true); do
+    lt_log "lib.sh: removing left-over domain $name"
+    lt_undefine "$name"
+  done
+}
+
+lt_teardown() {
+  local status=$? f i entry name pid
+  [ "$LT_TORN_DOWN" = 1 ] && return "$status"
+  LT_TORN_DOWN=1
+  set +e
+  for name in "${LT_DOMAINS[@]}"; do lt_undefine "$name"; done
+  # Daemons in reverse start order.
+  for ((i = ${#LT_STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    entry=${LT_STARTED_PIDS[$i]}
+    lt_stop_pid "${entry%%:*}" "${entry#*:}"
+  done
+  if [ "$LT_MOUNTED_HUGETLBFS" = 1 ]; then
+    umount /dev/hugepages || lt_log "lib.sh: could not unmount /dev/hugepages"
+  fi
+  for ((i = ${#LT_CREATED[@]} - 1; i >= 0; i--)); do
+    f=${LT_CREATED[$i]}
+    if [ -d "$f" ] && [ ! -L "$f" ]; then rmdir "$f" 2>/dev/null; else rm -f "$f"; fi
+  done
+  # kvmtune's own state: it only exists because of our VMs when it was not there before.
+  [ "$LT_STATE_DIR_EXISTED" = 1 ] || rm -rf "$LT_STATE_DIR"
+  # Pools last, when no VM holds pages. Per node first; the global file is their sum.
+  for f in "${!LT_POOLS_AT_START[@]}"; do
+    [ "$f" = /proc/sys/vm/nr_hugepages ] && continue
+    [ "$(cat "$f")" = "${LT_POOLS_AT_START[$f]}" ] || echo "${LT_POOLS_AT_START[$f]}" >"$f"
+  done
+  f=/proc/sys/vm/nr_hugepages
+  [ "$(cat $f)" = "${LT_POOLS_AT_START[$f]}" ] || echo "${LT_POOLS_AT_START[$f]}" >$f
+  for f in "${!LT_POOLS_AT_START[@]}"; do
+    [ "$(cat "$f")" = "${LT_POOLS_AT_START[$f]}" ] \
+      || lt_log "lib.sh: could not restore $f to ${LT_POOLS_AT_START[$f]} (it is $(cat "$f"))"
+  done
+  return "$status"
+}
+
+# ---- domain XML ------------------------------------------------------------------------------
+
+# lt_domain_xml NAME UUID MEMORY_MIB hugepages|none [EXTRA_XML]
+# The smallest domain that exercises every hook event: TCG (there may be no /dev/kvm), no disk
+# (SeaBIOS finds nothing to boot and waits), one vCPU pinned to host CPU 1, memory bound to node 0.
+# EXTRA_XML goes inside <domain> (e.g. <metadata> or <cpu>).
+lt_domain_xml() {
+  local name=$1 uuid=$2 mib=$3 backing=$4 extra=${5:-}
+  local mb=''
+  [ "$backing" = hugepages ] && mb='  <memoryBacking><hugepages/></memoryBacking>'
+  cat <<XML
+<domain type='qemu'>
+  <name>$name</name>
+  <uuid>$uuid</uuid>
+  <memory unit='MiB'>$mib</memory>
+  <currentMemory unit='MiB'>$mib</currentMemory>
+$mb
+  <vcpu placement='static'>1</vcpu>
+  <cputune><vcpupin vcpu='0' cpuset='1'/></cputune>
+  <numatune><memory mode='strict' nodeset='0'/></numatune>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <memballoon model='none'/>
+  </devices>
+$extra
+</domain>
+XML
+}
