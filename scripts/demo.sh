@@ -39,8 +39,10 @@ heading "1/6 Packages (libvirt, QEMU)"
 
 heading "2/6 Building kvmtune"
 if [ -z "${KVMTUNE_BIN:-}" ]; then
+  command -v cargo >/dev/null || { echo "demo.sh: needs Rust's cargo (https://rustup.rs), or KVMTUNE_BIN" >&2; exit 1; }
+  echo "  cargo build --release"
   (cd "$repo" && cargo build --release --quiet)
-  KVMTUNE_BIN=$repo/target/release/kvmtune
+  KVMTUNE_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/kvmtune
 fi
 KVMTUNE_BIN=$(readlink -f "$KVMTUNE_BIN")
 echo "  using $KVMTUNE_BIN"

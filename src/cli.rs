@@ -35,13 +35,31 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Roots {
     /// Resolve every path under /sys, /proc, /dev and /run/systemd under DIR (for tests).
-    #[arg(long, global = true, env = "KVMTUNE_ROOT", default_value = "/", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "KVMTUNE_ROOT",
+        default_value = "/",
+        value_name = "DIR"
+    )]
     pub root: PathBuf,
     /// Journals, ledger and lock.
-    #[arg(long, global = true, env = "KVMTUNE_STATE_DIR", default_value = "/run/kvmtune", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "KVMTUNE_STATE_DIR",
+        default_value = "/run/kvmtune",
+        value_name = "DIR"
+    )]
     pub state_dir: PathBuf,
     /// Host policy; a missing file means the built-in defaults.
-    #[arg(long, global = true, env = "KVMTUNE_CONFIG", default_value = "/etc/kvmtune/kvmtune.toml", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "KVMTUNE_CONFIG",
+        default_value = "/etc/kvmtune/kvmtune.toml",
+        value_name = "FILE"
+    )]
     pub config: PathBuf,
 }
 
@@ -80,7 +98,10 @@ pub enum Command {
 
 /// Run kvmtune with these arguments; returns the exit status.
 pub fn main(argv: Vec<OsString>) -> i32 {
-    let args: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if is_hook_name(args.first().map(String::as_str).unwrap_or("")) {
         return hook_mode(&args[1..], &Roots::from_env());
     }
@@ -231,7 +252,10 @@ fn run_command(cli: &Cli) -> Result<()> {
             let host = Host::read(&fs)?;
             let plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).expect("plan serializes")
+                );
             } else {
                 print!("{}", render_plan(&plan));
             }
@@ -243,7 +267,10 @@ fn run_command(cli: &Cli) -> Result<()> {
             let state = StateDir::peek(&roots.state_dir)?;
             let status = status::gather(&fs, state.as_ref(), &policy)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("status serializes")
+                );
             } else {
                 print!("{}", status::render(&status));
             }
@@ -272,7 +299,9 @@ fn require_root(what: &str) -> Result<()> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
     } else {
-        Err(Error::Usage(format!("{what} changes the host and must run as root")))
+        Err(Error::Usage(format!(
+            "{what} changes the host and must run as root"
+        )))
     }
 }
 
@@ -301,7 +330,10 @@ fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), Some(name.to_string())))
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        Some(name.to_string()),
+    ))
 }
 
 fn render_plan(plan: &Plan) -> String {

@@ -22,7 +22,12 @@ impl CpuSet {
     pub fn parse(text: &str) -> Result<CpuSet, String> {
         let mut set = BTreeSet::new();
         let mut excluded = BTreeSet::new();
-        for item in text.trim().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in text
+            .trim()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let (target, body) = match item.strip_prefix('^') {
                 Some(rest) => (&mut excluded, rest),
                 None => (&mut set, item),

@@ -51,8 +51,8 @@ pub fn run(
     match (call.op.as_str(), call.subop.as_str()) {
         ("prepare", "begin") => {
             let xml = read_xml(stdin)?;
-            let domain = Domain::parse(&xml)
-                .map_err(|e| Error::Domain(format!("VM '{}': {e}", call.vm)))?;
+            let domain =
+                Domain::parse(&xml).map_err(|e| Error::Domain(format!("VM '{}': {e}", call.vm)))?;
             let owner = ctx()?;
             let plan = apply::prepare(&owner.context(), &call.vm, &domain)?;
             for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
@@ -148,13 +148,24 @@ mod tests {
 
     #[test]
     fn too_few_or_many_arguments_are_usage_errors() {
-        assert_eq!(HookCall::from_args(&args(&["db1", "prepare"])).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            HookCall::from_args(&args(&["db1", "prepare"]))
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
         assert!(HookCall::from_args(&args(&["a", "b", "c", "d", "e"])).is_err());
     }
 
     #[test]
     fn only_start_path_operations_may_fail() {
-        for (op, fails) in [("prepare", true), ("started", true), ("release", false), ("reconnect", false), ("stopped", false)] {
+        for (op, fails) in [
+            ("prepare", true),
+            ("started", true),
+            ("release", false),
+            ("reconnect", false),
+            ("stopped", false),
+        ] {
             let call = HookCall::from_args(&args(&["vm", op, "begin"])).unwrap();
             assert_eq!(call.may_fail(), fails, "{op}");
         }
@@ -163,7 +174,14 @@ mod tests {
     #[test]
     fn operations_with_nothing_to_do_never_build_a_context() {
         let never = || -> Result<ContextOwner> { panic!("context built") };
-        for op in ["start", "stopped", "migrate", "restore", "attach", "future-op"] {
+        for op in [
+            "start",
+            "stopped",
+            "migrate",
+            "restore",
+            "attach",
+            "future-op",
+        ] {
             let call = HookCall::from_args(&args(&["vm", op, "begin", "-"])).unwrap();
             run(&call, &mut "<domain/>".as_bytes(), &never).unwrap();
         }

@@ -158,7 +158,11 @@ impl Policy {
                 "auto" => Reserve::Auto,
                 "on" => Reserve::On,
                 "off" => Reserve::Off,
-                v => return Err(format!("defaults.hugepages = '{v}': expected auto, on or off")),
+                v => {
+                    return Err(format!(
+                        "defaults.hugepages = '{v}': expected auto, on or off"
+                    ))
+                }
             },
             default_isolate: match f.defaults.isolate.as_str() {
                 "vcpus" => IsolateChoice::Vcpus,
@@ -213,7 +217,9 @@ fn one_line(message: &str) -> String {
     message
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' '))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
         .collect::<Vec<_>>()
         .join(": ")
 }
@@ -245,7 +251,10 @@ mod tests {
     #[test]
     fn bad_values_name_key_and_value() {
         let err = Policy::parse("[cpus]\nhousekeeping = \"3-1\"\n").unwrap_err();
-        assert!(err.contains("cpus.housekeeping") && err.contains("3-1"), "{err}");
+        assert!(
+            err.contains("cpus.housekeeping") && err.contains("3-1"),
+            "{err}"
+        );
         let err = Policy::parse("[hugepages]\ntimeout = \"soon\"\n").unwrap_err();
         assert!(err.contains("hugepages.timeout"), "{err}");
         let err = Policy::parse("[defaults]\nhugepages = \"yes\"\n").unwrap_err();
@@ -258,7 +267,10 @@ mod tests {
             "[cpus]\nhousekeeping = \"0-1\"\n[hugepages]\nnode_memory_floor = \"1GiB\"\ntimeout = \"500ms\"\nmax_per_vm = \"64GiB\"\n[defaults]\nisolate = \"vcpus\"\n",
         )
         .unwrap();
-        assert_eq!(p.housekeeping, CpuPolicy::List(CpuSet::parse("0-1").unwrap()));
+        assert_eq!(
+            p.housekeeping,
+            CpuPolicy::List(CpuSet::parse("0-1").unwrap())
+        );
         assert_eq!(p.node_memory_floor, 1 << 30);
         assert_eq!(p.reserve_timeout, Duration::from_millis(500));
         assert_eq!(p.max_per_vm, Some(64 << 30));

@@ -83,7 +83,10 @@ pub fn render(status: &Status) -> String {
     let mut out = String::new();
     out.push_str("Hugepage pools:\n");
     for p in &status.pools {
-        let key = PoolKey { node: p.node, page_kib: p.page_kib };
+        let key = PoolKey {
+            node: p.node,
+            page_kib: p.page_kib,
+        };
         out.push_str(&format!(
             "  node {} {:>7}: {} total, {} free, {} surplus, {} added by kvmtune{}\n",
             key.node,
@@ -124,7 +127,12 @@ pub fn render(status: &Status) -> String {
     if !status.interrupted.is_empty() {
         out.push_str(&format!(
             "Interrupted operations (run `kvmtune recover`): {}\n",
-            status.interrupted.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+            status
+                .interrupted
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out

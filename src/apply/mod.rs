@@ -26,6 +26,11 @@ pub struct Context<'a> {
 
 /// `prepare`: reserve what the VM needs. On failure the host is as it was and the error says why.
 pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
+    // Most VMs ask for nothing: answer them without the lock or a look at the host, so
+    // libvirt's start path is not held up behind another VM's reservation.
+    if plan::asks_nothing(domain, ctx.policy) && !ctx.state.load_ledger()?.vms.contains_key(vm) {
+        return Ok(Plan::nothing(vm));
+    }
     let _lock = ctx.state.lock()?;
     finish_interrupted(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
@@ -60,7 +65,9 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         undo_prepare(ctx, &journal)?;
         let s = shortfall.expect("set above");
         let node = s.growth.pool.node;
-        let free = node_mem_free(ctx.fs, node).map(human).unwrap_or_else(|_| "?".into());
+        let free = node_mem_free(ctx.fs, node)
+            .map(human)
+            .unwrap_or_else(|_| "?".into());
         return Err(Error::Refused(format!(
             "VM '{vm}' needs {} x {} pages on node {node}; {} could be reserved{} ({free} free on node {node}). Nothing was changed.",
             s.growth.pages,
@@ -133,7 +140,12 @@ pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
     finish_interrupted(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     let names: Vec<String> = match which {
-        Recover::One(vm) => ledger.vms.keys().filter(|n| n.as_str() == vm).cloned().collect(),
+        Recover::One(vm) => ledger
+            .vms
+            .keys()
+            .filter(|n| n.as_str() == vm)
+            .cloned()
+            .collect(),
         Recover::AllStopped => ledger
             .vms
             .keys()
@@ -216,7 +228,10 @@ fn redo(fs: &dyn HostFs, journal: &Journal) -> Result<()> {
         let now = fs.read(&change.path).unwrap_or_default();
         if now.trim() != change.after {
             // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.
-            log::warn(&format!("{change}: the kernel shows {} for now", now.trim()));
+            log::warn(&format!(
+                "{change}: the kernel shows {} for now",
+                now.trim()
+            ));
         }
     }
     Ok(())

@@ -56,11 +56,12 @@ pub fn parse(domain: &Element) -> Result<Tune, String> {
     };
     let mut ours = metadata.children.iter().filter(|c| c.name == "tune");
     let Some(tune) = ours.find(|c| is_ours(c)) else {
-        if let Some(other) = metadata
-            .children
-            .iter()
-            .find(|c| c.name == "tune" && c.ns.as_deref().is_some_and(|n| n.starts_with("urn:kvmtune:")))
-        {
+        if let Some(other) = metadata.children.iter().find(|c| {
+            c.name == "tune"
+                && c.ns
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("urn:kvmtune:"))
+        }) {
             return Err(format!(
                 "kvmtune metadata namespace '{}' is not supported (use '{NAMESPACE}')",
                 other.ns.as_deref().unwrap_or_default()

@@ -126,7 +126,10 @@ impl Domain {
 }
 
 fn from_root(root: &Element) -> Result<Domain, String> {
-    let name = root.child("name").map(|n| n.text().to_string()).unwrap_or_default();
+    let name = root
+        .child("name")
+        .map(|n| n.text().to_string())
+        .unwrap_or_default();
     let memory_bytes = match root.child("memory") {
         Some(m) => scaled(m, "<memory>")?,
         None => 0,
@@ -184,13 +187,13 @@ fn page_specs(hugepages: &Element) -> Result<Vec<PageSpec>, String> {
     hugepages
         .children_named("page")
         .map(|page| {
-            let size = page
-                .attr("size")
-                .ok_or("<hugepages><page> has no size")?;
+            let size = page.attr("size").ok_or("<hugepages><page> has no size")?;
             let bytes = libvirt_bytes(size, page.attr("unit"), "KiB")
                 .map_err(|e| format!("<page size='{size}'>: {e}"))?;
             if bytes < 4096 || !bytes.is_power_of_two() {
-                return Err(format!("<page size='{size}'> is not a power-of-two page size"));
+                return Err(format!(
+                    "<page size='{size}'> is not a power-of-two page size"
+                ));
             }
             Ok(PageSpec {
                 size_kib: bytes / 1024,
@@ -221,7 +224,12 @@ fn binding(el: &Element) -> Result<NodeBinding, String> {
         "preferred" => MemMode::Preferred,
         "interleave" => MemMode::Interleave,
         "restrictive" => MemMode::Restrictive,
-        other => return Err(format!("<{} mode='{other}'> is not a libvirt mode", el.name)),
+        other => {
+            return Err(format!(
+                "<{} mode='{other}'> is not a libvirt mode",
+                el.name
+            ))
+        }
     };
     let nodeset = el
         .attr("nodeset")
@@ -258,7 +266,9 @@ fn hostdevs(root: &Element) -> Result<Vec<PciAddress>, String> {
     };
     devices
         .children_named("hostdev")
-        .filter(|h| h.attr("type") == Some("pci") && h.attr("mode").unwrap_or("subsystem") == "subsystem")
+        .filter(|h| {
+            h.attr("type") == Some("pci") && h.attr("mode").unwrap_or("subsystem") == "subsystem"
+        })
         .filter_map(|h| h.path(&["source", "address"]))
         .map(pci_address)
         .collect()

@@ -1,0 +1,235 @@
+use super::*;
+use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
+
+const FULL: &str = r#"<domain type='kvm' id='3'>
+  <name>db1</name>
+  <uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>
+  <metadata>
+    <other:thing xmlns:other="http://example.org/other"><x/></other:thing>
+    <kvmtune:tune xmlns:kvmtune="urn:kvmtune:1">
+      <kvmtune:hugepages reserve="on"/>
+      <kvmtune:isolate cpus="vcpus"/>
+      <kvmtune:irq cpus="4-5"/>
+    </kvmtune:tune>
+  </metadata>
+  <memory unit='KiB'>4194304</memory>
+  <currentMemory unit='KiB'>4194304</currentMemory>
+  <memoryBacking>
+    <hugepages>
+      <page size='1048576' unit='KiB' nodeset='0'/>
+      <page size='2' unit='M' nodeset='1'/>
+    </hugepages>
+    <nosharepages/>
+    <locked/>
+  </memoryBacking>
+  <vcpu placement='static' cpuset='0-7,^3'>4</vcpu>
+  <cputune>
+    <vcpupin vcpu='0' cpuset='4'/>
+    <vcpupin vcpu='1' cpuset='5'/>
+    <emulatorpin cpuset='0-1'/>
+  </cputune>
+  <numatune>
+    <memory mode='strict' nodeset='1'/>
+    <memnode cellid='0' mode='strict' nodeset='1'/>
+    <memnode cellid='1' mode='interleave' nodeset='0-1'/>
+  </numatune>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
+  <cpu mode='host-passthrough'>
+    <numa>
+      <cell id='0' cpus='0-1' memory='2' unit='GiB'/>
+      <cell id='1' cpus='2-3' memory='2097152' unit='KiB'/>
+    </numa>
+  </cpu>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source><address domain='0x0000' bus='0x06' slot='0x02' function='0x1'/></source>
+    </hostdev>
+    <hostdev mode='subsystem' type='usb'><source><vendor id='0x1234'/></source></hostdev>
+  </devices>
+</domain>"#;
+
+#[test]
+fn full_domain_fields_are_read() {
+    let d = Domain::parse(FULL).unwrap();
+    assert_eq!(d.name, "db1");
+    assert_eq!(d.memory_bytes, 4 << 30);
+    assert_eq!(
+        d.hugepages,
+        Some(vec![
+            PageSpec {
+                size_kib: 1 << 20,
+                cells: Some(CpuSet::from_ids([0]))
+            },
+            PageSpec {
+                size_kib: 2048,
+                cells: Some(CpuSet::from_ids([1]))
+            },
+        ])
+    );
+    assert!(d.locked && d.nosharepages);
+    assert_eq!(d.vcpus, 4);
+    assert_eq!(d.vcpu_cpuset, Some(CpuSet::parse("0-2,4-7").unwrap()));
+    assert_eq!(
+        d.vcpupins,
+        vec![(0, CpuSet::from_ids([4])), (1, CpuSet::from_ids([5]))]
+    );
+    assert_eq!(d.emulatorpin, Some(CpuSet::parse("0-1").unwrap()));
+    assert_eq!(d.numatune.memnodes.len(), 2);
+    assert_eq!(d.numatune.memnodes[1].1.mode, MemMode::Interleave);
+    assert_eq!(
+        d.cells,
+        vec![
+            GuestCell {
+                id: 0,
+                memory_bytes: 2 << 30
+            },
+            GuestCell {
+                id: 1,
+                memory_bytes: 2 << 30
+            },
+        ]
+    );
+    assert_eq!(d.hostdevs.len(), 1);
+    assert_eq!(d.hostdevs[0].to_string(), "0000:06:02.1");
+}
+
+#[test]
+fn metadata_in_our_namespace_is_read_and_other_tools_metadata_ignored() {
+    let d = Domain::parse(FULL).unwrap();
+    assert_eq!(d.tune.hugepages, Some(Reserve::On));
+    assert_eq!(d.tune.isolate, Some(IsolateChoice::Vcpus));
+    assert_eq!(
+        d.tune.irq,
+        Some(IrqChoice::List(CpuSet::parse("4-5").unwrap()))
+    );
+}
+
+#[test]
+fn vcpus_partly_pinned_float_over_vcpu_cpuset() {
+    let d = Domain::parse(FULL).unwrap();
+    // Two of four vCPUs are pinned; the other two may run anywhere in <vcpu cpuset>.
+    assert_eq!(d.vcpu_host_cpus(), CpuSet::parse("0-2,4-7").unwrap());
+}
+
+fn with_metadata(inner: &str) -> String {
+    format!("<domain><name>m</name><memory>1024</memory><metadata>{inner}</metadata></domain>")
+}
+
+#[test]
+fn metadata_children_without_prefix_are_accepted() {
+    let xml = with_metadata(
+        r#"<kvmtune:tune xmlns:kvmtune="urn:kvmtune:1"><hugepages reserve="off"/></kvmtune:tune>"#,
+    );
+    assert_eq!(
+        Domain::parse(&xml).unwrap().tune.hugepages,
+        Some(Reserve::Off)
+    );
+}
+
+#[test]
+fn metadata_mistakes_are_errors_naming_the_mistake() {
+    let cases = [
+        (
+            r#"<t:tune xmlns:t="urn:kvmtune:1"><t:hugepages reserve="maybe"/></t:tune>"#,
+            "maybe",
+        ),
+        (
+            r#"<t:tune xmlns:t="urn:kvmtune:1"><t:isolate cpu="1"/></t:tune>"#,
+            "unknown attribute 'cpu'",
+        ),
+        (
+            r#"<t:tune xmlns:t="urn:kvmtune:1"><t:isolate cpus="3-1"/></t:tune>"#,
+            "reversed",
+        ),
+        (
+            r#"<t:tune xmlns:t="urn:kvmtune:1"><t:isolate cpus="0-99999999"/></t:tune>"#,
+            "larger",
+        ),
+        (
+            r#"<t:tune xmlns:t="urn:kvmtune:1"><t:pages reserve="on"/></t:tune>"#,
+            "unknown element <pages>",
+        ),
+        (r#"<t:tune xmlns:t="urn:kvmtune:2"/>"#, "not supported"),
+    ];
+    for (inner, expected) in cases {
+        let err = Domain::parse(&with_metadata(inner))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{inner}: {err}");
+        assert!(!err.contains('\n'));
+    }
+}
+
+#[test]
+fn memory_units_follow_libvirt() {
+    for (xml, bytes) in [
+        ("<memory>1024</memory>", 1u64 << 20),
+        ("<memory unit='GiB'>4</memory>", 4 << 30),
+        ("<memory unit='GB'>1</memory>", 1_000_000_000),
+        ("<memory unit='b'>4096</memory>", 4096),
+    ] {
+        let d = Domain::parse(&format!("<domain><name>m</name>{xml}</domain>")).unwrap();
+        assert_eq!(d.memory_bytes, bytes, "{xml}");
+    }
+}
+
+#[test]
+fn hostile_xml_is_refused() {
+    let cases = [
+        (
+            "<!DOCTYPE d [<!ENTITY x 'y'>]><domain><name>&x;</name></domain>",
+            "DOCTYPE",
+        ),
+        ("<domain><name>&x;</name></domain>", "XML"),
+        ("<domain><name>a</name>", "truncated"),
+        ("<notdomain/>", "not <domain>"),
+        ("", "no root"),
+        ("<domain><x:y/></domain>", "undeclared"),
+    ];
+    for (xml, expected) in cases {
+        let err = Domain::parse(xml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{xml}: {err}");
+    }
+    let deep = format!(
+        "<domain>{}{}</domain>",
+        "<a>".repeat(100),
+        "</a>".repeat(100)
+    );
+    assert!(Domain::parse(&deep)
+        .unwrap_err()
+        .to_string()
+        .contains("deeply"));
+}
+
+#[test]
+fn hostdev_addresses_are_validated_before_reaching_a_path() {
+    let hostdev = |addr: &str| {
+        format!("<domain><name>m</name><devices><hostdev mode='subsystem' type='pci'><source><address {addr}/></source></hostdev></devices></domain>")
+    };
+    assert!(Domain::parse(&hostdev(
+        "domain='0x0000' bus='0x100' slot='0' function='0'"
+    ))
+    .is_err());
+    assert!(Domain::parse(&hostdev(
+        "domain='0' bus='../../../etc' slot='0' function='0'"
+    ))
+    .is_err());
+    assert!(Domain::parse(&hostdev("domain='0' bus='0' slot='0x20' function='0'")).is_err());
+    let ok = Domain::parse(&hostdev("domain='0' bus='0x3' slot='0x1f' function='7'")).unwrap();
+    assert_eq!(ok.hostdevs[0].to_string(), "0000:03:1f.7");
+}
+
+#[test]
+fn bad_page_size_and_memory_are_errors() {
+    let xml = "<domain><name>m</name><memoryBacking><hugepages><page size='3' unit='KiB'/></hugepages></memoryBacking></domain>";
+    assert!(Domain::parse(xml)
+        .unwrap_err()
+        .to_string()
+        .contains("power-of-two"));
+    let xml = "<domain><name>m</name><memory unit='parsec'>1</memory></domain>";
+    assert!(Domain::parse(xml)
+        .unwrap_err()
+        .to_string()
+        .contains("parsec"));
+}

@@ -85,7 +85,12 @@ pub fn page_sizes(fs: &dyn HostFs, node: u32) -> Result<Vec<u64>> {
     let mut sizes: Vec<u64> = fs
         .list(&rel)?
         .iter()
-        .filter_map(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+        .filter_map(|n| {
+            n.strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()
+        })
         .collect();
     sizes.sort_unstable();
     Ok(sizes)

@@ -38,8 +38,8 @@ impl Host {
                     page_kib,
                 };
                 pools.insert(key, hugepages::read_pool(fs, key)?);
-                if !reserved.contains_key(&page_kib) {
-                    reserved.insert(page_kib, hugepages::read_reserved(fs, page_kib)?);
+                if let std::collections::btree_map::Entry::Vacant(slot) = reserved.entry(page_kib) {
+                    slot.insert(hugepages::read_reserved(fs, page_kib)?);
                 }
             }
         }

@@ -34,7 +34,10 @@ impl Topology {
         let online_cpus = parse_list(fs, &format!("{CPU_DIR}/online"))?;
         let mut nodes = Vec::new();
         for name in fs.list(NODE_DIR)? {
-            let Some(id) = name.strip_prefix("node").and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(id) = name
+                .strip_prefix("node")
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             nodes.push(read_node(fs, id)?);
@@ -124,9 +127,7 @@ pub fn node_meminfo_kib(meminfo: &str, name: &str) -> Option<u64> {
 
 pub fn parse_list(fs: &dyn HostFs, rel: &str) -> Result<CpuSet> {
     let text = fs.read(rel)?;
-    CpuSet::parse(&text).map_err(|e| {
-        Error::State(format!("{}: {e}", fs.display(rel).display()))
-    })
+    CpuSet::parse(&text).map_err(|e| Error::State(format!("{}: {e}", fs.display(rel).display())))
 }
 
 /// Read a node's free memory now (used for messages after a failed reservation).

@@ -18,7 +18,11 @@ use crate::host::{Host, PoolKey};
 use crate::size::{human, page_size_name};
 
 /// Pages needed per pool; empty when the VM needs no reservation.
-pub fn need(domain: &Domain, reserve: Reserve, host: &Host) -> Result<BTreeMap<PoolKey, u64>, String> {
+pub fn need(
+    domain: &Domain,
+    reserve: Reserve,
+    host: &Host,
+) -> Result<BTreeMap<PoolKey, u64>, String> {
     let specs: Vec<PageSpec> = match (reserve, &domain.hugepages) {
         (Reserve::Off, _) | (Reserve::Auto, None) => return Ok(BTreeMap::new()),
         (_, Some(specs)) => specs.clone(),
@@ -27,7 +31,11 @@ pub fn need(domain: &Domain, reserve: Reserve, host: &Host) -> Result<BTreeMap<P
     let units: Vec<(Option<u32>, u64)> = if domain.cells.is_empty() {
         vec![(None, domain.memory_bytes)]
     } else {
-        domain.cells.iter().map(|c| (Some(c.id), c.memory_bytes)).collect()
+        domain
+            .cells
+            .iter()
+            .map(|c| (Some(c.id), c.memory_bytes))
+            .collect()
     };
     let mut out = BTreeMap::new();
     for (cell, bytes) in units {
@@ -146,8 +154,14 @@ mod tests {
     #[test]
     fn page_size_prefers_cell_specific_then_generic_then_default() {
         let specs = vec![
-            PageSpec { size_kib: 1 << 20, cells: Some(CpuSet::from_ids([1])) },
-            PageSpec { size_kib: 2048, cells: None },
+            PageSpec {
+                size_kib: 1 << 20,
+                cells: Some(CpuSet::from_ids([1])),
+            },
+            PageSpec {
+                size_kib: 2048,
+                cells: None,
+            },
         ];
         assert_eq!(page_size_for(&specs, Some(1), 4), 1 << 20);
         assert_eq!(page_size_for(&specs, Some(0), 4), 2048);

@@ -44,7 +44,10 @@ pub struct PoolGrowth {
 impl PoolGrowth {
     /// Free pages this VM can use without growing the pool.
     pub fn covered(&self) -> u64 {
-        self.before.free.saturating_sub(self.promised).min(self.pages)
+        self.before
+            .free
+            .saturating_sub(self.promised)
+            .min(self.pages)
     }
 
     /// The `nr_hugepages` value to write: the persistent pool grown by `grow`, with the node's
@@ -63,9 +66,22 @@ impl PoolGrowth {
 }
 
 impl Plan {
+    /// The plan of a VM that asks for nothing.
+    pub fn nothing(vm: &str) -> Plan {
+        Plan {
+            vm: vm.to_string(),
+            hugepages: Vec::new(),
+            isolate: CpuSet::new(),
+            irq: None,
+        }
+    }
+
     /// The host changes, in the order apply makes them.
     pub fn changes(&self) -> Vec<Change> {
-        self.hugepages.iter().filter_map(PoolGrowth::change).collect()
+        self.hugepages
+            .iter()
+            .filter_map(PoolGrowth::change)
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,8 +89,33 @@ impl Plan {
     }
 }
 
+/// Whether the VM's metadata and the policy's defaults ask for nothing at all (no hugepage
+/// reservation, no isolation, no IRQ placement): then there is nothing to check or change.
+pub fn asks_nothing(domain: &Domain, policy: &Policy) -> bool {
+    use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
+    let reserve = domain.tune.hugepages.unwrap_or(policy.default_hugepages);
+    let no_pages = match reserve {
+        Reserve::Off => true,
+        Reserve::Auto => domain.hugepages.is_none(),
+        Reserve::On => false,
+    };
+    let isolate = domain
+        .tune
+        .isolate
+        .as_ref()
+        .unwrap_or(&policy.default_isolate);
+    let irq = domain.tune.irq.as_ref().unwrap_or(&policy.default_irq);
+    no_pages && *isolate == IsolateChoice::Off && *irq == IrqChoice::Off
+}
+
 /// Work out the plan, refusing (with one line) anything the policy or the host does not allow.
-pub fn plan(domain: &Domain, vm: &str, policy: &Policy, host: &Host, ledger: &Ledger) -> Result<Plan> {
+pub fn plan(
+    domain: &Domain,
+    vm: &str,
+    policy: &Policy,
+    host: &Host,
+    ledger: &Ledger,
+) -> Result<Plan> {
     let cpus = bounds::cpu_settings(domain, vm, policy, &host.topology).map_err(Error::Refused)?;
     let reserve = domain.tune.hugepages.unwrap_or(policy.default_hugepages);
     let mut named = domain.clone();
@@ -121,7 +162,10 @@ pub fn plan(domain: &Domain, vm: &str, policy: &Policy, host: &Host, ledger: &Le
 /// Refuse growth that would leave a node with less than the policy's floor of ordinary memory.
 fn check_memory_floor(vm: &str, growth: &[PoolGrowth], policy: &Policy, host: &Host) -> Result<()> {
     for node in &host.topology.nodes {
-        let on_node: Vec<&PoolGrowth> = growth.iter().filter(|g| g.pool.node == node.id && g.grow > 0).collect();
+        let on_node: Vec<&PoolGrowth> = growth
+            .iter()
+            .filter(|g| g.pool.node == node.id && g.grow > 0)
+            .collect();
         let bytes: u64 = on_node.iter().map(|g| g.grow * g.pool.page_bytes()).sum();
         if bytes == 0 {
             continue;

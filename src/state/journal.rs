@@ -55,11 +55,13 @@ pub fn file_name(vm: &str) -> String {
         }
     }
     if encoded.len() > 120 {
-        let hash = vm
-            .bytes()
-            .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let hash = vm.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
         encoded.truncate(80);
-        while encoded.ends_with('%') || encoded.len() > 78 && encoded[encoded.len() - 2..].starts_with('%') {
+        while encoded.ends_with('%')
+            || encoded.len() > 78 && encoded[encoded.len() - 2..].starts_with('%')
+        {
             encoded.pop();
         }
         encoded = format!("{encoded}~{hash:016x}");
@@ -76,7 +78,10 @@ mod tests {
         for name in ["..", ".", "a;b", "$(touch x)", "a\nb", "--help", "a/b", ""] {
             let f = file_name(name);
             assert!(f.starts_with("journal-") && f.ends_with(".json"), "{f}");
-            assert!(!f.contains('/') && !f.contains('\n') && !f.contains(';'), "{f}");
+            assert!(
+                !f.contains('/') && !f.contains('\n') && !f.contains(';'),
+                "{f}"
+            );
         }
         assert_eq!(file_name("db1"), "journal-db1.json");
     }

@@ -119,9 +119,8 @@ impl StateDir {
         let path = self.path.join(LEDGER);
         match atomic::read_nofollow(&path)? {
             None => Ok(Ledger::default()),
-            Some(text) => serde_json::from_str(&text).map_err(|e| {
-                Error::State(format!("ledger {} is unreadable: {e}", path.display()))
-            }),
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| Error::State(format!("ledger {} is unreadable: {e}", path.display()))),
         }
     }
 
@@ -156,8 +155,7 @@ impl StateDir {
     /// Every journal left behind, oldest operations first by name order.
     pub fn journals(&self) -> Result<Vec<Journal>> {
         let mut out = Vec::new();
-        let entries =
-            fs::read_dir(&self.path).map_err(|e| Error::io("list", &self.path, e))?;
+        let entries = fs::read_dir(&self.path).map_err(|e| Error::io("list", &self.path, e))?;
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -120,6 +120,32 @@ lt_hook_older_than() {
   [ "$(stat -c %Z "$LT_HOOK")" -le "$(lt_pid_started "$1")" ]
 }
 
+lt_start_libvirtd() {
+  # Debug output of libvirt's hook code only, so a failure can tell "hook not run" from
+  # "hook ran and did nothing" (see lt_hook_calls).
+  LIBVIRT_LOG_FILTERS="1:util.hook" LIBVIRT_LOG_OUTPUTS="1:file:$LT_LOG_DIR/libvirtd-debug.log" \
+    lt_start_daemon libvirtd || return 1
+  for _ in $(seq 1 150); do lt_libvirt_answers && return 0; sleep 0.2; done
+  return 1
+}
+
+# The pid of the libvirtd this process started, or nothing.
+lt_our_libvirtd() {
+  local e
+  for e in "${LT_STARTED_PIDS[@]}"; do [ "${e%%:*}" = libvirtd ] && kill -0 "${e#*:}" 2>/dev/null && echo "${e#*:}"; done
+}
+
+# Stop the libvirtd we started and start it again (running VMs survive, and get `reconnect`).
+lt_restart_libvirtd() {
+  local pid e kept=()
+  pid=$(lt_our_libvirtd) || true
+  [ -n "$pid" ] || return 1
+  lt_stop_pid libvirtd "$pid"
+  for e in "${LT_STARTED_PIDS[@]}"; do [ "$e" = "libvirtd:$pid" ] || kept+=("$e"); done
+  LT_STARTED_PIDS=("${kept[@]}")
+  lt_start_libvirtd
+}
+
 # ---- the hook --------------------------------------------------------------------------------
 
 lt_mkdir() {  # mkdir -p that records each directory it creates
@@ -247,10 +273,7 @@ lt_setup() {
     # Debug output of libvirt's hook code only, so a failure can tell "hook not run" from
     # "hook ran and did nothing" (see lt_hook_calls).
     mkdir -p "$LT_LOG_DIR" && : >"$LT_LOG_DIR/libvirtd-debug.log"
-    LIBVIRT_LOG_FILTERS="1:util.hook" LIBVIRT_LOG_OUTPUTS="1:file:$LT_LOG_DIR/libvirtd-debug.log" \
-      lt_start_daemon libvirtd || lt_die "libvirtd did not start"
-    for _ in $(seq 1 150); do lt_libvirt_answers && break; sleep 0.2; done
-    lt_libvirt_answers || lt_die "libvirtd started but $LT_URI does not answer (log: $LT_LOG_DIR/libvirtd.log)"
+    lt_start_libvirtd || lt_die "libvirtd did not start, or $LT_URI does not answer (log: $LT_LOG_DIR/libvirtd.log)"
   fi
 
   # Domains with our prefix are left-overs of an interrupted run.
@@ -279,7 +302,12 @@ lt_teardown() {
     if [ -d "$f" ] && [ ! -L "$f" ]; then rmdir "$f" 2>/dev/null; else rm -f "$f"; fi
   done
   # kvmtune's own state: it only exists because of our VMs when it was not there before.
-  [ "$LT_STATE_DIR_EXISTED" = 1 ] || rm -rf "$LT_STATE_DIR"
+  # What is left in it is evidence of a failure: keep a copy with the logs.
+  if [ "$LT_STATE_DIR_EXISTED" = 0 ] && [ -d "$LT_STATE_DIR" ]; then
+    rm -rf "$LT_LOG_DIR/state-at-teardown"
+    mkdir -p "$LT_LOG_DIR" && cp -a "$LT_STATE_DIR" "$LT_LOG_DIR/state-at-teardown"
+    rm -rf "$LT_STATE_DIR"
+  fi
   # Pools last, when no VM holds pages. Per node first; the global file is their sum.
   for f in "${!LT_POOLS_AT_START[@]}"; do
     [ "$f" = /proc/sys/vm/nr_hugepages ] && continue

@@ -239,6 +239,154 @@ test_metadata_vm() {
   fi
 }
 
+# `kvmtune status --json` while a hugepage VM runs lists it with the pages kvmtune added, and
+# forgets it after destroy. Pool figures are checked with python3 when the machine has it.
+status_json_check() {  # FILE NAME ADDED -> prints a reason, or nothing when fine
+  command -v python3 >/dev/null || { grep -q "\"$2\"" "$1" || [ "$3" = 0 ] || echo "the VM is not in it"; return; }
+  python3 - "$1" "$2" "$3" "$PAGE_KB" <<'PY'
+import json, sys
+path, name, added, page_kib = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+try:
+    doc = json.load(open(path))
+except ValueError as e:
+    print(f"not JSON: {e}"); sys.exit()
+listed = name in json.dumps(doc.get("vms", []))
+if added and not listed:
+    print("the VM is not under vms")
+if not added and listed:
+    print("the VM is still under vms")
+pools = [p for p in doc.get("pools", []) if p.get("node") == 0 and p.get("page_kib") == page_kib]
+if not pools:
+    print(f"no pool for node 0, {page_kib} kB")
+elif pools[0].get("added_by_kvmtune") != added:
+    print(f"node 0's pool says added_by_kvmtune={pools[0].get('added_by_kvmtune')}, expected {added}")
+PY
+}
+
+test_status_json() {
+  local t=status-json name=${LT_DOMAIN_PREFIX}huge out nr0 free0 need grow why1 why2 rc1 rc2
+  need=$((128 * 1024 / PAGE_KB))
+  nr0=$(pool) free0=$(pool free_hugepages)
+  grow=$((need > free0 ? need - free0 : 0))
+  if ! out=$(virsh_ start "$name" 2>&1); then
+    fail $t "virsh start failed: $(echo "$out" | tr '\n' ' ')$(calls "$name")"
+    return
+  fi
+  "$BIN" status --json >"$WORK/status-running.json" 2>"$WORK/status.err"
+  rc1=$?
+  virsh_ destroy "$name" >/dev/null 2>&1
+  "$BIN" status --json >"$WORK/status-after.json" 2>>"$WORK/status.err"
+  rc2=$?
+  why1=$(status_json_check "$WORK/status-running.json" "$name" "$grow" | paste -sd';')
+  why2=$(status_json_check "$WORK/status-after.json" "$name" 0 | paste -sd';')
+  if [ "$rc1" != 0 ] || [ "$rc2" != 0 ]; then
+    fail $t "kvmtune status --json exited $rc1 (running) / $rc2 (after): $(tr '\n' ' ' <"$WORK/status.err")"
+  elif [ -n "$why1" ]; then
+    fail $t "while $name runs (kvmtune added $grow pages): $why1"
+  elif [ -n "$why2" ]; then
+    fail $t "after $name was destroyed: $why2"
+  else
+    pass $t
+  fi
+}
+
+# Two hugepage VMs on node 0: each adds its own pages; stopping one gives back only its own.
+test_two_vms() {
+  local t=two-vms a=${LT_DOMAIN_PREFIX}two-a b=${LT_DOMAIN_PREFIX}two-b need out
+  local nr0 ga gb nr_a nr_ab nr_b nr_end free
+  need=$((128 * 1024 / PAGE_KB))
+  define_from "$a" "$(lt_domain_xml "$a" 6b0c7a52-0000-4000-8000-000000000008 128 hugepages)" || { fail $t "virsh define failed"; return; }
+  define_from "$b" "$(lt_domain_xml "$b" 6b0c7a52-0000-4000-8000-000000000009 128 hugepages)" || { fail $t "virsh define failed"; return; }
+  nr0=$(pool) free=$(pool free_hugepages)
+  ga=$((need > free ? need - free : 0))
+  out=$(virsh_ start "$a" 2>&1) || { fail $t "virsh start $a failed: $(echo "$out" | tr '\n' ' ')$(calls "$a")"; return; }
+  nr_a=$(pool) free=$(pool free_hugepages)
+  gb=$((need > free ? need - free : 0))
+  out=$(virsh_ start "$b" 2>&1) || { fail $t "virsh start $b failed: $(echo "$out" | tr '\n' ' ')$(calls "$b")"; lt_destroy_quiet "$a"; return; }
+  nr_ab=$(pool)
+  virsh_ destroy "$a" >/dev/null 2>&1
+  nr_b=$(pool)
+  virsh_ destroy "$b" >/dev/null 2>&1
+  nr_end=$(pool)
+  info $t "node0 ${PAGE_KB} kB pool $nr0 -> +$a $nr_a -> +$b $nr_ab -> -$a $nr_b -> -$b $nr_end"
+  if [ "$nr_a" != $((nr0 + ga)) ]; then
+    fail $t "pool with $a running is $nr_a, expected $((nr0 + ga))"
+  elif [ "$nr_ab" != $((nr_a + gb)) ]; then
+    fail $t "pool with both running is $nr_ab, expected $((nr_a + gb))"
+  elif [ "$nr_b" != $((nr0 + gb)) ]; then
+    fail $t "pool after destroying $a (while $b runs) is $nr_b, expected $((nr0 + gb)): $a added $ga, $b added $gb$(calls "$a")"
+  elif [ "$nr_end" != "$nr0" ]; then
+    fail $t "pool after destroying both is $nr_end, expected the start value $nr0$(calls "$b")"
+  else
+    pass $t
+  fi
+}
+
+# QEMU refuses its command line, so the start fails after kvmtune's prepare reserved pages:
+# libvirt then runs stopped + release, and the pool must come back.
+test_failed_start_after_prepare() {
+  local t=failed-start-after-prepare name=${LT_DOMAIN_PREFIX}qemu-fails uuid=6b0c7a52-0000-4000-8000-00000000000a
+  local xml out rc left
+  xml=$(lt_domain_xml "$name" "$uuid" 128 hugepages "  <qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+    <qemu:arg value='-kvmtune-test-no-such-option'/>
+  </qemu:commandline>")
+  define_from "$name" "$xml" || { fail $t "virsh define failed"; return; }
+  lt_pools_snapshot >"$WORK/before"
+  out=$(virsh_ start "$name" 2>&1)
+  rc=$?
+  lt_pools_snapshot >"$WORK/after"
+  left=$(journal_for "$name" "$uuid")
+  if [ $rc = 0 ]; then
+    lt_destroy_quiet "$name"
+    fail $t "QEMU started with a bogus option; the test cannot make the start fail"
+  elif grep -q 'kvmtune: ' <<<"$out"; then
+    fail $t "kvmtune refused the start, which was meant to fail in QEMU: $(echo "$out" | tr '\n' ' ')"
+  elif ! cmp -s "$WORK/before" "$WORK/after"; then
+    fail $t "pools differ after a start that failed in QEMU: $(pool_diff "$WORK/before" "$WORK/after")$(calls "$name")"
+  elif [ -n "$left" ]; then
+    fail $t "$LT_STATE_DIR holds state for $name after the failed start: $(echo "$left" | tr '\n' ' ')$(calls "$name")"
+  else
+    info $t "hook calls: $(lt_hook_calls "$name")"
+    pass $t
+  fi
+}
+
+# libvirtd restarts while a hugepage VM runs: the VM gets `reconnect` and must survive it (a
+# failing reconnect makes libvirt kill the VM), its pages stay, and a later destroy gives them back.
+test_libvirtd_restart() {
+  local t=libvirtd-restart name=${LT_DOMAIN_PREFIX}huge uuid=6b0c7a52-0000-4000-8000-000000000001
+  local out nr0 nr1 nr2 nr3 state left
+  if [ -z "$(lt_our_libvirtd)" ]; then
+    echo "SKIP libvirt/$t: libvirtd was not started by this run"
+    return
+  fi
+  nr0=$(pool)
+  out=$(virsh_ start "$name" 2>&1) || { fail $t "virsh start failed: $(echo "$out" | tr '\n' ' ')$(calls "$name")"; return; }
+  nr1=$(pool)
+  if ! lt_restart_libvirtd; then
+    fail $t "libvirtd did not come back after a restart (log: $LT_LOG_DIR/libvirtd.log)"
+    return
+  fi
+  sleep 1
+  state=$(lt_domain_state "$name")
+  nr2=$(pool)
+  virsh_ destroy "$name" >/dev/null 2>&1
+  nr3=$(pool)
+  left=$(journal_for "$name" "$uuid")
+  info $t "node0 ${PAGE_KB} kB pool $nr0 -> $nr1 -> (restart) $nr2 -> (destroy) $nr3; hook calls: $(lt_hook_calls "$name" | sed 's/.*started begin -, //')"
+  if [ "$state" != running ]; then
+    fail $t "after the libvirtd restart the VM is '$state', not running$(calls "$name")"
+  elif [ "$nr2" != "$nr1" ]; then
+    fail $t "the pool changed across the restart: $nr1 -> $nr2$(calls "$name")"
+  elif [ "$nr3" != "$nr0" ]; then
+    fail $t "pool after destroy is $nr3, expected the start value $nr0$(calls "$name")"
+  elif [ -n "$left" ]; then
+    fail $t "$LT_STATE_DIR holds state for $name after destroy: $(echo "$left" | tr '\n' ' ')"
+  else
+    pass $t
+  fi
+}
+
 # Not a test of kvmtune: records what libvirt keeps of a PCI hostdev with an address that does
 # not exist on this host (defined only; starting it would need the device).
 capture_hostdev() {
@@ -276,10 +424,15 @@ test_no_hugepages_vm
 test_admin_pool
 test_numa_cells_vm
 test_metadata_vm
+test_status_json
+test_two_vms
+test_failed_start_after_prepare
+test_libvirtd_restart
 capture_hostdev
 if [ "$CAPTURE" = 1 ]; then
-  for f in huge.prepare.begin huge.started.begin huge.release.end meta.prepare.begin \
-    cells.prepare.begin plain.prepare.begin too-big.prepare.begin too-big.release.end; do
+  for f in huge.prepare.begin huge.start.begin huge.started.begin huge.reconnect.begin \
+    huge.release.end meta.prepare.begin cells.prepare.begin plain.prepare.begin \
+    too-big.prepare.begin too-big.release.end qemu-fails.prepare.begin; do
     src=$LT_CAPTURE_STDIN_DIR/$LT_DOMAIN_PREFIX$f.xml
     [ -f "$src" ] && cp "$src" "$FIXTURES/hook-stdin-$f.xml"
   done

@@ -1,0 +1,403 @@
+//! A fake host root that models the kernel where plain files would lie.
+//!
+//! The tree under the tempdir looks like the real /sys and /proc (the same paths, the same
+//! formats) and is regenerated from the model after every write, so a test can snapshot it
+//! byte for byte. Writes follow the kernel's rules:
+//! - `nodeN/hugepages/hugepages-<KiB>kB/nr_hugepages`: the write always succeeds; the pool grows
+//!   only as far as the node's free memory that is usable for pages of that size allows
+//!   (free memory minus what fragmentation holds back), one page at a time; shrinking frees
+//!   free pages only, and pages in use beyond the new count become surplus pages.
+//! - `nodeN/compact`: compaction makes the movable fragmented memory usable again (unmovable
+//!   fragmentation stays).
+//! - every write is recorded, so a test can assert which files were never touched.
+
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kvmtune::error::{Error, Result};
+use kvmtune::host::{HostFs, RootFs};
+
+pub const MIB: u64 = 1 << 20;
+pub const GIB: u64 = 1 << 30;
+pub const PAGE_SIZES_KIB: [u64; 2] = [2048, 1 << 20];
+
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    pub nr: u64,
+    pub free: u64,
+    pub surplus: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeModel {
+    pub cpus: String,
+    pub total: u64,
+    /// Free memory outside hugepage pools.
+    pub free: u64,
+    /// Part of `free` too fragmented for huge pages until compacted.
+    pub fragmented: u64,
+    /// Part of `free` too fragmented for huge pages even after compaction (unmovable slab).
+    pub pinned_fragments: u64,
+    pub pools: BTreeMap<u64, Pool>,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    nodes: BTreeMap<u32, NodeModel>,
+    /// Global reserved-but-unfaulted pages per size.
+    reserved: BTreeMap<u64, u64>,
+    writes: Vec<(String, String)>,
+    compactions: u32,
+    /// Panic (a simulated crash of kvmtune) when this many writes have been made.
+    crash_at_write: Option<usize>,
+}
+
+pub struct FakeKernel {
+    dir: tempfile::TempDir,
+    plain: RootFs,
+    model: RefCell<Model>,
+}
+
+/// Node memory sizes and CPU lists, e.g. `&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]`.
+pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = RootFs::new(dir.path());
+    let mut model = Model::default();
+    for (id, (total, cpus)) in nodes.iter().enumerate() {
+        model.nodes.insert(
+            id as u32,
+            NodeModel {
+                cpus: cpus.to_string(),
+                total: *total,
+                free: *total,
+                fragmented: 0,
+                pinned_fragments: 0,
+                pools: PAGE_SIZES_KIB
+                    .iter()
+                    .map(|s| (*s, Pool::default()))
+                    .collect(),
+            },
+        );
+    }
+    let k = FakeKernel {
+        dir,
+        plain,
+        model: RefCell::new(model),
+    };
+    k.render_static();
+    k.render();
+    k
+}
+
+impl FakeKernel {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Change the model directly (as another program or the admin would), then re-render.
+    pub fn with_node(&self, node: u32, f: impl FnOnce(&mut NodeModel)) {
+        f(self.model.borrow_mut().nodes.get_mut(&node).expect("node"));
+        self.render();
+    }
+
+    pub fn node(&self, node: u32) -> NodeModel {
+        self.model.borrow().nodes[&node].clone()
+    }
+
+    pub fn pool(&self, node: u32, page_kib: u64) -> Pool {
+        self.model.borrow().nodes[&node].pools[&page_kib].clone()
+    }
+
+    /// The admin sets a pool before kvmtune runs (kernel rules apply).
+    pub fn admin_set_pool(&self, node: u32, page_kib: u64, nr: u64) {
+        self.apply_nr(node, page_kib, nr);
+        self.render();
+    }
+
+    /// A QEMU faults `pages` of a pool in (they leave the free count).
+    pub fn consume(&self, node: u32, page_kib: u64, pages: u64) {
+        self.with_node(node, |n| {
+            let p = n.pools.get_mut(&page_kib).unwrap();
+            assert!(p.free >= pages, "model: consuming more than free");
+            p.free -= pages;
+        });
+    }
+
+    /// That QEMU exits: its pages are free again; surplus pages vanish as they are freed.
+    pub fn give_back(&self, node: u32, page_kib: u64, pages: u64) {
+        self.with_node(node, |n| {
+            let p = n.pools.get_mut(&page_kib).unwrap();
+            let vanish = pages.min(p.surplus);
+            p.surplus -= vanish;
+            p.nr -= vanish;
+            n.free += vanish * page_kib * 1024;
+            p.free += pages - vanish;
+        });
+    }
+
+    pub fn set_reserved(&self, page_kib: u64, pages: u64) {
+        self.model.borrow_mut().reserved.insert(page_kib, pages);
+        self.render();
+    }
+
+    /// Simulate kvmtune being killed just before its `n`-th write (0-based) reaches the kernel.
+    pub fn crash_at_write(&self, n: Option<usize>) {
+        let mut m = self.model.borrow_mut();
+        m.crash_at_write = n.map(|n| n + m.writes.len());
+    }
+
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.model.borrow().writes.clone()
+    }
+
+    pub fn compactions(&self) -> u32 {
+        self.model.borrow().compactions
+    }
+
+    /// Every file under the root with its contents, for byte-for-byte comparison.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        walk(self.path(), self.path(), &mut out);
+        out
+    }
+
+    fn apply_nr(&self, node: u32, page_kib: u64, wanted: u64) {
+        let mut model = self.model.borrow_mut();
+        let n = model.nodes.get_mut(&node).unwrap();
+        let page_bytes = page_kib * 1024;
+        let usable = n.free - n.fragmented.min(n.free) - n.pinned_fragments.min(n.free);
+        let p = n.pools.get_mut(&page_kib).unwrap();
+        let persistent = p.nr - p.surplus;
+        if wanted > persistent {
+            // Surplus pages become persistent first, then new pages come from free memory.
+            let from_surplus = p.surplus.min(wanted - persistent);
+            p.surplus -= from_surplus;
+            let missing = wanted - persistent - from_surplus;
+            let can = (usable / page_bytes).min(missing);
+            p.nr += can;
+            p.free += can;
+            n.free -= can * page_bytes;
+        } else {
+            let excess = persistent - wanted;
+            let freed = excess.min(p.free);
+            p.nr -= freed;
+            p.free -= freed;
+            n.free += freed * page_bytes;
+            // Pages in use above the new count stay, as surplus.
+            p.surplus += excess - freed;
+        }
+    }
+
+    fn render_static(&self) {
+        let model = self.model.borrow();
+        let nodes: Vec<u32> = model.nodes.keys().copied().collect();
+        let cpus: Vec<String> = model.nodes.values().map(|n| n.cpus.clone()).collect();
+        let all = kvmtune::cpulist::CpuSet::parse(&cpus.join(",")).unwrap();
+        put(
+            self.path(),
+            "sys/devices/system/cpu/online",
+            &format!("{all}\n"),
+        );
+        for cpu in all.iter() {
+            put(
+                self.path(),
+                &format!("sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"),
+                &format!("{cpu}\n"),
+            );
+        }
+        let list = kvmtune::cpulist::CpuSet::from_ids(nodes.iter().copied());
+        put(
+            self.path(),
+            "sys/devices/system/node/online",
+            &format!("{list}\n"),
+        );
+        put(
+            self.path(),
+            "sys/devices/system/node/possible",
+            &format!("{list}\n"),
+        );
+        put(self.path(), "proc/sys/vm/nr_hugepages", "0\n");
+        for (id, n) in &model.nodes {
+            put(
+                self.path(),
+                &format!("sys/devices/system/node/node{id}/cpulist"),
+                &format!("{}\n", n.cpus),
+            );
+            put(
+                self.path(),
+                &format!("sys/devices/system/node/node{id}/compact"),
+                "",
+            );
+        }
+    }
+
+    /// Write the model's counters into the tree, in the kernel's formats.
+    fn render(&self) {
+        let model = self.model.borrow();
+        let mut total_nr: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
+        for (id, n) in &model.nodes {
+            let huge: u64 = n.pools.iter().map(|(s, p)| p.nr * s * 1024).sum();
+            let meminfo = format!(
+                "Node {id} MemTotal:       {:>8} kB\nNode {id} MemFree:        {:>8} kB\nNode {id} MemUsed:        {:>8} kB\nNode {id} Active(file):          0 kB\nNode {id} Inactive(file):        0 kB\nNode {id} SReclaimable:          0 kB\nNode {id} HugePages_Total: {:>5}\n",
+                n.total / 1024,
+                n.free / 1024,
+                (n.total - n.free - huge) / 1024,
+                n.pools[&2048].nr,
+            );
+            put(
+                self.path(),
+                &format!("sys/devices/system/node/node{id}/meminfo"),
+                &meminfo,
+            );
+            for (size, p) in &n.pools {
+                let dir = format!("sys/devices/system/node/node{id}/hugepages/hugepages-{size}kB");
+                put(
+                    self.path(),
+                    &format!("{dir}/nr_hugepages"),
+                    &format!("{}\n", p.nr),
+                );
+                put(
+                    self.path(),
+                    &format!("{dir}/free_hugepages"),
+                    &format!("{}\n", p.free),
+                );
+                put(
+                    self.path(),
+                    &format!("{dir}/surplus_hugepages"),
+                    &format!("{}\n", p.surplus),
+                );
+                let t = total_nr.entry(*size).or_default();
+                t.0 += p.nr;
+                t.1 += p.free;
+                t.2 += p.surplus;
+            }
+        }
+        for (size, (nr, free, surplus)) in &total_nr {
+            let dir = format!("sys/kernel/mm/hugepages/hugepages-{size}kB");
+            put(
+                self.path(),
+                &format!("{dir}/nr_hugepages"),
+                &format!("{nr}\n"),
+            );
+            put(
+                self.path(),
+                &format!("{dir}/free_hugepages"),
+                &format!("{free}\n"),
+            );
+            put(
+                self.path(),
+                &format!("{dir}/surplus_hugepages"),
+                &format!("{surplus}\n"),
+            );
+            let resv = model.reserved.get(size).copied().unwrap_or(0);
+            put(
+                self.path(),
+                &format!("{dir}/resv_hugepages"),
+                &format!("{resv}\n"),
+            );
+        }
+        let (nr, free, surplus) = total_nr.get(&2048).copied().unwrap_or_default();
+        let resv = model.reserved.get(&2048).copied().unwrap_or(0);
+        let mem_total: u64 = model.nodes.values().map(|n| n.total).sum();
+        let mem_free: u64 = model.nodes.values().map(|n| n.free).sum();
+        put(
+            self.path(),
+            "proc/meminfo",
+            &format!(
+                "MemTotal:       {} kB\nMemFree:        {} kB\nHugePages_Total:   {nr}\nHugePages_Free:    {free}\nHugePages_Rsvd:    {resv}\nHugePages_Surp:    {surplus}\nHugepagesize:       2048 kB\n",
+                mem_total / 1024,
+                mem_free / 1024
+            ),
+        );
+    }
+}
+
+impl HostFs for FakeKernel {
+    fn root(&self) -> &Path {
+        self.path()
+    }
+
+    fn read(&self, rel: &str) -> Result<String> {
+        self.plain.read(rel)
+    }
+
+    fn write(&self, rel: &str, value: &str) -> Result<()> {
+        // Like the kernel, writing a file that does not exist fails.
+        if !self.plain.exists(rel) {
+            return Err(Error::io(
+                "open for writing",
+                self.path().join(rel),
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        }
+        {
+            let mut m = self.model.borrow_mut();
+            if m.crash_at_write == Some(m.writes.len()) {
+                m.crash_at_write = None;
+                drop(m);
+                panic!("injected crash before writing {rel}");
+            }
+            m.writes.push((rel.to_string(), value.to_string()));
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        match parts.as_slice() {
+            ["sys", "devices", "system", "node", node, "hugepages", size, "nr_hugepages"] => {
+                let node: u32 = node.trim_start_matches("node").parse().unwrap();
+                let kib: u64 = size
+                    .trim_start_matches("hugepages-")
+                    .trim_end_matches("kB")
+                    .parse()
+                    .unwrap();
+                let wanted: u64 = value.trim().parse().map_err(|_| {
+                    Error::io(
+                        "write",
+                        self.path().join(rel),
+                        std::io::Error::from_raw_os_error(libc::EINVAL),
+                    )
+                })?;
+                self.apply_nr(node, kib, wanted);
+            }
+            ["sys", "devices", "system", "node", node, "compact"] => {
+                let node: u32 = node.trim_start_matches("node").parse().unwrap();
+                let mut m = self.model.borrow_mut();
+                m.compactions += 1;
+                m.nodes.get_mut(&node).unwrap().fragmented = 0;
+            }
+            _ => return self.plain.write(rel, value),
+        }
+        self.render();
+        Ok(())
+    }
+
+    fn list(&self, rel: &str) -> Result<Vec<String>> {
+        self.plain.list(rel)
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.plain.exists(rel)
+    }
+}
+
+pub fn put(root: &Path, rel: &str, contents: &str) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, contents).unwrap();
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            walk(root, &path, out);
+        } else {
+            out.insert(
+                path.strip_prefix(root).unwrap().to_path_buf(),
+                fs::read(&path).unwrap(),
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Shared test helpers: the kernel-modelling fake root, and a harness around the library.
+
+#![allow(dead_code)]
+
+pub mod kernel;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kvmtune::apply::{self, Context};
+use kvmtune::domain::Domain;
+use kvmtune::error::Result;
+use kvmtune::policy::Policy;
+use kvmtune::state::{Ledger, StateDir};
+
+pub use kernel::{kernel, FakeKernel, GIB, MIB};
+
+/// A fake kernel plus a state directory and a policy: one host for a test.
+pub struct Bench {
+    pub kernel: FakeKernel,
+    pub state_dir: tempfile::TempDir,
+    pub policy: Policy,
+}
+
+impl Bench {
+    pub fn new(kernel: FakeKernel) -> Bench {
+        Bench {
+            kernel,
+            state_dir: tempfile::tempdir().unwrap(),
+            policy: Policy::default(),
+        }
+    }
+
+    pub fn with_policy(mut self, toml: &str) -> Bench {
+        self.policy = Policy::parse(toml).unwrap();
+        self
+    }
+
+    pub fn state(&self) -> StateDir {
+        StateDir::open(&state_path(self)).unwrap()
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
+        let state = self.state();
+        let ctx = Context {
+            fs: &self.kernel,
+            state: &state,
+            policy: &self.policy,
+        };
+        f(&ctx)
+    }
+
+    pub fn prepare(&self, vm: &str, xml: &str) -> Result<kvmtune::plan::Plan> {
+        let domain = Domain::parse(xml)?;
+        self.run(|ctx| apply::prepare(ctx, vm, &domain))
+    }
+
+    pub fn started(&self, vm: &str) -> Result<()> {
+        self.run(|ctx| apply::started(ctx, vm))
+    }
+
+    pub fn release(&self, vm: &str) -> Result<()> {
+        self.run(|ctx| apply::release(ctx, vm))
+    }
+
+    pub fn recover_all(&self) -> Result<Vec<String>> {
+        self.run(|ctx| apply::recover(ctx, apply::Recover::AllStopped))
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.state().load_ledger().unwrap()
+    }
+
+    /// Files left in the state directory other than the lock.
+    pub fn state_files(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(state_path(self)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "lock")
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        self.kernel.snapshot()
+    }
+}
+
+/// A hugepage-backed domain of `mib` MiB with extra XML inside <domain>.
+pub fn huge_vm(name: &str, mib: u64, extra: &str) -> String {
+    format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>{mib}</memory>\
+         <memoryBacking><hugepages/></memoryBacking><vcpu>1</vcpu>{extra}</domain>"
+    )
+}
+
+/// `<numatune><memory mode nodeset>`.
+pub fn bound(mode: &str, nodeset: &str) -> String {
+    format!("<numatune><memory mode='{mode}' nodeset='{nodeset}'/></numatune>")
+}
+
+/// Lines `path: before -> after` for every line that differs between two snapshots
+/// (multi-line files such as meminfo show only their changed lines).
+pub fn diff(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, old) in before {
+        match after.get(path) {
+            None => out.push(format!("{}: <gone>", path.display())),
+            Some(new) if new != old => {
+                let (old, new) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
+                let (old_lines, new_lines): (Vec<&str>, Vec<&str>) =
+                    (old.lines().collect(), new.lines().collect());
+                for i in 0..old_lines.len().max(new_lines.len()) {
+                    let (o, n) = (old_lines.get(i), new_lines.get(i));
+                    if o != n {
+                        out.push(format!(
+                            "{}: {} -> {}",
+                            path.display(),
+                            o.map(|s| s.trim()).unwrap_or("<none>"),
+                            n.map(|s| s.trim()).unwrap_or("<none>")
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("{}: <new>", path.display()));
+    }
+    out
+}
+
+/// The state directory kvmtune creates (0700) inside the test's tempdir.
+pub fn state_path(b: &Bench) -> PathBuf {
+    b.state_dir.path().join("kvmtune")
+}
