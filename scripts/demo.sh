@@ -19,6 +19,7 @@ VM_MIB=256
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 heading() { printf '\n%s== %s ==%s\n' "$bold" "$*" "$plain"; }
+indent() { sed 's/^/    /'; }
 size_name() { [ "$1" -ge 1048576 ] && echo "$(($1 / 1048576)) GiB" || echo "$(($1 / 1024)) MiB"; }
 
 show_pools() {
@@ -68,7 +69,7 @@ echo
 echo "  virsh start $VM"
 if ! out=$(virsh_ start "$VM" 2>&1); then
   echo "  the VM did not start:"
-  echo "$out" | sed 's/^/    /'
+  indent <<<"$out"
   calls=$(lt_hook_calls "$VM")
   [ -z "$calls" ] || echo "  libvirt called kvmtune for: $calls"
   exit 1
@@ -82,7 +83,7 @@ echo
 echo "  kvmtune status:"
 status_rc=0
 status_out=$("$KVMTUNE_BIN" status 2>&1) || status_rc=$?
-echo "$status_out" | sed 's/^/    /'
+indent <<<"$status_out"
 [ "$status_rc" = 0 ] || echo "    (kvmtune status exited $status_rc)"
 
 heading "6/6 After virsh destroy"

@@ -294,6 +294,11 @@ lt_teardown() {
     entry=${LT_STARTED_PIDS[$i]}
     lt_stop_pid "${entry%%:*}" "${entry#*:}"
   done
+  # libvirt's per-VM QEMU logs of our domains: kept with our logs, not left in /var/log.
+  for name in "${LT_DOMAINS[@]}"; do
+    f=/var/log/libvirt/qemu/$name.log
+    [ -f "$f" ] && mkdir -p "$LT_LOG_DIR" && mv -f "$f" "$LT_LOG_DIR/qemu-$name.log"
+  done
   if [ "$LT_MOUNTED_HUGETLBFS" = 1 ]; then
     umount /dev/hugepages || lt_log "lib.sh: could not unmount /dev/hugepages"
   fi

@@ -109,7 +109,7 @@ test_hugepage_vm() {
 
 test_too_big_vm() {
   local t=too-big-vm name=${LT_DOMAIN_PREFIX}too-big uuid=6b0c7a52-0000-4000-8000-000000000002
-  local before after out rc state left
+  local out rc state left
   define_from "$name" "$(lt_domain_xml "$name" "$uuid" $((64 * 1024)) hugepages)" || { fail $t "virsh define failed"; return; }
   lt_pools_snapshot >"$WORK/before"
   out=$(virsh_ start "$name" 2>&1)

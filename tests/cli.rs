@@ -1,0 +1,350 @@
+//! The binary as libvirt and users run it: argv[0] dispatch, exit codes, what goes to stdout
+//! and stderr, hostile names and input. The root is a fake tree of plain files (no kernel
+//! model: these tests are about the contract, the golden trees about the kernel).
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{diff, huge_vm, kernel, FakeKernel, GIB};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvmtune");
+
+struct Host {
+    kernel: FakeKernel,
+    tmp: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        Host {
+            kernel: kernel(&[(4 * GIB, "0-1")]),
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.tmp.path().join("kvmtune.toml")
+    }
+
+    /// Run `program args…` with the roots in the environment and `stdin` fed in.
+    fn run(&self, program: &Path, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("KVMTUNE_ROOT", self.kernel.path())
+            .env("KVMTUNE_STATE_DIR", self.state())
+            .env("KVMTUNE_CONFIG", self.config())
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        // The hook may refuse early and close stdin; libvirt copes with that too.
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn hook(&self, args: &[&str], stdin: &str) -> Output {
+        let mut full = vec!["hook"];
+        full.extend_from_slice(args);
+        self.run(Path::new(BIN), &full, stdin.as_bytes())
+    }
+
+    fn pool(&self) -> String {
+        std::fs::read_to_string(
+            self.kernel
+                .path()
+                .join("sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"),
+        )
+        .unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn argv0_named_qemu_or_inside_qemu_d_is_hook_mode() {
+    let h = Host::new();
+    let qemu = h.tmp.path().join("qemu");
+    symlink(BIN, &qemu).unwrap();
+    std::fs::create_dir(h.tmp.path().join("qemu.d")).unwrap();
+    let in_dir = h.tmp.path().join("qemu.d/50-kvmtune");
+    symlink(BIN, &in_dir).unwrap();
+
+    let xml = huge_vm("a", 64, "");
+    let out = h.run(&qemu, &["a", "prepare", "begin", "-"], xml.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(h.pool().trim(), "32");
+    let out = h.run(&in_dir, &["a", "release", "end", "-"], xml.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(h.pool().trim(), "0");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_xml_fails_prepare_with_one_line_and_changes_nothing() {
+    let h = Host::new();
+    let start = h.kernel.snapshot();
+    for xml in [
+        "<!DOCTYPE d [<!ENTITY e 'x'>]><domain><name>&e;</name></domain>",
+        "<domain><name>a</name><memory>",
+        "",
+    ] {
+        let out = h.hook(&["a", "prepare", "begin", "-"], xml);
+        assert_eq!(out.status.code(), Some(1), "{xml}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("kvmtune: "), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn too_much_stdin_is_refused() {
+    let h = Host::new();
+    let big = format!("<domain><name>a</name>{}</domain>", " ".repeat(5 << 20));
+    let out = h.hook(&["a", "prepare", "begin", "-"], &big);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
+
+#[test]
+fn hostile_domain_names_are_plain_data() {
+    let h = Host::new();
+    let long = "n".repeat(10 * 1024);
+    for name in [
+        "--help",
+        "..",
+        "a;b",
+        "$(touch pwned)",
+        "new\nline",
+        long.as_str(),
+        "-",
+    ] {
+        let out = h.hook(&[name, "prepare", "begin", "-"], &huge_vm("x", 64, ""));
+        assert!(out.status.success(), "{name:?}: {}", stderr(&out));
+        assert_eq!(h.pool().trim(), "32", "{name:?}");
+        let out = h.hook(&[name, "release", "end", "destroyed"], "");
+        assert!(out.status.success(), "{name:?}: {}", stderr(&out));
+        assert_eq!(h.pool().trim(), "0", "{name:?}");
+    }
+    assert!(!h.tmp.path().join("pwned").exists());
+    let mut left: Vec<String> = std::fs::read_dir(h.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["lock"]);
+}
+
+#[test]
+fn migrate_and_restore_print_nothing_and_succeed() {
+    let h = Host::new();
+    for op in ["migrate", "restore"] {
+        let out = h.hook(&["a", op, "begin", "-"], &huge_vm("a", 64, ""));
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty(), "{op} printed {:?}", out.stdout);
+    }
+}
+
+#[test]
+fn release_and_reconnect_exit_0_even_when_broken() {
+    let h = Host::new();
+    std::fs::write(h.config(), "[nonsense]\n").unwrap();
+    for (op, sub) in [
+        ("release", "end"),
+        ("reconnect", "begin"),
+        ("stopped", "end"),
+    ] {
+        let out = h.hook(&["a", op, sub, "-"], "<domain/>");
+        assert_eq!(out.status.code(), Some(0), "{op}: {}", stderr(&out));
+    }
+    let out = h.hook(&["a", "prepare", "begin", "-"], &huge_vm("a", 64, ""));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad policy is a configuration error"
+    );
+    assert!(stderr(&out).contains("nonsense"), "{}", stderr(&out));
+}
+
+#[test]
+fn wrong_argument_count_is_usage_error() {
+    let h = Host::new();
+    let out = h.hook(&["a", "prepare"], "");
+    assert_eq!(out.status.code(), Some(2));
+    let out = h.run(Path::new(BIN), &["frobnicate"], b"");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let h = Host::new();
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["plan", "--help"],
+        &["status", "--help"],
+        &["recover", "--help"],
+    ] {
+        let out = h.run(Path::new(BIN), args, b"");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn plan_changes_nothing_and_reports_json() {
+    let h = Host::new();
+    let xml_path = h.tmp.path().join("vm.xml");
+    std::fs::write(&xml_path, huge_vm("planned", 128, "")).unwrap();
+    let start = h.kernel.snapshot();
+    let out = h.run(
+        Path::new(BIN),
+        &["plan", "--xml", xml_path.to_str().unwrap(), "--json"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["vm"], "planned");
+    assert_eq!(plan["hugepages"][0]["grow"], 64);
+    assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
+    assert!(!h.state().exists(), "plan must not create state");
+    let out = h.run(
+        Path::new(BIN),
+        &["plan", "--xml", xml_path.to_str().unwrap()],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("grow by 64") && text.contains("nr_hugepages: 0 -> 64"),
+        "{text}"
+    );
+}
+
+#[test]
+fn status_shows_what_each_vm_holds() {
+    let h = Host::new();
+    let out = h.hook(&["db1", "prepare", "begin", "-"], &huge_vm("db1", 64, ""));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = h.run(Path::new(BIN), &["status", "--json"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["vms"][0]["name"], "db1");
+    assert_eq!(status["vms"][0]["phase"], "prepared");
+    assert_eq!(status["vms"][0]["hugepages"][0]["added"], 32);
+    let pool = status["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["page_kib"] == 2048)
+        .unwrap();
+    assert_eq!(pool["added_by_kvmtune"], 32);
+    assert_eq!(pool["baseline"], 0);
+    let out = h.run(Path::new(BIN), &["status"], b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"db1\" (prepared)"));
+}
+
+#[test]
+fn flags_win_over_environment() {
+    let h = Host::new();
+    let other = tempfile::tempdir().unwrap();
+    let out = h.run(
+        Path::new(BIN),
+        &[
+            "--state-dir",
+            other.path().join("s").to_str().unwrap(),
+            "hook",
+            "a",
+            "prepare",
+            "begin",
+            "-",
+        ],
+        huge_vm("a", 64, "").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(other.path().join("s/ledger.json").exists());
+    assert!(!h.state().join("ledger.json").exists());
+}
+
+#[test]
+fn unsafe_state_dir_is_refused() {
+    let h = Host::new();
+    let target = tempfile::tempdir().unwrap();
+    symlink(target.path(), h.state()).unwrap();
+    let out = h.hook(&["a", "prepare", "begin", "-"], &huge_vm("a", 64, ""));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+    assert_eq!(h.pool().trim(), "0");
+}
+
+#[test]
+fn an_unprivileged_caller_does_nothing() {
+    if !nix::unistd::geteuid().is_root()
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs root and setpriv to drop privileges");
+        return;
+    }
+    let h = Host::new();
+    let start = h.kernel.snapshot();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "hook",
+            "a",
+            "prepare",
+            "begin",
+            "-",
+        ])
+        .env("KVMTUNE_ROOT", h.kernel.path())
+        .env("KVMTUNE_STATE_DIR", h.state())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
+    assert!(!h.state().exists());
+}
+
+#[test]
+fn failures_reach_syslog_at_facility_daemon() {
+    let h = Host::new();
+    let socket_path = h.kernel.path().join("dev/log");
+    std::fs::create_dir_all(socket_path.parent().unwrap()).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let out = h.hook(
+        &["db1", "prepare", "begin", "-"],
+        &huge_vm("db1", 64 * 1024, ""),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    // <27> = facility daemon (3) * 8 + severity err (3).
+    assert!(
+        msg.starts_with("<27>") && msg.contains("kvmtune") && msg.contains("db1"),
+        "{msg}"
+    );
+}
