@@ -13,6 +13,7 @@ use kvmtune::error::Result;
 use kvmtune::policy::Policy;
 use kvmtune::state::{Ledger, StateDir};
 
+#[allow(unused_imports)] // each test crate uses a different part
 pub use kernel::{kernel, FakeKernel, GIB, MIB};
 
 /// A fake kernel plus a state directory and a policy: one host for a test.
