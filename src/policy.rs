@@ -278,6 +278,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_parses_to_the_built_in_defaults() {
+        let text = include_str!("../conf/kvmtune.toml");
+        assert_eq!(Policy::parse(text).unwrap(), Policy::default());
+    }
+
+    #[test]
     fn missing_file_is_defaults_and_group_writable_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kvmtune.toml");
