@@ -157,25 +157,20 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
     match hook::run(&call, &mut input as &mut dyn Read, &build) {
         Ok(()) => 0,
         Err(e) => {
-            log::error(&format!(
+            // syslog gets the context; stderr (which libvirt shows to whoever ran `virsh
+            // start`) gets the one line.
+            log::to_syslog_only(&format!(
                 "{} {} of VM {:?} failed: {e}",
                 call.op, call.subop, call.vm
             ));
+            eprintln!("kvmtune: {e}");
             if call.may_fail() {
-                // log::error already wrote to stderr when there is no syslog.
-                if log_went_to_syslog() {
-                    eprintln!("kvmtune: {e}");
-                }
                 e.exit_code()
             } else {
                 0
             }
         }
     }
-}
-
-fn log_went_to_syslog() -> bool {
-    log::has_syslog()
 }
 
 /// Parse `[--root D] [--state-dir D] [--config F] hook ARGS…` by hand.

@@ -54,6 +54,14 @@ fn emit(level: Level, message: &str) {
     }
 }
 
+/// An error's context for the journal of the host; nothing when there is no syslog (the
+/// caller prints the one line users see).
+pub fn to_syslog_only(message: &str) {
+    if has_syslog() {
+        emit(Level::Error, message)
+    }
+}
+
 pub fn info(message: &str) {
     emit(Level::Info, message)
 }
