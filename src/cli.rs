@@ -81,7 +81,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what each VM holds and the state of every hugepage pool.
+    /// Show what each VM holds, every hugepage pool, and which CPUs are isolated.
     Status {
         #[arg(long)]
         json: bool,
@@ -349,7 +349,7 @@ fn render_plan(plan: &Plan) -> String {
     }
     if !plan.isolate.is_empty() {
         out.push_str(&format!(
-            "  isolate: CPUs {} (allowed by the policy; isolation is not applied by this version)\n",
+            "  isolate: CPUs {}: host tasks move off them while the VM runs\n",
             plan.isolate
         ));
     }

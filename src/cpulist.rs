@@ -93,6 +93,43 @@ impl CpuSet {
     pub fn is_subset(&self, other: &CpuSet) -> bool {
         self.0.is_subset(&other.0)
     }
+
+    /// Parse the kernel's hexadecimal mask format (`ff,ffffffff`: 32-bit groups, most
+    /// significant first), as in workqueue `cpumask` and `/proc/irq/*/smp_affinity`.
+    pub fn parse_mask(text: &str) -> Result<CpuSet, String> {
+        let mut set = CpuSet::new();
+        let groups: Vec<&str> = text.trim().split(',').collect();
+        for (i, group) in groups.iter().rev().enumerate() {
+            let bits = u32::from_str_radix(group, 16)
+                .map_err(|_| format!("'{}' is not a CPU mask", text.trim()))?;
+            for bit in 0..32 {
+                if bits & (1 << bit) != 0 {
+                    let id = i as u32 * 32 + bit;
+                    if id > MAX_ID {
+                        return Err(format!("CPU mask '{}' names CPU {id}", text.trim()));
+                    }
+                    set.insert(id);
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Format as the kernel's hexadecimal mask with at least `groups` 32-bit groups (the
+    /// kernel prints as many as its CPU count needs; one group without leading zeros).
+    pub fn to_mask(&self, groups: usize) -> String {
+        let needed = self.0.last().map_or(1, |max| *max as usize / 32 + 1);
+        let n = groups.max(needed);
+        let mut words = vec![0u32; n];
+        for id in &self.0 {
+            words[*id as usize / 32] |= 1 << (id % 32);
+        }
+        if n == 1 {
+            return format!("{:x}", words[0]);
+        }
+        let parts: Vec<String> = words.iter().rev().map(|w| format!("{w:08x}")).collect();
+        parts.join(",")
+    }
 }
 
 fn parse_id(text: &str, item: &str) -> Result<u32, String> {
@@ -179,6 +216,18 @@ mod tests {
         assert!(CpuSet::parse("a-b").is_err());
         assert!(CpuSet::parse("1-").is_err());
         assert!(CpuSet::parse("0-7:2").is_err());
+    }
+
+    #[test]
+    fn hex_masks_parse_and_format_like_the_kernel() {
+        assert_eq!(CpuSet::parse_mask("3\n").unwrap(), CpuSet::from_ids([0, 1]));
+        assert_eq!(
+            CpuSet::parse_mask("00000001,00000000").unwrap(),
+            CpuSet::from_ids([32])
+        );
+        assert_eq!(CpuSet::from_ids([0, 1]).to_mask(1), "3");
+        assert_eq!(CpuSet::from_ids([0, 33]).to_mask(2), "00000002,00000001");
+        assert!(CpuSet::parse_mask("xyz").is_err());
     }
 
     #[test]

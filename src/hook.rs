@@ -117,6 +117,8 @@ impl ContextOwner {
     pub fn context(&self) -> Context<'_> {
         Context {
             fs: &self.fs,
+            systemctl: &crate::isolation::systemd::SystemctlCommand,
+            affinity: &crate::host::tasks::SchedAffinity,
             state: &self.state,
             policy: &self.policy,
         }

@@ -27,6 +27,10 @@ struct PolicyFile {
 struct CpusSection {
     housekeeping: String,
     isolatable: String,
+    isolation: String,
+    overlap: String,
+    move_kernel_threads: bool,
+    governor: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +55,10 @@ impl Default for CpusSection {
         CpusSection {
             housekeeping: "auto".into(),
             isolatable: "auto".into(),
+            isolation: "auto".into(),
+            overlap: "refuse".into(),
+            move_kernel_threads: true,
+            governor: String::new(),
         }
     }
 }
@@ -85,11 +93,30 @@ pub enum CpuPolicy {
     List(CpuSet),
 }
 
+/// How host tasks are kept off isolated CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationMethod {
+    /// systemd's runtime `AllowedCPUs` where systemd runs on cgroup v2, else cgroupfs.
+    Auto,
+    Systemd,
+    /// A housekeeping cpuset in the cgroup v1 or v2 hierarchy that host processes move into.
+    Cgroupfs,
+    /// Isolation is not done; a VM that asks for it fails to start.
+    Off,
+}
+
 /// The validated host policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub housekeeping: CpuPolicy,
     pub isolatable: CpuPolicy,
+    pub isolation: IsolationMethod,
+    /// Whether two VMs may isolate the same CPU.
+    pub allow_overlap: bool,
+    /// Move unbound kernel threads and the workqueue cpumasks to housekeeping CPUs too.
+    pub move_kernel_threads: bool,
+    /// cpufreq governor for isolated CPUs while isolated (`None`: left alone).
+    pub governor: Option<String>,
     /// Memory each NUMA node keeps free of hugepages after a reservation.
     pub node_memory_floor: u64,
     pub compaction: bool,
@@ -145,6 +172,30 @@ impl Policy {
         Ok(Policy {
             housekeeping: cpu_policy(&f.cpus.housekeeping, "cpus.housekeeping")?,
             isolatable: cpu_policy(&f.cpus.isolatable, "cpus.isolatable")?,
+            isolation: match f.cpus.isolation.as_str() {
+                "auto" => IsolationMethod::Auto,
+                "systemd" => IsolationMethod::Systemd,
+                "cgroupfs" => IsolationMethod::Cgroupfs,
+                "off" => IsolationMethod::Off,
+                v => {
+                    return Err(format!(
+                        "cpus.isolation = '{v}': expected auto, systemd, cgroupfs or off"
+                    ))
+                }
+            },
+            allow_overlap: match f.cpus.overlap.as_str() {
+                "refuse" => false,
+                "allow" => true,
+                v => return Err(format!("cpus.overlap = '{v}': expected refuse or allow")),
+            },
+            move_kernel_threads: f.cpus.move_kernel_threads,
+            governor: match f.cpus.governor.trim() {
+                "" => None,
+                g if g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                    Some(g.to_string())
+                }
+                g => return Err(format!("cpus.governor = '{g}' is not a governor name")),
+            },
             node_memory_floor: parse_size(&f.hugepages.node_memory_floor)
                 .map_err(|e| format!("hugepages.node_memory_floor: {e}"))?,
             compaction: f.hugepages.compaction,

@@ -5,7 +5,9 @@ use serde::Serialize;
 
 use crate::cpulist::CpuSet;
 use crate::error::Result;
+use crate::host::tasks::list_tasks;
 use crate::host::{Host, HostFs, PoolKey};
+use crate::isolation::Method;
 use crate::plan::bounds;
 use crate::policy::Policy;
 use crate::size::page_size_name;
@@ -17,6 +19,8 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     pub housekeeping_cpus: CpuSet,
     pub isolatable_cpus: CpuSet,
+    /// While any VM's CPUs are isolated.
+    pub isolation: Option<IsolationStatus>,
     /// VMs with an operation that was interrupted and not yet finished or undone.
     pub interrupted: Vec<String>,
 }
@@ -26,6 +30,27 @@ pub struct VmStatus {
     pub name: String,
     pub phase: Phase,
     pub hugepages: Vec<PoolHold>,
+    pub isolate: CpuSet,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IsolationStatus {
+    pub method: Method,
+    /// CPUs isolated for VMs (the union of their sets).
+    pub isolated: CpuSet,
+    /// CPUs host tasks are confined to now.
+    pub housekeeping: CpuSet,
+    /// Host tasks still allowed on an isolated CPU (the virtualization daemons by design).
+    pub unconfined: Vec<TaskStatus>,
+    /// Per-CPU kernel threads on isolated CPUs: the kernel binds them, nothing can move them.
+    pub per_cpu_kernel_threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskStatus {
+    pub pid: u32,
+    pub comm: String,
+    pub allowed: CpuSet,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,13 +95,60 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 name: name.clone(),
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
+                isolate: hold.isolate.clone(),
             })
             .collect(),
         pools,
         housekeeping_cpus: bounds::housekeeping(policy, &host.topology),
         isolatable_cpus: bounds::isolatable(policy, &host.topology),
+        isolation: ledger.isolation.as_ref().map(|hold| {
+            isolation_status(
+                fs,
+                hold.method,
+                &ledger.isolated_except(""),
+                &hold.housekeeping,
+            )
+        }),
         interrupted,
     })
+}
+
+/// Who still may run on the isolated CPUs: what an operator checks to see isolation holds.
+fn isolation_status(
+    fs: &dyn HostFs,
+    method: Method,
+    isolated: &CpuSet,
+    housekeeping: &CpuSet,
+) -> IsolationStatus {
+    let mut unconfined = Vec::new();
+    let mut per_cpu_kernel_threads = 0;
+    for task in list_tasks(fs) {
+        if task.allowed.intersection(isolated).is_empty() {
+            continue;
+        }
+        if task.is_kernel_thread() && !task.is_movable_kernel_thread() {
+            per_cpu_kernel_threads += 1;
+            continue;
+        }
+        let cgroup = fs
+            .read(&format!("proc/{}/cgroup", task.pid))
+            .unwrap_or_default();
+        if cgroup.contains("/machine") {
+            continue; // a VM's own process, placed by libvirt
+        }
+        unconfined.push(TaskStatus {
+            pid: task.pid,
+            comm: task.comm,
+            allowed: task.allowed,
+        });
+    }
+    IsolationStatus {
+        method,
+        isolated: isolated.clone(),
+        housekeeping: housekeeping.clone(),
+        unconfined,
+        per_cpu_kernel_threads,
+    }
 }
 
 pub fn render(status: &Status) -> String {
@@ -110,6 +182,9 @@ pub fn render(status: &Status) -> String {
             Phase::Running => "running",
         };
         out.push_str(&format!("  {:?} ({phase})\n", vm.name));
+        if !vm.isolate.is_empty() {
+            out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
+        }
         for h in &vm.hugepages {
             out.push_str(&format!(
                 "    node {} {}: {} pages, {} added for it\n",
@@ -124,6 +199,33 @@ pub fn render(status: &Status) -> String {
         "CPUs: housekeeping {}, isolatable {}\n",
         status.housekeeping_cpus, status.isolatable_cpus
     ));
+    match &status.isolation {
+        None => out.push_str("Isolation: none\n"),
+        Some(iso) => {
+            out.push_str(&format!(
+                "Isolation ({}): CPUs {} isolated, host tasks on {}\n",
+                iso.method, iso.isolated, iso.housekeeping
+            ));
+            out.push_str(&format!(
+                "  per-CPU kernel threads on isolated CPUs (cannot move): {}\n",
+                iso.per_cpu_kernel_threads
+            ));
+            if iso.unconfined.is_empty() {
+                out.push_str("  every other host task is confined\n");
+            }
+            for t in &iso.unconfined {
+                let why = if crate::apply::effects::UNCONFINED_DAEMONS.contains(&t.comm.as_str()) {
+                    " (virtualization daemon, kept unconfined)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "  still allowed: pid {} {:?} on CPUs {}{why}\n",
+                    t.pid, t.comm, t.allowed
+                ));
+            }
+        }
+    }
     if !status.interrupted.is_empty() {
         out.push_str(&format!(
             "Interrupted operations (run `kvmtune recover`): {}\n",

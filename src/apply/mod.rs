@@ -2,34 +2,57 @@
 //! after, and rolled back on the first shortfall. Release and recover work from the ledger and
 //! the journals only.
 
+pub mod effects;
 pub mod hugepages;
+pub mod isolation;
 
 use std::time::Instant;
 
+use crate::change::Change;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::host::hugepages::read_pool;
+use crate::host::tasks::TaskAffinity;
 use crate::host::topology::node_mem_free;
 use crate::host::{Host, HostFs};
+use crate::isolation::systemd::Systemctl;
 use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
 use crate::size::{human, page_size_name};
 use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, VmHold};
+use effects::Effects;
 
-/// What every operation works with: the host's files, the state directory, the policy.
+/// What every operation works with: the host (its files, systemd, task affinity), the state
+/// directory, the policy.
 pub struct Context<'a> {
     pub fs: &'a dyn HostFs,
+    pub systemctl: &'a dyn Systemctl,
+    pub affinity: &'a dyn TaskAffinity,
     pub state: &'a StateDir,
     pub policy: &'a Policy,
+}
+
+impl Context<'_> {
+    fn effects(&self) -> Effects<'_> {
+        Effects {
+            fs: self.fs,
+            systemctl: self.systemctl,
+            affinity: self.affinity,
+        }
+    }
 }
 
 /// `prepare`: reserve what the VM needs. On failure the host is as it was and the error says why.
 pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     // Most VMs ask for nothing: answer them without the lock or a look at the host, so
     // libvirt's start path is not held up behind another VM's reservation.
-    if plan::asks_nothing(domain, ctx.policy) && !ctx.state.load_ledger()?.vms.contains_key(vm) {
-        return Ok(Plan::nothing(vm));
+    // While CPUs are isolated, every VM event also sweeps new host processes into place.
+    if plan::asks_nothing(domain, ctx.policy) {
+        let ledger = ctx.state.load_ledger()?;
+        if !ledger.vms.contains_key(vm) && ledger.isolation.is_none() {
+            return Ok(Plan::nothing(vm));
+        }
     }
     let _lock = ctx.state.lock()?;
     finish_interrupted(ctx)?;
@@ -44,7 +67,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     }
     let host = Host::read(ctx.fs)?;
     let plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
-    if plan.hugepages.is_empty() {
+    if plan.hugepages.is_empty() && plan.isolate.is_empty() && ledger.isolation.is_none() {
         return Ok(plan);
     }
 
@@ -81,21 +104,37 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
         next.keep_baseline(g.pool, g.before.persistent());
     }
-    next.vms.insert(
-        vm.to_string(),
-        VmHold {
-            phase: Phase::Prepared,
-            hugepages: plan
-                .hugepages
-                .iter()
-                .map(|g| PoolHold {
-                    pool: g.pool,
-                    pages: g.pages,
-                    added: g.grow,
-                })
-                .collect(),
-        },
-    );
+    if !plan.hugepages.is_empty() || !plan.isolate.is_empty() {
+        next.vms.insert(
+            vm.to_string(),
+            VmHold {
+                phase: Phase::Prepared,
+                hugepages: plan
+                    .hugepages
+                    .iter()
+                    .map(|g| PoolHold {
+                        pool: g.pool,
+                        pages: g.pages,
+                        added: g.grow,
+                    })
+                    .collect(),
+                isolate: plan.isolate.clone(),
+            },
+        );
+    }
+    // Isolation also sweeps host processes started since the last VM event into place.
+    let result = isolation::changes(ctx, &mut next).and_then(|changes| {
+        for change in changes {
+            journal.changes.push(change.clone());
+            ctx.state.save_journal(&journal)?;
+            ctx.effects().apply(&change)?;
+        }
+        isolation::verify(ctx, &next)
+    });
+    if let Err(e) = result {
+        undo_prepare(ctx, &journal)?;
+        return Err(e);
+    }
     commit(ctx, journal, &next)?;
     Ok(plan)
 }
@@ -176,7 +215,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         };
         let after = target + state.surplus;
         if after != state.nr {
-            journal.changes.push(crate::change::Change {
+            journal.changes.push(Change::File {
                 path: h.pool.nr_path(),
                 before: state.nr.to_string(),
                 after: after.to_string(),
@@ -184,9 +223,10 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
+    journal.changes.extend(isolation::changes(ctx, &mut next)?);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
-        redo(ctx.fs, &journal)?;
+        redo(ctx, &journal)?;
     }
     commit(ctx, journal, &next)?;
     log::info(&format!("VM '{vm}' released"));
@@ -209,7 +249,7 @@ fn commit(ctx: &Context, mut journal: Journal, next: &Ledger) -> Result<()> {
 fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
     let mut failed = None;
     for change in journal.changes.iter().rev() {
-        if let Err(e) = ctx.fs.write(&change.path, &change.before) {
+        if let Err(e) = ctx.effects().undo(change) {
             log::error(&format!("cannot undo {change}: {e}"));
             failed.get_or_insert(e);
         }
@@ -221,17 +261,19 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
     }
 }
 
-/// Write every `after` of a release journal (idempotent: the values are absolute).
-fn redo(fs: &dyn HostFs, journal: &Journal) -> Result<()> {
+/// Make every change of a release journal (idempotent: values are absolute).
+fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
     for change in &journal.changes {
-        fs.write(&change.path, &change.after)?;
-        let now = fs.read(&change.path).unwrap_or_default();
-        if now.trim() != change.after {
-            // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.
-            log::warn(&format!(
-                "{change}: the kernel shows {} for now",
-                now.trim()
-            ));
+        ctx.effects().apply(change)?;
+        if let Change::File { path, after, .. } = change {
+            let now = ctx.fs.read(path).unwrap_or_default();
+            if now.trim() != after {
+                // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.
+                log::warn(&format!(
+                    "{change}: the kernel shows {} for now",
+                    now.trim()
+                ));
+            }
         }
     }
     Ok(())
@@ -258,10 +300,12 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                     "finishing the interrupted release of VM '{}'",
                     journal.vm
                 ));
-                redo(ctx.fs, &journal)?;
+                redo(ctx, &journal)?;
                 let mut next = ctx.state.load_ledger()?;
                 next.vms.remove(&journal.vm);
                 next.drop_unheld_baselines();
+                // The journal's isolation changes are made; the hold must say so too.
+                let _ = isolation::changes(ctx, &mut next)?;
                 commit(ctx, journal, &next)?;
             }
         }

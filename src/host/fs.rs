@@ -25,6 +25,12 @@ pub trait HostFs {
 
     fn exists(&self, rel: &str) -> bool;
 
+    /// Create one directory (a cgroup: the kernel fills it with its interface files).
+    fn create_dir(&self, rel: &str) -> Result<()>;
+
+    /// Remove one empty directory (a cgroup without processes or children).
+    fn remove_dir(&self, rel: &str) -> Result<()>;
+
     /// The absolute path of `rel` under the root, for messages.
     fn display(&self, rel: &str) -> PathBuf {
         self.root().join(rel)
@@ -86,6 +92,16 @@ impl HostFs for RootFs {
 
     fn exists(&self, rel: &str) -> bool {
         self.root.join(rel).exists()
+    }
+
+    fn create_dir(&self, rel: &str) -> Result<()> {
+        let path = self.root.join(rel);
+        fs::create_dir(&path).map_err(|e| Error::io("create", path, e))
+    }
+
+    fn remove_dir(&self, rel: &str) -> Result<()> {
+        let path = self.root.join(rel);
+        fs::remove_dir(&path).map_err(|e| Error::io("remove", path, e))
     }
 }
 

@@ -1,8 +1,10 @@
 //! What the host is: a snapshot of topology and hugepage pools, read through `HostFs`.
 
+pub mod cgroup;
 pub mod fs;
 pub mod hugepages;
 pub mod process;
+pub mod tasks;
 pub mod topology;
 
 use std::collections::BTreeMap;

@@ -57,7 +57,7 @@ impl PoolGrowth {
     }
 
     pub fn change(&self) -> Option<Change> {
-        (self.grow > 0).then(|| Change {
+        (self.grow > 0).then(|| Change::File {
             path: self.pool.nr_path(),
             before: self.before.nr.to_string(),
             after: self.target_nr().to_string(),
@@ -117,6 +117,23 @@ pub fn plan(
     ledger: &Ledger,
 ) -> Result<Plan> {
     let cpus = bounds::cpu_settings(domain, vm, policy, &host.topology).map_err(Error::Refused)?;
+    if !cpus.isolate.is_empty() {
+        if policy.isolation == crate::policy::IsolationMethod::Off {
+            return Err(Error::Refused(format!(
+                "VM '{vm}' asks to isolate CPUs {}, but the policy turns isolation off (cpus.isolation = \"off\"). Nothing was changed.",
+                cpus.isolate
+            )));
+        }
+        let holders = ledger.isolating(&cpus.isolate, vm);
+        if !policy.allow_overlap && !holders.is_empty() {
+            let shared = cpus.isolate.intersection(&ledger.isolated_except(vm));
+            return Err(Error::Refused(format!(
+                "VM '{vm}' asks to isolate CPUs {}, but {shared} are already isolated for VM '{}' (cpus.overlap = \"refuse\"). Nothing was changed.",
+                cpus.isolate,
+                holders.join("', '")
+            )));
+        }
+    }
     let reserve = domain.tune.hugepages.unwrap_or(policy.default_hugepages);
     let mut named = domain.clone();
     named.name = vm.to_string();

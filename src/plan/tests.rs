@@ -61,12 +61,12 @@ fn strict_binding_to_one_node_grows_only_that_node() {
     let changes = p.changes();
     assert_eq!(changes.len(), 1);
     assert_eq!(
-        changes[0].path,
-        "sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages"
-    );
-    assert_eq!(
-        (changes[0].before.as_str(), changes[0].after.as_str()),
-        ("0", "32")
+        changes,
+        vec![Change::File {
+            path: "sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages".into(),
+            before: "0".into(),
+            after: "32".into(),
+        }]
     );
 }
 
@@ -164,6 +164,7 @@ fn pages_promised_to_prepared_vms_and_reserved_mappings_are_not_counted_free() {
                 pages: 40,
                 added: 40,
             }],
+            isolate: CpuSet::new(),
         },
     );
     let d = domain(&format!("<memory unit='MiB'>64</memory>{HUGE}"));

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpulist::CpuSet;
 use crate::host::PoolKey;
+use crate::isolation::IsolationHold;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
@@ -14,6 +16,9 @@ pub struct Ledger {
     /// Pools kvmtune has grown and must give back, with their `nr_hugepages` before that.
     #[serde(default)]
     pub pools: Vec<PoolBaseline>,
+    /// Present while any VM's CPUs are isolated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationHold>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +35,9 @@ pub struct VmHold {
     pub phase: Phase,
     #[serde(default)]
     pub hugepages: Vec<PoolHold>,
+    /// Host CPUs isolated for this VM (empty: none).
+    #[serde(default, skip_serializing_if = "CpuSet::is_empty")]
+    pub isolate: CpuSet,
 }
 
 /// A VM's use of one pool: the pages it needs and how many kvmtune added to the pool for it.
@@ -91,6 +99,23 @@ impl Ledger {
             self.pools.push(PoolBaseline { pool, persistent });
             self.pools.sort_by_key(|b| b.pool);
         }
+    }
+
+    /// CPUs isolated for any VM other than `except`.
+    pub fn isolated_except(&self, except: &str) -> CpuSet {
+        self.vms
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .fold(CpuSet::new(), |acc, (_, h)| acc.union(&h.isolate))
+    }
+
+    /// The VMs other than `except` that isolate any of `cpus`.
+    pub fn isolating(&self, cpus: &CpuSet, except: &str) -> Vec<String> {
+        self.vms
+            .iter()
+            .filter(|(name, h)| name.as_str() != except && !h.isolate.intersection(cpus).is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Forget baselines of pools no VM holds pages in any more.

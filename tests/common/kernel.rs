@@ -18,8 +18,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use kvmtune::cpulist::CpuSet;
 use kvmtune::error::{Error, Result};
+use kvmtune::host::tasks::TaskAffinity;
 use kvmtune::host::{HostFs, RootFs};
+use kvmtune::isolation::systemd::Systemctl;
+
+pub use super::cgroupfs::{CgroupModel, Layout};
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
@@ -54,6 +59,8 @@ struct Model {
     compactions: u32,
     /// Panic (a simulated crash of kvmtune) when this many writes have been made.
     crash_at_write: Option<usize>,
+    /// Tasks, cgroups, workqueue masks and systemd units, when a test asks for them.
+    cgroups: Option<CgroupModel>,
 }
 
 pub struct FakeKernel {
@@ -96,6 +103,41 @@ pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
 impl FakeKernel {
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Add tasks, a cgroup layout and the workqueue masks to the model.
+    pub fn with_cgroups(self, layout: Layout) -> FakeKernel {
+        let online = {
+            let m = self.model.borrow();
+            let cpus: Vec<String> = m.nodes.values().map(|n| n.cpus.clone()).collect();
+            CpuSet::parse(&cpus.join(",")).unwrap()
+        };
+        self.model.borrow_mut().cgroups = Some(CgroupModel::new(layout, online));
+        self.render();
+        self
+    }
+
+    /// Look at (or change, as another program would) the cgroup model.
+    pub fn cgroups<T>(&self, f: impl FnOnce(&mut CgroupModel) -> T) -> T {
+        let out = f(self
+            .model
+            .borrow_mut()
+            .cgroups
+            .as_mut()
+            .expect("with_cgroups"));
+        self.render();
+        out
+    }
+
+    /// Record a change kvmtune makes (or crash before it, when asked to).
+    fn record(&self, what: &str, value: &str) {
+        let mut m = self.model.borrow_mut();
+        if m.crash_at_write == Some(m.writes.len()) {
+            m.crash_at_write = None;
+            drop(m);
+            panic!("injected crash before {what}");
+        }
+        m.writes.push((what.to_string(), value.to_string()));
     }
 
     /// Change the model directly (as another program or the admin would), then re-render.
@@ -237,6 +279,25 @@ impl FakeKernel {
 
     /// Write the model's counters into the tree, in the kernel's formats.
     fn render(&self) {
+        self.render_pools();
+        let model = self.model.borrow();
+        if let Some(c) = &model.cgroups {
+            // Cgroup trees and /proc/PID are rewritten whole: files vanish with their cgroup
+            // (or with the controller that provided them).
+            let _ = fs::remove_dir_all(self.path().join(c.mount()));
+            for entry in fs::read_dir(self.path().join("proc")).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_name().to_string_lossy().parse::<u32>().is_ok() {
+                    fs::remove_dir_all(entry.path()).unwrap();
+                }
+            }
+            for (rel, contents) in c.files() {
+                put(self.path(), &rel, &contents);
+            }
+        }
+    }
+
+    fn render_pools(&self) {
         let model = self.model.borrow();
         let mut total_nr: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
         for (id, n) in &model.nodes {
@@ -334,14 +395,16 @@ impl HostFs for FakeKernel {
                 std::io::Error::from_raw_os_error(libc::ENOENT),
             ));
         }
-        {
-            let mut m = self.model.borrow_mut();
-            if m.crash_at_write == Some(m.writes.len()) {
-                m.crash_at_write = None;
-                drop(m);
-                panic!("injected crash before writing {rel}");
-            }
-            m.writes.push((rel.to_string(), value.to_string()));
+        self.record(rel, value);
+        let handled = self
+            .model
+            .borrow_mut()
+            .cgroups
+            .as_mut()
+            .and_then(|c| c.write(rel, value));
+        if let Some(result) = handled {
+            self.render();
+            return result.map_err(|errno| errno_error("write", self.path().join(rel), errno));
         }
         let parts: Vec<&str> = rel.split('/').collect();
         match parts.as_slice() {
@@ -360,6 +423,16 @@ impl HostFs for FakeKernel {
                     )
                 })?;
                 self.apply_nr(node, kib, wanted);
+            }
+            ["sys", "devices", "virtual", "workqueue", "cpumask"] => {
+                let mut m = self.model.borrow_mut();
+                let c = m.cgroups.as_mut().expect("workqueue needs with_cgroups");
+                let mask = CpuSet::parse_mask(value)
+                    .map_err(|_| errno_error("write", self.path().join(rel), libc::EINVAL))?;
+                if mask.intersection(&c.online).is_empty() {
+                    return Err(errno_error("write", self.path().join(rel), libc::EINVAL));
+                }
+                c.workqueue = mask;
             }
             ["sys", "devices", "system", "node", node, "compact"] => {
                 let node: u32 = node.trim_start_matches("node").parse().unwrap();
@@ -380,6 +453,85 @@ impl HostFs for FakeKernel {
     fn exists(&self, rel: &str) -> bool {
         self.plain.exists(rel)
     }
+
+    fn create_dir(&self, rel: &str) -> Result<()> {
+        self.record(&format!("mkdir {rel}"), "");
+        let handled = self
+            .model
+            .borrow_mut()
+            .cgroups
+            .as_mut()
+            .and_then(|c| c.create(rel));
+        match handled {
+            Some(result) => {
+                self.render();
+                result.map_err(|errno| errno_error("create", self.path().join(rel), errno))
+            }
+            None => self.plain.create_dir(rel),
+        }
+    }
+
+    fn remove_dir(&self, rel: &str) -> Result<()> {
+        self.record(&format!("rmdir {rel}"), "");
+        let handled = self
+            .model
+            .borrow_mut()
+            .cgroups
+            .as_mut()
+            .and_then(|c| c.remove(rel));
+        match handled {
+            Some(Ok(())) => {
+                let _ = fs::remove_dir_all(self.path().join(rel));
+                self.render();
+                Ok(())
+            }
+            Some(Err(errno)) => Err(errno_error("remove", self.path().join(rel), errno)),
+            None => self.plain.remove_dir(rel),
+        }
+    }
+}
+
+impl TaskAffinity for FakeKernel {
+    fn set_affinity(&self, pid: u32, cpus: &CpuSet) -> Result<()> {
+        self.record(&format!("affinity {pid}"), &cpus.to_string());
+        let result = self
+            .model
+            .borrow_mut()
+            .cgroups
+            .as_mut()
+            .expect("with_cgroups")
+            .set_affinity(pid, cpus);
+        self.render();
+        result.map_err(|errno| errno_error("set the CPU affinity of", format!("pid {pid}"), errno))
+    }
+}
+
+impl Systemctl for FakeKernel {
+    fn property(&self, unit: &str, _property: &str) -> Result<String> {
+        let m = self.model.borrow();
+        let c = m.cgroups.as_ref().expect("with_cgroups");
+        c.units
+            .get(unit)
+            .cloned()
+            .ok_or_else(|| Error::State(format!("systemctl: unit {unit} not found")))
+    }
+
+    fn set_property(&self, unit: &str, property: &str, value: &str) -> Result<()> {
+        self.record(&format!("systemctl {unit} {property}"), value);
+        let result = self
+            .model
+            .borrow_mut()
+            .cgroups
+            .as_mut()
+            .expect("with_cgroups")
+            .systemctl_set(unit, property, value);
+        self.render();
+        result.map_err(|errno| errno_error("systemctl set-property", unit.to_string(), errno))
+    }
+}
+
+fn errno_error(op: &'static str, path: impl Into<PathBuf>, errno: i32) -> Error {
+    Error::io(op, path, std::io::Error::from_raw_os_error(errno))
 }
 
 pub fn put(root: &Path, rel: &str, contents: &str) {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod cgroupfs;
 pub mod kernel;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ impl Bench {
         let state = self.state();
         let ctx = Context {
             fs: &self.kernel,
+            systemctl: &self.kernel,
+            affinity: &self.kernel,
             state: &state,
             policy: &self.policy,
         };

@@ -1,0 +1,157 @@
+//! Carrying out a `Change` on the host, or its undo. Files go through `HostFs`; systemd and
+//! task affinity through their traits, so tests can hand in fakes.
+
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::error::Result;
+use crate::host::tasks::{read_task, TaskAffinity};
+use crate::host::HostFs;
+use crate::isolation::systemd::Systemctl;
+use crate::log;
+
+/// Process names never moved out of the CPUs they may use: the daemons that place a new QEMU
+/// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
+pub const UNCONFINED_DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
+
+/// Everything a change may need to touch.
+pub struct Effects<'a> {
+    pub fs: &'a dyn HostFs,
+    pub systemctl: &'a dyn Systemctl,
+    pub affinity: &'a dyn TaskAffinity,
+}
+
+impl Effects<'_> {
+    /// Make the change.
+    pub fn apply(&self, change: &Change) -> Result<()> {
+        match change {
+            Change::File { path, after, .. } => self.fs.write(path, after),
+            Change::CreateCgroup { path, settings, .. } => {
+                if !self.fs.exists(path) {
+                    self.fs.create_dir(path)?;
+                }
+                for (name, value) in settings {
+                    self.fs.write(&format!("{path}/{name}"), value)?;
+                }
+                Ok(())
+            }
+            Change::RemoveCgroup { path, parent } => self.remove_cgroup(path, parent),
+            Change::MoveProcesses { from, to } => {
+                self.move_processes(from, to);
+                Ok(())
+            }
+            Change::Controller {
+                cgroup,
+                controller,
+                enable,
+            } => {
+                let sign = if *enable { '+' } else { '-' };
+                self.fs.write(
+                    &format!("{cgroup}/cgroup.subtree_control"),
+                    &format!("{sign}{controller}"),
+                )
+            }
+            Change::UnitProperty {
+                unit,
+                property,
+                after,
+                ..
+            } => self.set_unit_property(unit, property, after),
+            Change::Affinity {
+                pid, comm, after, ..
+            } => self.set_affinity(*pid, comm, after),
+        }
+    }
+
+    /// Undo the change (for an interrupted or failed prepare).
+    pub fn undo(&self, change: &Change) -> Result<()> {
+        match change.restore() {
+            Some(back) => self.apply(&back),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_cgroup(&self, path: &str, parent: &str) -> Result<()> {
+        if !self.fs.exists(path) {
+            return Ok(());
+        }
+        self.move_all(path, parent);
+        self.fs.remove_dir(path)
+    }
+
+    /// Move every process of `from` to `to` (giving back: nothing is excluded).
+    fn move_all(&self, from: &str, to: &str) {
+        let procs = self
+            .fs
+            .read(&format!("{from}/cgroup.procs"))
+            .unwrap_or_default();
+        for pid in procs.lines().map(str::trim).filter(|p| !p.is_empty()) {
+            // A process may exit meanwhile (ESRCH): nothing to give back then.
+            let _ = self.fs.write(&format!("{to}/cgroup.procs"), pid);
+        }
+    }
+
+    /// Move host processes of `from` into `to`: not kernel threads (their cgroup cannot change
+    /// or they are not ours to move), not the virtualization daemons, not ourselves.
+    fn move_processes(&self, from: &str, to: &str) {
+        let me = std::process::id();
+        let procs = self
+            .fs
+            .read(&format!("{from}/cgroup.procs"))
+            .unwrap_or_default();
+        let mut moved = 0;
+        let mut failed = 0;
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
+            let Some(task) = read_task(self.fs, pid) else {
+                continue;
+            };
+            if pid == me
+                || task.is_kernel_thread()
+                || UNCONFINED_DAEMONS.contains(&task.comm.as_str())
+            {
+                continue;
+            }
+            match self
+                .fs
+                .write(&format!("{to}/cgroup.procs"), &pid.to_string())
+            {
+                Ok(()) => moved += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => {
+                    failed += 1;
+                    if failed == 1 {
+                        log::warn(&format!("cannot move pid {pid} ({}): {e}", task.comm));
+                    }
+                }
+            }
+        }
+        log::info(&format!(
+            "moved {moved} host processes from /{from} to /{to}{}",
+            if failed > 0 {
+                format!(", {failed} refused")
+            } else {
+                String::new()
+            }
+        ));
+    }
+
+    fn set_unit_property(&self, unit: &str, property: &str, value: &str) -> Result<()> {
+        if value.is_empty() {
+            // An empty AllowedCPUs removes the limit from the unit's settings but may leave
+            // the live cpuset as it was: widen it to every online CPU first, then clear it.
+            let online = self.fs.read("sys/devices/system/cpu/online")?;
+            self.systemctl.set_property(unit, property, online.trim())?;
+        }
+        self.systemctl.set_property(unit, property, value)
+    }
+
+    fn set_affinity(&self, pid: u32, comm: &str, cpus: &CpuSet) -> Result<()> {
+        match read_task(self.fs, pid) {
+            Some(task) if task.comm == comm => match self.affinity.set_affinity(pid, cpus) {
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                other => other,
+            },
+            // Gone, or the PID now belongs to another task: nothing of ours to set.
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! CPU isolation: while VMs that ask for it run, every host task that is not part of a VM is
+//! confined to the housekeeping CPUs (online CPUs minus the union of the VMs' isolated sets).
+//!
+//! How, by host (chosen from the mount table and systemd's presence, or by policy):
+//! - systemd on cgroup v2: runtime `AllowedCPUs` on `user.slice`, `init.scope` and every unit
+//!   in `system.slice` but the virtualization daemons;
+//! - cgroup v2 without systemd: a `kvmtune.housekeeping` cgroup the root cgroup's processes
+//!   move into, and `cpuset.cpus` on the other top-level cgroups;
+//! - cgroup v1 (and hybrid hosts): a `kvmtune` cpuset beside libvirt's `machine` cpuset, into
+//!   which the root cpuset's processes move.
+//!
+//! libvirt's own cgroups and the daemons' are never touched: libvirtd must keep the right to
+//! place a new QEMU on any CPU. Unbound kernel threads and the workqueue cpumasks follow the
+//! housekeeping set; per-CPU kernel threads cannot move and are reported by `status`.
+//!
+//! The first value kvmtune found for everything it changed is kept in the ledger
+//! (`IsolationHold::baseline`) and written back when the last isolated VM stops.
+
+pub mod systemd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::effects::UNCONFINED_DAEMONS;
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::error::{Error, Result};
+use crate::host::cgroup::{self, CgroupMounts};
+use crate::host::tasks::{list_tasks, Task};
+use crate::host::HostFs;
+use crate::policy::{IsolationMethod, Policy};
+use systemd::Systemctl;
+
+/// The cgroup kvmtune creates for host processes, in a v1 cpuset hierarchy.
+pub const V1_HOUSEKEEPING: &str = "kvmtune";
+/// The same in the v2 hierarchy (a name systemd would not use for a unit).
+pub const V2_HOUSEKEEPING: &str = "kvmtune.housekeeping";
+/// Units whose processes are the virtualization daemons (see UNCONFINED_DAEMONS).
+const DAEMON_UNITS: [&str; 2] = ["libvirtd.service", "virtqemud.service"];
+/// cgroups that belong to libvirt's VMs (v2 top level; v1 `machine`).
+const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
+const WORKQUEUE_MASKS: [&str; 2] = [
+    "sys/devices/virtual/workqueue/cpumask",
+    "sys/bus/workqueue/devices/writeback/cpumask",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Systemd,
+    CgroupV2,
+    CgroupV1,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Systemd => "systemd AllowedCPUs",
+            Method::CgroupV2 => "cgroup v2 cpuset",
+            Method::CgroupV1 => "cgroup v1 cpuset",
+        })
+    }
+}
+
+/// Kept in the ledger while any VM is isolated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationHold {
+    pub method: Method,
+    /// The CPUs host tasks are confined to now.
+    pub housekeeping: CpuSet,
+    /// Every change made since isolation began, once per thing, with the value found first.
+    pub baseline: Vec<Change>,
+}
+
+/// Pick the method from the policy and the host's cgroup mounts.
+pub fn choose_method(policy: IsolationMethod, mounts: &CgroupMounts) -> Result<Method, String> {
+    let v2_cpuset = mounts.v2.is_some() && mounts.v2_has_cpuset;
+    match policy {
+        IsolationMethod::Off => Err("the policy turns isolation off (cpus.isolation = \"off\")".into()),
+        IsolationMethod::Systemd if mounts.systemd && v2_cpuset => Ok(Method::Systemd),
+        IsolationMethod::Systemd => Err("cpus.isolation = \"systemd\", but systemd does not run on a cgroup v2 hierarchy with the cpuset controller".into()),
+        IsolationMethod::Auto if mounts.systemd && v2_cpuset => Ok(Method::Systemd),
+        IsolationMethod::Auto | IsolationMethod::Cgroupfs => {
+            if mounts.v1_cpuset.is_some() {
+                Ok(Method::CgroupV1)
+            } else if v2_cpuset {
+                Ok(Method::CgroupV2)
+            } else {
+                Err("no cgroup hierarchy with the cpuset controller is mounted".into())
+            }
+        }
+    }
+}
+
+/// What isolation needs to know about the host now.
+pub struct View {
+    pub mounts: CgroupMounts,
+    pub online: CpuSet,
+    pub tasks: Vec<Task>,
+}
+
+impl View {
+    pub fn read(fs: &dyn HostFs) -> Result<View> {
+        Ok(View {
+            mounts: cgroup::detect(fs)?,
+            online: crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online")?,
+            tasks: list_tasks(fs),
+        })
+    }
+}
+
+/// Everything needed to compute changes.
+pub struct Inputs<'a> {
+    pub fs: &'a dyn HostFs,
+    pub systemctl: &'a dyn Systemctl,
+    pub policy: &'a Policy,
+    pub view: &'a View,
+}
+
+/// The changes that confine host tasks to `housekeeping` from the host's state now, whether
+/// isolation is being set up or only widened or narrowed.
+pub fn confine(
+    input: &Inputs,
+    method: Method,
+    housekeeping: &CpuSet,
+    isolated: &CpuSet,
+) -> Result<Vec<Change>> {
+    let mut changes = match method {
+        Method::CgroupV1 => cgroup_v1(input, housekeeping)?,
+        Method::CgroupV2 => cgroup_v2(input, housekeeping)?,
+        Method::Systemd => systemd_units(input, housekeeping)?,
+    };
+    if input.policy.move_kernel_threads {
+        changes.extend(kernel_threads(input, housekeeping)?);
+    }
+    if let Some(governor) = &input.policy.governor {
+        changes.extend(governors(input.fs, isolated, governor)?);
+    }
+    Ok(changes)
+}
+
+fn cgroup_v1(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
+    let fs = input.fs;
+    let mount = input.view.mounts.v1_cpuset.clone().ok_or_else(|| {
+        Error::State("the cgroup v1 cpuset hierarchy is no longer mounted".into())
+    })?;
+    // Hierarchies mounted with `noprefix` name the files `cpus`, `mems`.
+    let prefix = if fs.exists(&format!("{mount}/cpuset.cpus")) {
+        "cpuset."
+    } else {
+        ""
+    };
+    let ours = format!("{mount}/{V1_HOUSEKEEPING}");
+    let mut changes = Vec::new();
+    if fs.exists(&ours) {
+        changes.extend(file_change(
+            fs,
+            &format!("{ours}/{prefix}cpus"),
+            &housekeeping.to_string(),
+            same_cpus,
+        )?);
+    } else {
+        // A new v1 cpuset starts with empty cpus and mems and refuses tasks (ENOSPC) until
+        // both are set: mems first, copied from the parent.
+        let mems = fs.read(&format!("{mount}/{prefix}mems"))?;
+        changes.push(Change::CreateCgroup {
+            path: ours.clone(),
+            parent: mount.clone(),
+            settings: vec![
+                (format!("{prefix}mems"), mems.trim().to_string()),
+                (format!("{prefix}cpus"), housekeeping.to_string()),
+            ],
+        });
+    }
+    changes.push(Change::MoveProcesses {
+        from: mount,
+        to: ours,
+    });
+    Ok(changes)
+}
+
+fn cgroup_v2(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
+    let fs = input.fs;
+    let root = input
+        .view
+        .mounts
+        .v2
+        .clone()
+        .ok_or_else(|| Error::State("the cgroup v2 hierarchy is no longer mounted".into()))?;
+    let mut changes = Vec::new();
+    let control = fs.read(&format!("{root}/cgroup.subtree_control"))?;
+    let enabled = control.split_whitespace().any(|c| c == "cpuset");
+    if !enabled {
+        changes.push(Change::Controller {
+            cgroup: root.clone(),
+            controller: "cpuset".into(),
+            enable: true,
+        });
+    }
+    let ours = format!("{root}/{V2_HOUSEKEEPING}");
+    let cpus = housekeeping.to_string();
+    if fs.exists(&ours) {
+        changes.extend(file_change(
+            fs,
+            &format!("{ours}/cpuset.cpus"),
+            &cpus,
+            same_cpus,
+        )?);
+    } else {
+        changes.push(Change::CreateCgroup {
+            path: ours.clone(),
+            parent: root.clone(),
+            settings: vec![("cpuset.cpus".into(), cpus.clone())],
+        });
+    }
+    changes.push(Change::MoveProcesses {
+        from: root.clone(),
+        to: ours,
+    });
+    // Processes already in other top-level cgroups (services a supervisor put there) are
+    // confined where they are; libvirt's and the daemons' cgroups are left alone.
+    let daemon_cgroups = daemon_top_cgroups(input);
+    for name in fs.list(&root)? {
+        let dir = format!("{root}/{name}");
+        if name == V2_HOUSEKEEPING
+            || VM_CGROUPS.contains(&name.as_str())
+            || daemon_cgroups.contains(&name)
+            || !fs.exists(&format!("{dir}/cgroup.procs"))
+        {
+            continue;
+        }
+        let path = format!("{dir}/cpuset.cpus");
+        let current = if enabled {
+            fs.read(&path).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        if !same_cpus(&current, &cpus) {
+            changes.push(Change::File {
+                path,
+                before: current.trim().to_string(),
+                after: cpus.clone(),
+            });
+        }
+    }
+    Ok(changes)
+}
+
+fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
+    let fs = input.fs;
+    let root = input
+        .view
+        .mounts
+        .v2
+        .clone()
+        .unwrap_or_else(|| "sys/fs/cgroup".into());
+    let mut units = vec!["user.slice".to_string(), "init.scope".to_string()];
+    if let Ok(children) = fs.list(&format!("{root}/system.slice")) {
+        units.extend(children.into_iter().filter(|u| {
+            [".service", ".scope", ".slice"]
+                .iter()
+                .any(|s| u.ends_with(s))
+                && !DAEMON_UNITS.contains(&u.as_str())
+        }));
+    }
+    let cpus = housekeeping.to_string();
+    let mut changes = Vec::new();
+    for unit in units {
+        let current = input.systemctl.property(&unit, "AllowedCPUs")?;
+        if !same_cpus(&current, &cpus) {
+            changes.push(Change::UnitProperty {
+                unit,
+                property: "AllowedCPUs".into(),
+                before: current,
+                after: cpus.clone(),
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// Unbound kernel threads and the workqueue cpumasks (new unbound work runs there).
+fn kernel_threads(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
+    let mut changes: Vec<Change> = input
+        .view
+        .tasks
+        .iter()
+        .filter(|t| t.is_movable_kernel_thread() && t.allowed != *housekeeping)
+        .map(|t| Change::Affinity {
+            pid: t.pid,
+            comm: t.comm.clone(),
+            before: t.allowed.clone(),
+            after: housekeeping.clone(),
+        })
+        .collect();
+    for path in WORKQUEUE_MASKS {
+        if !input.fs.exists(path) {
+            continue;
+        }
+        let current = input.fs.read(path)?;
+        let groups = current.trim().split(',').count();
+        let parsed =
+            CpuSet::parse_mask(&current).map_err(|e| Error::State(format!("/{path}: {e}")))?;
+        if parsed != *housekeeping {
+            changes.push(Change::File {
+                path: path.to_string(),
+                before: current.trim().to_string(),
+                after: housekeeping.to_mask(groups),
+            });
+        }
+    }
+    Ok(changes)
+}
+
+fn governors(fs: &dyn HostFs, isolated: &CpuSet, governor: &str) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    for cpu in isolated.iter() {
+        let path = governor_path(cpu);
+        if fs.exists(&path) {
+            changes.extend(file_change(fs, &path, governor, |a, b| {
+                a.trim() == b.trim()
+            })?);
+        }
+    }
+    Ok(changes)
+}
+
+pub fn governor_path(cpu: u32) -> String {
+    format!("sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor")
+}
+
+/// The change of one file to `after`, unless it already holds it.
+fn file_change(
+    fs: &dyn HostFs,
+    path: &str,
+    after: &str,
+    same: fn(&str, &str) -> bool,
+) -> Result<Option<Change>> {
+    let current = fs.read(path)?;
+    Ok((!same(&current, after)).then(|| Change::File {
+        path: path.to_string(),
+        before: current.trim().to_string(),
+        after: after.to_string(),
+    }))
+}
+
+fn same_cpus(a: &str, b: &str) -> bool {
+    match (CpuSet::parse(a), CpuSet::parse(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.trim() == b.trim(),
+    }
+}
+
+/// Top-level v2 cgroups that hold a virtualization daemon.
+fn daemon_top_cgroups(input: &Inputs) -> Vec<String> {
+    input
+        .view
+        .tasks
+        .iter()
+        .filter(|t| UNCONFINED_DAEMONS.contains(&t.comm.as_str()))
+        .filter_map(|t| input.fs.read(&format!("proc/{}/cgroup", t.pid)).ok())
+        .filter_map(|text| {
+            let line = text.lines().find(|l| l.starts_with("0::"))?.to_string();
+            let top = line
+                .trim_start_matches("0::/")
+                .split('/')
+                .next()?
+                .to_string();
+            (!top.is_empty()).then_some(top)
+        })
+        .collect()
+}
+
+/// Where the CPUs a method confines host tasks to can be read back, and what they are.
+pub fn effective_housekeeping(
+    fs: &dyn HostFs,
+    method: Method,
+    mounts: &CgroupMounts,
+) -> Option<CpuSet> {
+    let path = match method {
+        Method::CgroupV1 => {
+            let mount = mounts.v1_cpuset.as_ref()?;
+            let ours = format!("{mount}/{V1_HOUSEKEEPING}");
+            if fs.exists(&format!("{ours}/cpuset.effective_cpus")) {
+                format!("{ours}/cpuset.effective_cpus")
+            } else {
+                format!("{ours}/cpuset.cpus")
+            }
+        }
+        Method::CgroupV2 => format!(
+            "{}/{V2_HOUSEKEEPING}/cpuset.cpus.effective",
+            mounts.v2.as_ref()?
+        ),
+        Method::Systemd => format!("{}/user.slice/cpuset.cpus.effective", mounts.v2.as_ref()?),
+    };
+    CpuSet::parse(&fs.read(&path).ok()?).ok()
+}
+
+/// Record `changes` in the baseline: the first value found for each thing is what to restore.
+pub fn remember(baseline: &mut Vec<Change>, changes: &[Change]) {
+    for change in changes {
+        let Some(target) = change.target() else {
+            continue;
+        };
+        if !baseline
+            .iter()
+            .any(|b| b.target().as_deref() == Some(target.as_str()))
+        {
+            baseline.push(change.clone());
+        }
+    }
+}
+
+/// Changes that give back what no longer needs to be changed: everything when `isolated` is
+/// empty, else the governors of CPUs no longer isolated. Removes them from the baseline.
+pub fn give_back(fs: &dyn HostFs, baseline: &mut Vec<Change>, isolated: &CpuSet) -> Vec<Change> {
+    let released_governor = |c: &Change| match c {
+        Change::File { path, .. } => {
+            path.ends_with("/cpufreq/scaling_governor")
+                && !isolated.iter().any(|cpu| governor_path(cpu) == *path)
+        }
+        _ => false,
+    };
+    let keep = |c: &Change| !isolated.is_empty() && !released_governor(c);
+    let mut back = Vec::new();
+    let mut kept = Vec::new();
+    for change in baseline.drain(..) {
+        if keep(&change) {
+            kept.push(change);
+        } else if let Some(mut restore) = change.restore() {
+            // Show (and journal) what is there now, not what kvmtune first wrote.
+            if let Change::File { path, before, .. } = &mut restore {
+                if let Ok(now) = fs.read(path) {
+                    *before = now.trim().to_string();
+                }
+            }
+            back.push(restore);
+        }
+    }
+    *baseline = kept;
+    // Undo in reverse order of making: processes leave our cgroup before the controller goes.
+    back.reverse();
+    back
+}

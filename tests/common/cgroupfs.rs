@@ -1,0 +1,473 @@
+//! The part of the fake kernel that models tasks, cgroup cpusets (v1 and v2), workqueue
+//! masks and systemd's AllowedCPUs, with the kernel's errors:
+//! - v1: a child's cpus must stay within its parent's (EACCES), a parent cannot shrink below a
+//!   child (EBUSY), a populated cpuset cannot become empty and an empty one (cpus or mems)
+//!   cannot take a task (ENOSPC), a per-CPU kernel thread cannot move (EINVAL), a cgroup with
+//!   tasks or children cannot be removed (EBUSY);
+//! - v2: writes to `cpuset.cpus` succeed, the effective set falls back to the parent's when
+//!   the request does not intersect it; cpuset files exist only where the parent enabled the
+//!   controller; kernel threads stay in the root (EINVAL);
+//! - a task's allowed CPUs are its own mask within its cpuset's effective CPUs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kvmtune::cpulist::CpuSet;
+
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+pub const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Hybrid as on Debian hosts without systemd: v1 cpuset, v2 without cpuset.
+    V1,
+    /// Pure v2 without systemd (the real-kernel guest).
+    V2,
+    /// Pure v2 under systemd.
+    Systemd,
+}
+
+pub const V1_MOUNT: &str = "sys/fs/cgroup/cpuset";
+pub const V2_MOUNT: &str = "sys/fs/cgroup";
+
+#[derive(Debug, Clone)]
+pub struct TaskModel {
+    pub comm: String,
+    pub flags: u64,
+    /// The task's own affinity mask (sched_setaffinity).
+    pub mask: CpuSet,
+    /// cgroup (path relative to the root, the mount itself for the root cgroup).
+    pub cgroup: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Cgroup {
+    /// v1: `cpuset.cpus` (empty = none); v2: requested cpus (empty = inherit).
+    pub cpus: CpuSet,
+    pub mems: String,
+    /// v2 `cgroup.subtree_control`.
+    pub subtree: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CgroupModel {
+    pub layout: Layout,
+    pub online: CpuSet,
+    pub tasks: BTreeMap<u32, TaskModel>,
+    pub cgroups: BTreeMap<String, Cgroup>,
+    pub workqueue: CpuSet,
+    /// systemd units' AllowedCPUs as systemctl shows them ("" = unset).
+    pub units: BTreeMap<String, String>,
+    pub systemctl_calls: Vec<String>,
+}
+
+pub type Errno = i32;
+
+impl CgroupModel {
+    /// A host with init, a few services, libvirtd, kernel threads, and a running VM's QEMU.
+    pub fn new(layout: Layout, online: CpuSet) -> CgroupModel {
+        let mount = match layout {
+            Layout::V1 => V1_MOUNT,
+            _ => V2_MOUNT,
+        };
+        let root = mount.to_string();
+        let vm_cgroup = match layout {
+            Layout::V1 => format!("{V1_MOUNT}/machine"),
+            _ => format!("{V2_MOUNT}/machine.slice"),
+        };
+        let mut cgroups = BTreeMap::new();
+        cgroups.insert(
+            root.clone(),
+            Cgroup {
+                cpus: online.clone(),
+                mems: "0".into(),
+                subtree: BTreeSet::new(),
+            },
+        );
+        cgroups.insert(
+            vm_cgroup.clone(),
+            Cgroup {
+                cpus: online.clone(),
+                mems: "0".into(),
+                subtree: BTreeSet::new(),
+            },
+        );
+        let service_cgroup = |name: &str| match layout {
+            Layout::Systemd => format!("{V2_MOUNT}/system.slice/{name}"),
+            _ => root.clone(),
+        };
+        let mut units = BTreeMap::new();
+        if layout == Layout::Systemd {
+            for unit in [
+                "system.slice",
+                "user.slice",
+                "init.scope",
+                "system.slice/sshd.service",
+                "system.slice/cron.service",
+                "system.slice/libvirtd.service",
+            ] {
+                cgroups.insert(format!("{V2_MOUNT}/{unit}"), Cgroup::default());
+                units.insert(unit.rsplit('/').next().unwrap().to_string(), String::new());
+            }
+            cgroups
+                .get_mut(&root)
+                .unwrap()
+                .subtree
+                .insert("cpuset".into());
+            cgroups
+                .get_mut(&format!("{V2_MOUNT}/system.slice"))
+                .unwrap()
+                .subtree
+                .insert("cpuset".into());
+        }
+        let task = |comm: &str, flags: u64, cgroup: String| TaskModel {
+            comm: comm.into(),
+            flags,
+            mask: online.clone(),
+            cgroup,
+        };
+        let mut tasks = BTreeMap::new();
+        let init_cgroup = match layout {
+            Layout::Systemd => format!("{V2_MOUNT}/init.scope"),
+            _ => root.clone(),
+        };
+        tasks.insert(1, task("init", 0x400100, init_cgroup));
+        tasks.insert(2, task("kthreadd", PF_KTHREAD | 0x8040, root.clone()));
+        let mut kworker = task("kworker/0:0", PF_KTHREAD | PF_NO_SETAFFINITY, root.clone());
+        kworker.mask = CpuSet::from_ids([online.first().unwrap()]);
+        tasks.insert(3, kworker.clone());
+        kworker.comm = "kworker/last:0".into();
+        kworker.mask = CpuSet::from_ids([online.iter().last().unwrap()]);
+        tasks.insert(5, kworker);
+        tasks.insert(4, task("kswapd0", PF_KTHREAD | 0x40, root.clone()));
+        tasks.insert(100, task("sshd", 0x400100, service_cgroup("sshd.service")));
+        tasks.insert(101, task("cron", 0x400100, service_cgroup("cron.service")));
+        tasks.insert(
+            200,
+            task("libvirtd", 0x400100, service_cgroup("libvirtd.service")),
+        );
+        let mut qemu = task("qemu-system-x86", 0x400100, vm_cgroup);
+        qemu.mask = CpuSet::from_ids([online.iter().last().unwrap()]);
+        tasks.insert(300, qemu);
+        CgroupModel {
+            layout,
+            workqueue: online.clone(),
+            online,
+            tasks,
+            cgroups,
+            units,
+            systemctl_calls: Vec::new(),
+        }
+    }
+
+    pub fn mount(&self) -> &'static str {
+        match self.layout {
+            Layout::V1 => V1_MOUNT,
+            _ => V2_MOUNT,
+        }
+    }
+
+    fn parent(path: &str) -> Option<String> {
+        path.rsplit_once('/').map(|(p, _)| p.to_string())
+    }
+
+    fn is_root(&self, path: &str) -> bool {
+        path == self.mount()
+    }
+
+    /// A cgroup's effective CPUs.
+    pub fn effective(&self, path: &str) -> CpuSet {
+        if self.is_root(path) {
+            return self.online.clone();
+        }
+        let parent = Self::parent(path)
+            .map(|p| self.effective(&p))
+            .unwrap_or_else(|| self.online.clone());
+        let own = self
+            .cgroups
+            .get(path)
+            .map(|c| c.cpus.clone())
+            .unwrap_or_default();
+        match self.layout {
+            Layout::V1 => own,
+            _ => {
+                if !self.cpuset_enabled(path) || own.is_empty() {
+                    return parent;
+                }
+                let both = own.intersection(&parent);
+                if both.is_empty() {
+                    parent
+                } else {
+                    both
+                }
+            }
+        }
+    }
+
+    /// v2: whether the parent enabled cpuset for this cgroup (so it has cpuset files).
+    pub fn cpuset_enabled(&self, path: &str) -> bool {
+        match (self.layout, Self::parent(path)) {
+            (Layout::V1, _) => true,
+            (_, Some(parent)) if !self.is_root(path) => self
+                .cgroups
+                .get(&parent)
+                .is_some_and(|c| c.subtree.contains("cpuset")),
+            _ => false,
+        }
+    }
+
+    /// What /proc/PID/status shows as Cpus_allowed_list.
+    pub fn allowed(&self, pid: u32) -> CpuSet {
+        let t = &self.tasks[&pid];
+        let eff = self.effective(&t.cgroup);
+        let both = t.mask.intersection(&eff);
+        if both.is_empty() {
+            eff
+        } else {
+            both
+        }
+    }
+
+    fn populated(&self, path: &str) -> bool {
+        self.tasks.values().any(|t| t.cgroup == path)
+    }
+
+    fn children(&self, path: &str) -> Vec<String> {
+        let prefix = format!("{path}/");
+        self.cgroups
+            .keys()
+            .filter(|k| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+            .cloned()
+            .collect()
+    }
+
+    /// Handle a write under a cgroup mount. `None`: not a cgroup file of ours.
+    pub fn write(&mut self, rel: &str, value: &str) -> Option<Result<(), Errno>> {
+        let (dir, file) = rel.rsplit_once('/')?;
+        if !self.cgroups.contains_key(dir) {
+            return None;
+        }
+        Some(match file {
+            "cgroup.procs" | "tasks" => self.move_task(dir, value),
+            "cpuset.cpus" => self.set_cpus(dir, value),
+            "cpuset.mems" => {
+                self.cgroups.get_mut(dir).unwrap().mems = value.trim().to_string();
+                Ok(())
+            }
+            "cgroup.subtree_control" => {
+                let c = self.cgroups.get_mut(dir).unwrap();
+                for word in value.split_whitespace() {
+                    match word.split_at(1) {
+                        ("+", name) => {
+                            c.subtree.insert(name.to_string());
+                        }
+                        ("-", name) => {
+                            c.subtree.remove(name);
+                        }
+                        _ => return Some(Err(libc::EINVAL)),
+                    }
+                }
+                Ok(())
+            }
+            _ => return None,
+        })
+    }
+
+    fn move_task(&mut self, dir: &str, value: &str) -> Result<(), Errno> {
+        let pid: u32 = value.trim().parse().map_err(|_| libc::EINVAL)?;
+        let Some(task) = self.tasks.get(&pid) else {
+            return Err(libc::ESRCH);
+        };
+        if task.flags & PF_KTHREAD != 0
+            && (self.layout != Layout::V1 || task.flags & PF_NO_SETAFFINITY != 0)
+        {
+            return Err(libc::EINVAL);
+        }
+        if self.layout == Layout::V1 {
+            let c = &self.cgroups[dir];
+            if c.cpus.is_empty() || c.mems.is_empty() {
+                return Err(libc::ENOSPC);
+            }
+        }
+        self.tasks.get_mut(&pid).unwrap().cgroup = dir.to_string();
+        Ok(())
+    }
+
+    fn set_cpus(&mut self, dir: &str, value: &str) -> Result<(), Errno> {
+        let cpus = CpuSet::parse(value).map_err(|_| libc::EINVAL)?;
+        if self.layout == Layout::V1 {
+            if let Some(parent) = Self::parent(dir).filter(|_| !self.is_root(dir)) {
+                if !cpus.is_subset(&self.cgroups[&parent].cpus) {
+                    return Err(libc::EACCES);
+                }
+            }
+            if self
+                .children(dir)
+                .iter()
+                .any(|c| !self.cgroups[c].cpus.is_subset(&cpus))
+            {
+                return Err(libc::EBUSY);
+            }
+            if cpus.is_empty() && self.populated(dir) {
+                return Err(libc::ENOSPC);
+            }
+        } else if !self.cpuset_enabled(dir) {
+            return Err(libc::ENOENT);
+        }
+        self.cgroups.get_mut(dir).unwrap().cpus = cpus;
+        Ok(())
+    }
+
+    pub fn create(&mut self, rel: &str) -> Option<Result<(), Errno>> {
+        let parent = Self::parent(rel)?;
+        if !self.cgroups.contains_key(&parent) {
+            return None;
+        }
+        if self.cgroups.contains_key(rel) {
+            return Some(Err(libc::EEXIST));
+        }
+        self.cgroups.insert(rel.to_string(), Cgroup::default());
+        Some(Ok(()))
+    }
+
+    pub fn remove(&mut self, rel: &str) -> Option<Result<(), Errno>> {
+        if !self.cgroups.contains_key(rel) || self.is_root(rel) {
+            return None;
+        }
+        if self.populated(rel) || !self.children(rel).is_empty() {
+            return Some(Err(libc::EBUSY));
+        }
+        self.cgroups.remove(rel);
+        Some(Ok(()))
+    }
+
+    pub fn set_affinity(&mut self, pid: u32, cpus: &CpuSet) -> Result<(), Errno> {
+        let Some(task) = self.tasks.get(&pid) else {
+            return Err(libc::ESRCH);
+        };
+        if task.flags & PF_NO_SETAFFINITY != 0 || cpus.intersection(&self.online).is_empty() {
+            return Err(libc::EINVAL);
+        }
+        self.tasks.get_mut(&pid).unwrap().mask = cpus.clone();
+        Ok(())
+    }
+
+    /// `systemctl set-property --runtime UNIT AllowedCPUs=…`: the unit's cgroup follows. An
+    /// empty value removes the setting but leaves the live cpuset as it was (systemd does).
+    pub fn systemctl_set(&mut self, unit: &str, property: &str, value: &str) -> Result<(), Errno> {
+        self.systemctl_calls
+            .push(format!("set-property --runtime {unit} {property}={value}"));
+        if property != "AllowedCPUs" || !self.units.contains_key(unit) {
+            return Err(libc::ENOENT);
+        }
+        self.units.insert(unit.to_string(), value.to_string());
+        if !value.is_empty() {
+            let path = self.unit_cgroup(unit);
+            self.cgroups.get_mut(&path).unwrap().cpus =
+                CpuSet::parse(value).map_err(|_| libc::EINVAL)?;
+        }
+        Ok(())
+    }
+
+    fn unit_cgroup(&self, unit: &str) -> String {
+        if unit.ends_with(".slice") || unit == "init.scope" {
+            format!("{V2_MOUNT}/{unit}")
+        } else {
+            format!("{V2_MOUNT}/system.slice/{unit}")
+        }
+    }
+
+    /// Files of the model, relative to the root.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mounts = match self.layout {
+            Layout::V1 => "cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\ncgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n",
+            _ => "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n",
+        };
+        out.push((
+            "proc/mounts".into(),
+            format!("proc /proc proc rw 0 0\n{mounts}"),
+        ));
+        if self.layout == Layout::V1 {
+            out.push((
+                "sys/fs/cgroup/unified/cgroup.controllers".into(),
+                "\n".into(),
+            ));
+        }
+        for (pid, t) in &self.tasks {
+            out.push((
+                format!("proc/{pid}/stat"),
+                format!(
+                    "{pid} ({}) S 0 {pid} {pid} 0 -1 {} 0 0 0 0\n",
+                    t.comm, t.flags
+                ),
+            ));
+            out.push((
+                format!("proc/{pid}/status"),
+                format!(
+                    "Name:\t{}\nPid:\t{pid}\nCpus_allowed_list:\t{}\n",
+                    t.comm,
+                    self.allowed(*pid)
+                ),
+            ));
+            let rel = t.cgroup.strip_prefix(self.mount()).unwrap_or("");
+            let rel = if rel.is_empty() { "/" } else { rel };
+            let line = match self.layout {
+                Layout::V1 => format!("1:cpuset:{rel}\n0::/\n"),
+                _ => format!("0::{rel}\n"),
+            };
+            out.push((format!("proc/{pid}/cgroup"), line));
+        }
+        for (path, c) in &self.cgroups {
+            let procs: String = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.cgroup == *path)
+                .map(|(p, _)| format!("{p}\n"))
+                .collect();
+            out.push((format!("{path}/cgroup.procs"), procs.clone()));
+            match self.layout {
+                Layout::V1 => {
+                    out.push((format!("{path}/tasks"), procs));
+                    out.push((format!("{path}/cpuset.cpus"), format!("{}\n", c.cpus)));
+                    out.push((format!("{path}/cpuset.mems"), format!("{}\n", c.mems)));
+                    out.push((
+                        format!("{path}/cpuset.effective_cpus"),
+                        format!("{}\n", self.effective(path)),
+                    ));
+                }
+                _ => {
+                    let controllers = if self.is_root(path) {
+                        "cpuset cpu io memory pids".to_string()
+                    } else {
+                        "cpu io memory pids".to_string()
+                    };
+                    out.push((
+                        format!("{path}/cgroup.controllers"),
+                        format!("{controllers}\n"),
+                    ));
+                    let subtree: Vec<&str> = c.subtree.iter().map(String::as_str).collect();
+                    out.push((
+                        format!("{path}/cgroup.subtree_control"),
+                        format!("{}\n", subtree.join(" ")),
+                    ));
+                    if self.cpuset_enabled(path) {
+                        out.push((format!("{path}/cpuset.cpus"), format!("{}\n", c.cpus)));
+                        out.push((
+                            format!("{path}/cpuset.cpus.effective"),
+                            format!("{}\n", self.effective(path)),
+                        ));
+                    }
+                }
+            }
+        }
+        let groups = 1;
+        out.push((
+            "sys/devices/virtual/workqueue/cpumask".into(),
+            format!("{}\n", self.workqueue.to_mask(groups)),
+        ));
+        if self.layout == Layout::Systemd {
+            out.push(("run/systemd/system/.keep".into(), String::new()));
+        }
+        out
+    }
+}
