@@ -57,7 +57,7 @@ pub fn run(
             let plan = apply::prepare(&owner.context(), &call.vm, &domain)?;
             for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
                 log::info(&format!(
-                    "VM '{}': {} grown by {} pages for it",
+                    "VM '{}': {} grown by {} page(s) for it",
                     call.vm, g.pool, g.grow
                 ));
             }

@@ -120,7 +120,7 @@ fn unmovable_fragmentation_fails_cleanly_with_one_line_and_no_change() {
     assert!(
         msg.starts_with(
             "VM 'db1' needs 1024 x 2 MiB pages on node 1; 768 could be reserved after compaction ("
-        ) && msg.ends_with("free on node 1). Nothing was changed."),
+        ) && msg.ends_with("free on node 1, too fragmented for 2 MiB pages). Nothing was changed."),
         "{msg}"
     );
     assert!(!msg.contains('\n'));

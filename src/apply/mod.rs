@@ -76,28 +76,16 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
         journal.changes.extend(growth.change());
         ctx.state.save_journal(&journal)?;
-        let outcome = hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline);
-        let shortfall = match outcome {
+        let shortfall = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
             Ok(None) => continue,
-            Ok(Some(shortfall)) => Some(shortfall),
+            Ok(Some(shortfall)) => shortfall,
             Err(e) => {
                 undo_prepare(ctx, &journal)?;
                 return Err(e);
             }
         };
         undo_prepare(ctx, &journal)?;
-        let s = shortfall.expect("set above");
-        let node = s.growth.pool.node;
-        let free = node_mem_free(ctx.fs, node)
-            .map(human)
-            .unwrap_or_else(|_| "?".into());
-        return Err(Error::Refused(format!(
-            "VM '{vm}' needs {} x {} pages on node {node}; {} could be reserved{} ({free} free on node {node}). Nothing was changed.",
-            s.growth.pages,
-            page_size_name(s.growth.pool.page_kib),
-            s.obtainable,
-            if s.compacted { " after compaction" } else if ctx.policy.compaction { "" } else { " (compaction is off)" },
-        )));
+        return Err(shortfall_error(ctx, vm, &shortfall));
     }
 
     let mut next = ledger.clone();
@@ -137,6 +125,38 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     }
     commit(ctx, journal, &next)?;
     Ok(plan)
+}
+
+/// The one line for a pool the kernel would not grow far enough, said after the undo so the
+/// free memory it quotes is the host's as it is left.
+fn shortfall_error(ctx: &Context, vm: &str, s: &hugepages::Shortfall) -> Error {
+    let pool = s.growth.pool;
+    let node = pool.node;
+    let free = node_mem_free(ctx.fs, node).ok();
+    let missing_bytes = s.growth.pages.saturating_sub(s.obtainable) * pool.page_bytes();
+    let free_text = match free {
+        // Enough free memory, yet no pages: it is in pieces smaller than a page.
+        Some(bytes) if bytes >= missing_bytes => format!(
+            "{} free on node {node}, too fragmented for {} pages",
+            human(bytes),
+            page_size_name(pool.page_kib)
+        ),
+        Some(bytes) => format!("{} free on node {node}", human(bytes)),
+        None => format!("free memory on node {node} unknown"),
+    };
+    let how = if s.compacted {
+        " after compaction"
+    } else if ctx.policy.compaction {
+        ""
+    } else {
+        " (compaction is off)"
+    };
+    Error::Refused(format!(
+        "VM '{vm}' needs {} x {} pages on node {node}; {} could be reserved{how} ({free_text}). Nothing was changed.",
+        s.growth.pages,
+        page_size_name(pool.page_kib),
+        s.obtainable,
+    ))
 }
 
 /// `started`: QEMU runs and has taken its pages; they are no longer promised from the free pool.

@@ -96,26 +96,36 @@ hook_fails() {
 }
 
 # --- what QEMU does between `start` and `started`: take the VM's pages from the pools -------
-# qemu_alloc NAME NODE SIZE_KB COUNT: allocate COUNT pages from NODE's pool through hugetlbfs,
-# from a task running on that node (the local node is tried first), and check that they came
-# from that node. Fails when the node's free pages do not cover them, as QEMU's preallocation would.
+# qemu_alloc NAME NODE SIZE_KB COUNT: allocate COUNT pages of NODE's pool through hugetlbfs, as
+# QEMU's preallocation does, from a task confined like libvirt confines QEMU for a strict
+# numatune: a cgroup v2 cpuset with cpuset.mems=NODE (on node 0's CPU, so that the kernel memory
+# the task itself needs stays on node 0). Checks that the pages came from NODE; fails when the
+# node's free pages do not cover them, as QEMU's preallocation would.
 hp_mount() {
   local d=/run/hp-$1
   grep -q " $d hugetlbfs " /proc/mounts && { echo $d; return 0; }
   mkdir -p $d && mount -t hugetlbfs -o pagesize=$1K none $d || return 1
   echo $d
 }
+qemu_cgroup() {   # qemu_cgroup NODE: prints the cgroup dir of a QEMU bound to NODE
+  local cg=/sys/fs/cgroup/kt-qemu-node$1
+  grep -q cpuset /sys/fs/cgroup/cgroup.subtree_control || echo +cpuset > /sys/fs/cgroup/cgroup.subtree_control || return 1
+  [ -d $cg ] || mkdir $cg || return 1
+  node_cpu 0 > $cg/cpuset.cpus && echo $1 > $cg/cpuset.mems || return 1
+  echo $cg
+}
 qemu_alloc() {
-  local d before after
+  local d cg before after
   d=$(hp_mount $3) || fail "harness: cannot mount hugetlbfs pagesize=$3K"
+  cg=$(qemu_cgroup $2) || fail "harness: cannot make a cpuset cgroup with mems=$2"
   before=$(hp $2 $3 free_hugepages)
-  if ! taskset -c "$(node_cpu $2)" fallocate -l $(( $4 * $3 * 1024 )) "$d/$1.node$2" 2>/tmp/falloc.err; then
+  if ! sh -c 'echo $$ > "$1/cgroup.procs" && exec fallocate -l "$2" "$3"' sh "$cg" $(( $4 * $3 * 1024 )) "$d/$1.node$2" 2>/tmp/falloc.err; then
     rm -f "$d/$1.node$2"
     fail "QEMU of '$1' could not get $4 x ${3}kB pages on node $2 (node $2 had $before free): $(cat /tmp/falloc.err)"
   fi
   after=$(hp $2 $3 free_hugepages)
   [ $((before - after)) = "$4" ] ||
-    fail "QEMU of '$1' wanted $4 x ${3}kB pages on node $2 but node $2's free pages went $before -> $after (pages came from another node)"
+    fail "QEMU of '$1' wanted $4 x ${3}kB pages on node $2 but node $2's free pages went $before -> $after"
   note "QEMU of '$1' holds $4 x ${3}kB pages on node $2"
 }
 # qemu_exit NAME: QEMU is gone, its pages are free again.
@@ -201,7 +211,7 @@ check_state_clean() {
       *) fail "state dir holds $f after every VM was released (a leftover journal?)" ;;
     esac
     for vm in $RELEASED_VMS; do
-      if grep -q "$vm" "$f"; then
+      if grep -qF -e "$vm" "$f"; then
         echo "  $f:"; head -c 2000 "$f" | sed 's/^/    /'; echo
         fail "state file $f still names released VM '$vm'"
       fi
