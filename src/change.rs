@@ -42,6 +42,8 @@ pub enum Change {
         before: String,
         after: String,
     },
+    /// The CPUs irqbalance is banned from (told through its socket).
+    IrqBalance { before: CpuSet, after: CpuSet },
     /// A task's CPU affinity; `comm` guards against a reused PID.
     Affinity {
         pid: u32,
@@ -66,6 +68,7 @@ impl Change {
             } => format!("controller {cgroup} {controller}"),
             Change::UnitProperty { unit, property, .. } => format!("unit {unit} {property}"),
             Change::Affinity { pid, comm, .. } => format!("task {pid} {comm}"),
+            Change::IrqBalance { .. } => "irqbalance banned CPUs".to_string(),
         })
     }
 
@@ -112,6 +115,10 @@ impl Change {
             } => Change::Affinity {
                 pid,
                 comm,
+                before: after,
+                after: before,
+            },
+            Change::IrqBalance { before, after } => Change::IrqBalance {
                 before: after,
                 after: before,
             },
@@ -163,6 +170,12 @@ impl std::fmt::Display for Change {
                 before,
                 after,
             } => write!(f, "task {pid} ({comm}) CPUs {before} -> {after}"),
+            Change::IrqBalance { before, after } => write!(
+                f,
+                "irqbalance banned CPUs: {} -> {}",
+                show(&before.to_string()),
+                show(&after.to_string())
+            ),
         }
     }
 }

@@ -86,6 +86,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep running VMs' device IRQs pinned: VFIO vectors appear when the guest driver enables
+    /// MSI-X and come back with new numbers after a guest reboot.
+    IrqWatch {
+        /// Look once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Finish or undo interrupted operations and release what stopped VMs still hold.
     Recover {
         /// Release every VM whose QEMU process no longer runs (default when no NAME is given).
@@ -226,6 +233,7 @@ impl Roots {
             policy: Policy::load(&self.config)?,
             state: StateDir::open(&self.state_dir)?,
             fs: RootFs::new(&self.root),
+            irqbalance: crate::irq::irqbalance::IrqbalanceSocket::new(&self.root),
         })
     }
 }
@@ -270,6 +278,24 @@ fn run_command(cli: &Cli) -> Result<()> {
                 print!("{}", status::render(&status));
             }
             Ok(())
+        }
+        Command::IrqWatch { once } => {
+            require_root("irq-watch")?;
+            let owner = roots.context()?;
+            let ctx = owner.context();
+            loop {
+                match apply::refresh_irqs(&ctx) {
+                    Ok(0) => {}
+                    Ok(n) => log::info(&format!("irq-watch: {n} IRQ affinity change(s)")),
+                    // A daemon keeps going: the next pass may succeed (a VM stopped meanwhile).
+                    Err(e) if !once => log::warn(&format!("irq-watch: {e}")),
+                    Err(e) => return Err(e),
+                }
+                if *once {
+                    return Ok(());
+                }
+                std::thread::sleep(owner.policy.irq_watch_interval);
+            }
         }
         Command::Recover { all: _, name } => {
             require_root("recover")?;

@@ -109,6 +109,7 @@ fn drain(stdin: &mut dyn Read) {
 /// Owns what a `Context` borrows.
 pub struct ContextOwner {
     pub fs: crate::host::RootFs,
+    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
     pub state: crate::state::StateDir,
     pub policy: crate::policy::Policy,
 }
@@ -119,6 +120,7 @@ impl ContextOwner {
             fs: &self.fs,
             systemctl: &crate::isolation::systemd::SystemctlCommand,
             affinity: &crate::host::tasks::SchedAffinity,
+            irqbalance: &self.irqbalance,
             state: &self.state,
             policy: &self.policy,
         }

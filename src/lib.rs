@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod hook;
 pub mod host;
+pub mod irq;
 pub mod isolation;
 pub mod log;
 pub mod plan;

@@ -18,6 +18,7 @@ use crate::size::parse_size;
 #[serde(deny_unknown_fields, default)]
 struct PolicyFile {
     cpus: CpusSection,
+    irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
 }
@@ -31,6 +32,24 @@ struct CpusSection {
     overlap: String,
     move_kernel_threads: bool,
     governor: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct IrqSection {
+    move_others: bool,
+    irqbalance: String,
+    watch_interval: String,
+}
+
+impl Default for IrqSection {
+    fn default() -> Self {
+        IrqSection {
+            move_others: true,
+            irqbalance: "auto".into(),
+            watch_interval: "500ms".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +136,12 @@ pub struct Policy {
     pub move_kernel_threads: bool,
     /// cpufreq governor for isolated CPUs while isolated (`None`: left alone).
     pub governor: Option<String>,
+    /// Move IRQs that are not a VM's off isolated CPUs (and `default_smp_affinity`).
+    pub move_other_irqs: bool,
+    /// Tell a running irqbalance to keep off isolated CPUs.
+    pub irqbalance: bool,
+    /// How often `kvmtune irq-watch` looks for new device IRQs.
+    pub irq_watch_interval: Duration,
     /// Memory each NUMA node keeps free of hugepages after a reservation.
     pub node_memory_floor: u64,
     pub compaction: bool,
@@ -189,6 +214,14 @@ impl Policy {
                 v => return Err(format!("cpus.overlap = '{v}': expected refuse or allow")),
             },
             move_kernel_threads: f.cpus.move_kernel_threads,
+            move_other_irqs: f.irq.move_others,
+            irqbalance: match f.irq.irqbalance.as_str() {
+                "auto" => true,
+                "off" => false,
+                v => return Err(format!("irq.irqbalance = '{v}': expected auto or off")),
+            },
+            irq_watch_interval: parse_duration(&f.irq.watch_interval)
+                .map_err(|e| format!("irq.watch_interval: {e}"))?,
             governor: match f.cpus.governor.trim() {
                 "" => None,
                 g if g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {

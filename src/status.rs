@@ -21,6 +21,8 @@ pub struct Status {
     pub isolatable_cpus: CpuSet,
     /// While any VM's CPUs are isolated.
     pub isolation: Option<IsolationStatus>,
+    /// While kvmtune holds IRQ affinities.
+    pub irqs: Option<IrqStatus>,
     /// VMs with an operation that was interrupted and not yet finished or undone.
     pub interrupted: Vec<String>,
 }
@@ -44,6 +46,25 @@ pub struct IsolationStatus {
     pub unconfined: Vec<TaskStatus>,
     /// Per-CPU kernel threads on isolated CPUs: the kernel binds them, nothing can move them.
     pub per_cpu_kernel_threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IrqStatus {
+    /// Device IRQs of running VMs, with the CPUs they are pinned to.
+    pub pinned: Vec<PinnedIrq>,
+    /// Other IRQs kvmtune moved off isolated CPUs (their original affinity is kept).
+    pub moved: usize,
+    /// IRQs the kernel refused to move (managed).
+    pub refused: Vec<u32>,
+    /// irqbalance: what kvmtune did with it, or why it could not.
+    pub irqbalance: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PinnedIrq {
+    pub vm: String,
+    pub irq: u32,
+    pub cpus: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,8 +130,49 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 &hold.housekeeping,
             )
         }),
+        irqs: ledger
+            .irq
+            .as_ref()
+            .map(|hold| irq_status(fs, &ledger, hold)),
         interrupted,
     })
+}
+
+fn irq_status(fs: &dyn HostFs, ledger: &Ledger, hold: &crate::irq::IrqHold) -> IrqStatus {
+    let interrupts = fs.read("proc/interrupts").unwrap_or_default();
+    let mut pinned = Vec::new();
+    for (name, vm) in ledger.vms.iter().filter(|(_, v)| v.irq.is_some()) {
+        for bdf in &vm.devices {
+            for irq in crate::irq::device_irqs(fs, bdf, &interrupts) {
+                pinned.push(PinnedIrq {
+                    vm: name.clone(),
+                    irq,
+                    cpus: fs
+                        .read(&crate::irq::affinity_path(irq))
+                        .map(|v| v.trim().to_string())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+    }
+    let device_paths: Vec<String> = pinned
+        .iter()
+        .map(|p| crate::irq::affinity_path(p.irq))
+        .collect();
+    IrqStatus {
+        moved: hold
+            .baseline
+            .keys()
+            .filter(|p| !device_paths.contains(p))
+            .count(),
+        pinned,
+        refused: hold.refused.iter().copied().collect(),
+        irqbalance: hold.irqbalance_note.clone().or_else(|| {
+            hold.irqbalance_banned
+                .as_ref()
+                .map(|b| format!("told to keep off isolated CPUs (its own banned set: '{b}')"))
+        }),
+    }
 }
 
 /// Who still may run on the isolated CPUs: what an operator checks to see isolation holds.
@@ -224,6 +286,28 @@ pub fn render(status: &Status) -> String {
                     t.pid, t.comm, t.allowed
                 ));
             }
+        }
+    }
+    if let Some(irqs) = &status.irqs {
+        out.push_str(&format!(
+            "IRQs: {} other IRQ(s) moved off isolated CPUs\n",
+            irqs.moved
+        ));
+        for p in &irqs.pinned {
+            out.push_str(&format!(
+                "  IRQ {} of VM {:?} pinned to CPUs {}\n",
+                p.irq, p.vm, p.cpus
+            ));
+        }
+        if !irqs.refused.is_empty() {
+            let list: Vec<String> = irqs.refused.iter().map(u32::to_string).collect();
+            out.push_str(&format!(
+                "  refused by the kernel (managed): {}\n",
+                list.join(" ")
+            ));
+        }
+        if let Some(note) = &irqs.irqbalance {
+            out.push_str(&format!("  irqbalance: {note}\n"));
         }
     }
     if !status.interrupted.is_empty() {

@@ -6,8 +6,13 @@ use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::host::tasks::{read_task, TaskAffinity};
 use crate::host::HostFs;
+use crate::irq::irqbalance::IrqBalancer;
 use crate::isolation::systemd::Systemctl;
 use crate::log;
+
+fn is_irq_file(change: &Change) -> bool {
+    matches!(change, Change::File { path, .. } if path.starts_with("proc/irq/"))
+}
 
 /// Process names never moved out of the CPUs they may use: the daemons that place a new QEMU
 /// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
@@ -18,13 +23,22 @@ pub struct Effects<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
     pub affinity: &'a dyn TaskAffinity,
+    pub irqbalance: &'a dyn IrqBalancer,
 }
 
 impl Effects<'_> {
     /// Make the change.
     pub fn apply(&self, change: &Change) -> Result<()> {
         match change {
-            Change::File { path, after, .. } => self.fs.write(path, after),
+            Change::File { path, after, .. } => match self.fs.write(path, after) {
+                // An IRQ that went away (a VFIO vector freed with its VM): nothing to set.
+                Err(e) if path.starts_with("proc/irq/") && !self.fs.exists(path) => {
+                    log::info(&format!("/{path} is gone ({e})"));
+                    Ok(())
+                }
+                other => other,
+            },
+            Change::IrqBalance { after, .. } => self.irqbalance.set_banned(after),
             Change::CreateCgroup { path, settings, .. } => {
                 if !self.fs.exists(path) {
                     self.fs.create_dir(path)?;
@@ -64,9 +78,18 @@ impl Effects<'_> {
 
     /// Undo the change (for an interrupted or failed prepare).
     pub fn undo(&self, change: &Change) -> Result<()> {
-        match change.restore() {
-            Some(back) => self.apply(&back),
-            None => Ok(()),
+        let Some(back) = change.restore() else {
+            return Ok(());
+        };
+        match self.apply(&back) {
+            // A managed IRQ refuses every write: the change never happened, nothing to undo.
+            Err(e)
+                if is_irq_file(change)
+                    && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EPERM)) =>
+            {
+                Ok(())
+            }
+            other => other,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod effects;
 pub mod hugepages;
+pub mod irq;
 pub mod isolation;
 
 use std::time::Instant;
@@ -15,6 +16,7 @@ use crate::host::hugepages::read_pool;
 use crate::host::tasks::TaskAffinity;
 use crate::host::topology::node_mem_free;
 use crate::host::{Host, HostFs};
+use crate::irq::irqbalance::IrqBalancer;
 use crate::isolation::systemd::Systemctl;
 use crate::log;
 use crate::plan::{self, Plan};
@@ -29,6 +31,7 @@ pub struct Context<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
     pub affinity: &'a dyn TaskAffinity,
+    pub irqbalance: &'a dyn IrqBalancer,
     pub state: &'a StateDir,
     pub policy: &'a Policy,
 }
@@ -39,6 +42,7 @@ impl Context<'_> {
             fs: self.fs,
             systemctl: self.systemctl,
             affinity: self.affinity,
+            irqbalance: self.irqbalance,
         }
     }
 }
@@ -67,7 +71,11 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     }
     let host = Host::read(ctx.fs)?;
     let plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
-    if plan.hugepages.is_empty() && plan.isolate.is_empty() && ledger.isolation.is_none() {
+    if plan.hugepages.is_empty()
+        && plan.isolate.is_empty()
+        && (plan.irq.is_none() || plan.devices.is_empty())
+        && ledger.isolation.is_none()
+    {
         return Ok(plan);
     }
 
@@ -92,7 +100,8 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
         next.keep_baseline(g.pool, g.before.persistent());
     }
-    if !plan.hugepages.is_empty() || !plan.isolate.is_empty() {
+    let places_irqs = plan.irq.is_some() && !plan.devices.is_empty();
+    if !plan.hugepages.is_empty() || !plan.isolate.is_empty() || places_irqs {
         next.vms.insert(
             vm.to_string(),
             VmHold {
@@ -107,6 +116,12 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
                     })
                     .collect(),
                 isolate: plan.isolate.clone(),
+                irq: plan.irq.clone().filter(|_| places_irqs),
+                devices: if places_irqs {
+                    plan.devices.clone()
+                } else {
+                    Vec::new()
+                },
             },
         );
     }
@@ -159,18 +174,50 @@ fn shortfall_error(ctx: &Context, vm: &str, s: &hugepages::Shortfall) -> Error {
     ))
 }
 
-/// `started`: QEMU runs and has taken its pages; they are no longer promised from the free pool.
+/// `started`: QEMU runs and has taken its pages (no longer promised from the free pool), and
+/// has opened its devices: their IRQs go where the policy says, other IRQs off isolated CPUs.
 pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     let _lock = ctx.state.lock()?;
     finish_interrupted(ctx)?;
-    let mut ledger = ctx.state.load_ledger()?;
-    match ledger.vms.get_mut(vm) {
-        Some(hold) if hold.phase != Phase::Running => {
-            hold.phase = Phase::Running;
-            ctx.state.save_ledger(&ledger)
-        }
-        _ => Ok(()),
+    let ledger = ctx.state.load_ledger()?;
+    let mut next = ledger.clone();
+    match next.vms.get_mut(vm) {
+        Some(hold) => hold.phase = Phase::Running,
+        None if ledger.isolation.is_none() => return Ok(()),
+        None => {}
     }
+    let mut journal = Journal::new(vm, Operation::Started);
+    if let Err(e) = irq::place(ctx, &mut next, &mut journal) {
+        undo_prepare(ctx, &journal)?;
+        return Err(e);
+    }
+    if next == ledger {
+        return Ok(());
+    }
+    commit(ctx, journal, &next)
+}
+
+/// The `irq-watch` daemon's pass: pin device IRQs that appeared (or were reset) since the last
+/// look. Cheap when nothing changed: no lock, no write.
+pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
+    if !irq::needs_refresh(ctx, &ctx.state.load_ledger()?) {
+        return Ok(0);
+    }
+    let _lock = ctx.state.lock()?;
+    finish_interrupted(ctx)?;
+    let ledger = ctx.state.load_ledger()?;
+    let mut next = ledger.clone();
+    // No domain name holds a `/`: this journal can never be a VM's.
+    let mut journal = Journal::new("/irq-watch", Operation::Started);
+    if let Err(e) = irq::place(ctx, &mut next, &mut journal) {
+        undo_prepare(ctx, &journal)?;
+        return Err(e);
+    }
+    let made = journal.changes.len();
+    if next != ledger || made > 0 {
+        commit(ctx, journal, &next)?;
+    }
+    Ok(made)
 }
 
 /// `release`: give back what the VM held. A VM kvmtune holds nothing for is a no-op (a failed
@@ -243,6 +290,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
+    journal.changes.extend(irq::give_back(ctx, &mut next)?);
     journal.changes.extend(isolation::changes(ctx, &mut next)?);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
@@ -308,7 +356,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                 ctx.state.save_ledger(ledger)?;
                 ctx.state.remove_journal(&journal.vm)?;
             }
-            (None, Operation::Prepare) => {
+            (None, Operation::Prepare | Operation::Started) => {
                 log::warn(&format!(
                     "undoing the interrupted prepare of VM '{}'",
                     journal.vm
@@ -324,7 +372,8 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                 let mut next = ctx.state.load_ledger()?;
                 next.vms.remove(&journal.vm);
                 next.drop_unheld_baselines();
-                // The journal's isolation changes are made; the hold must say so too.
+                // The journal's changes are made; the holds must say so too.
+                let _ = irq::give_back(ctx, &mut next)?;
                 let _ = isolation::changes(ctx, &mut next)?;
                 commit(ctx, journal, &next)?;
             }

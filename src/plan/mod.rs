@@ -24,6 +24,8 @@ pub struct Plan {
     pub isolate: CpuSet,
     /// Where its passthrough devices' IRQs go, checked against the policy.
     pub irq: Option<CpuSet>,
+    /// Its PCI passthrough devices (`DDDD:BB:DD.F`).
+    pub devices: Vec<String>,
 }
 
 /// One pool the VM uses: what it needs, what the free pool covers, what must be added.
@@ -73,6 +75,7 @@ impl Plan {
             hugepages: Vec::new(),
             isolate: CpuSet::new(),
             irq: None,
+            devices: Vec::new(),
         }
     }
 
@@ -173,6 +176,7 @@ pub fn plan(
         hugepages: growth,
         isolate: cpus.isolate,
         irq: cpus.irq,
+        devices: domain.hostdevs.iter().map(ToString::to_string).collect(),
     })
 }
 

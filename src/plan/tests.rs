@@ -165,6 +165,8 @@ fn pages_promised_to_prepared_vms_and_reserved_mappings_are_not_counted_free() {
                 added: 40,
             }],
             isolate: CpuSet::new(),
+            irq: None,
+            devices: Vec::new(),
         },
     );
     let d = domain(&format!("<memory unit='MiB'>64</memory>{HUGE}"));

@@ -16,7 +16,11 @@ use crate::state::ledger::Ledger;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
+    /// Undone when interrupted.
     Prepare,
+    /// IRQ placement once QEMU runs; undone when interrupted (libvirt then aborts the start).
+    Started,
+    /// Finished when interrupted.
     Release,
 }
 

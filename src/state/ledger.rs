@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpulist::CpuSet;
 use crate::host::PoolKey;
+use crate::irq::IrqHold;
 use crate::isolation::IsolationHold;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,9 @@ pub struct Ledger {
     /// Present while any VM's CPUs are isolated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationHold>,
+    /// Present while kvmtune holds any IRQ affinity changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irq: Option<IrqHold>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,12 @@ pub struct VmHold {
     /// Host CPUs isolated for this VM (empty: none).
     #[serde(default, skip_serializing_if = "CpuSet::is_empty")]
     pub isolate: CpuSet,
+    /// Where this VM's passthrough device IRQs go, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irq: Option<CpuSet>,
+    /// Its PCI passthrough devices (`DDDD:BB:DD.F`, validated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A VM's use of one pool: the pages it needs and how many kvmtune added to the pool for it.

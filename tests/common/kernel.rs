@@ -25,6 +25,8 @@ use kvmtune::host::{HostFs, RootFs};
 use kvmtune::isolation::systemd::Systemctl;
 
 pub use super::cgroupfs::{CgroupModel, Layout};
+pub use super::irqs::IrqModel;
+use kvmtune::irq::irqbalance::IrqBalancer;
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
@@ -61,6 +63,8 @@ struct Model {
     crash_at_write: Option<usize>,
     /// Tasks, cgroups, workqueue masks and systemd units, when a test asks for them.
     cgroups: Option<CgroupModel>,
+    /// IRQs, PCI devices and irqbalance, when a test asks for them.
+    irqs: Option<IrqModel>,
 }
 
 pub struct FakeKernel {
@@ -115,6 +119,25 @@ impl FakeKernel {
         self.model.borrow_mut().cgroups = Some(CgroupModel::new(layout, online));
         self.render();
         self
+    }
+
+    /// Add IRQs, a passthrough device and (not running) irqbalance to the model.
+    pub fn with_irqs(self) -> FakeKernel {
+        let online = {
+            let m = self.model.borrow();
+            let cpus: Vec<String> = m.nodes.values().map(|n| n.cpus.clone()).collect();
+            CpuSet::parse(&cpus.join(",")).unwrap()
+        };
+        self.model.borrow_mut().irqs = Some(IrqModel::new(online));
+        self.render();
+        self
+    }
+
+    /// Look at (or change) the IRQ model.
+    pub fn irqs<T>(&self, f: impl FnOnce(&mut IrqModel) -> T) -> T {
+        let out = f(self.model.borrow_mut().irqs.as_mut().expect("with_irqs"));
+        self.render();
+        out
     }
 
     /// Look at (or change, as another program would) the cgroup model.
@@ -295,6 +318,13 @@ impl FakeKernel {
                 put(self.path(), &rel, &contents);
             }
         }
+        if let Some(i) = &model.irqs {
+            let _ = fs::remove_dir_all(self.path().join("proc/irq"));
+            let _ = fs::remove_dir_all(self.path().join("sys/bus/pci/devices"));
+            for (rel, contents) in i.files() {
+                put(self.path(), &rel, &contents);
+            }
+        }
     }
 
     fn render_pools(&self) {
@@ -402,6 +432,13 @@ impl HostFs for FakeKernel {
             .cgroups
             .as_mut()
             .and_then(|c| c.write(rel, value));
+        let handled = handled.or_else(|| {
+            self.model
+                .borrow_mut()
+                .irqs
+                .as_mut()
+                .and_then(|i| i.write(rel, value))
+        });
         if let Some(result) = handled {
             self.render();
             return result.map_err(|errno| errno_error("write", self.path().join(rel), errno));
@@ -527,6 +564,27 @@ impl Systemctl for FakeKernel {
             .systemctl_set(unit, property, value);
         self.render();
         result.map_err(|errno| errno_error("systemctl set-property", unit.to_string(), errno))
+    }
+}
+
+impl IrqBalancer for FakeKernel {
+    fn banned(&self) -> Result<Option<CpuSet>> {
+        Ok(self
+            .model
+            .borrow()
+            .irqs
+            .as_ref()
+            .and_then(|i| i.irqbalance.clone()))
+    }
+
+    fn set_banned(&self, cpus: &CpuSet) -> Result<()> {
+        self.record("irqbalance settings cpus", &cpus.to_string());
+        if let Some(i) = self.model.borrow_mut().irqs.as_mut() {
+            if i.irqbalance.is_some() {
+                i.irqbalance = Some(cpus.clone());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cgroupfs;
+pub mod irqs;
 pub mod kernel;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ impl Bench {
             fs: &self.kernel,
             systemctl: &self.kernel,
             affinity: &self.kernel,
+            irqbalance: &self.kernel,
             state: &state,
             policy: &self.policy,
         };
@@ -65,6 +67,10 @@ impl Bench {
 
     pub fn release(&self, vm: &str) -> Result<()> {
         self.run(|ctx| apply::release(ctx, vm))
+    }
+
+    pub fn refresh_irqs(&self) -> Result<usize> {
+        self.run(apply::refresh_irqs)
     }
 
     pub fn recover_all(&self) -> Result<Vec<String>> {

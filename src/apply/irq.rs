@@ -1,0 +1,142 @@
+//! Placing IRQs for the running VMs (at `started`, by `irq-watch`) and giving them back (at
+//! `release`). Managed IRQs refuse to move (EIO; EPERM since 6.12): skipped, logged once, and
+//! remembered for `status`.
+
+use super::Context;
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::error::Result;
+use crate::irq::{self, IrqHold};
+use crate::log;
+use crate::state::{Journal, Ledger};
+
+/// Where IRQs not tied to a VM go when all their CPUs are isolated.
+fn housekeeping(ctx: &Context, next: &Ledger) -> CpuSet {
+    let online = crate::host::topology::parse_list(ctx.fs, "sys/devices/system/cpu/online")
+        .unwrap_or_default();
+    online.difference(&next.isolated_except(""))
+}
+
+/// Whether any running VM's device IRQ (or another IRQ on an isolated CPU) is not where it
+/// should be.
+pub fn needs_refresh(ctx: &Context, ledger: &Ledger) -> bool {
+    let any_target = ledger.vms.values().any(|v| v.irq.is_some());
+    (any_target || ledger.isolation.is_some())
+        && irq::differs(
+            ctx.fs,
+            ledger,
+            ctx.policy.move_other_irqs,
+            &housekeeping(ctx, ledger),
+        )
+}
+
+/// Make the IRQ changes `next` calls for, journaling each first. Updates `next.irq`.
+pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<()> {
+    let hk = housekeeping(ctx, next);
+    let wanted = irq::wanted(ctx.fs, next, ctx.policy.move_other_irqs, &hk);
+    let mut hold = next.irq.take().unwrap_or_default();
+    let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
+    changes.extend(irqbalance_change(ctx, next, &mut hold));
+    for change in changes {
+        journal.changes.push(change.clone());
+        ctx.state.save_journal(journal)?;
+        if let Err(e) = ctx.effects().apply(&change) {
+            let refused = matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EPERM));
+            let Change::File { path, .. } = &change else {
+                return Err(e);
+            };
+            let Some(number) = irq::irq_of(path).filter(|_| refused) else {
+                return Err(e);
+            };
+            // A managed IRQ: the kernel places it. Not ours to change, nothing to undo.
+            journal.changes.pop();
+            ctx.state.save_journal(journal)?;
+            hold.baseline.remove(path);
+            if hold.refused.insert(number) {
+                log::warn(&format!(
+                    "IRQ {number} cannot be moved ({e}); leaving it where the kernel put it"
+                ));
+            }
+        }
+    }
+    check_effective(ctx, &wanted);
+    next.irq = (hold != IrqHold::default()).then_some(hold);
+    Ok(())
+}
+
+/// The changes that give back what no running VM needs any more (the ledger already without
+/// the VM being released). Updates `next.irq`.
+pub fn give_back(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
+    let Some(mut hold) = next.irq.take() else {
+        return Ok(Vec::new());
+    };
+    let hk = housekeeping(ctx, next);
+    let wanted = irq::wanted(ctx.fs, next, ctx.policy.move_other_irqs, &hk);
+    let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
+    changes.extend(irqbalance_change(ctx, next, &mut hold));
+    if next.isolated_except("").is_empty() {
+        hold.refused.clear();
+    }
+    next.irq = (hold != IrqHold::default()).then_some(hold);
+    Ok(changes)
+}
+
+/// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
+fn irqbalance_change(ctx: &Context, next: &Ledger, hold: &mut IrqHold) -> Option<Change> {
+    if !ctx.policy.irqbalance {
+        return None;
+    }
+    let isolated = next.isolated_except("");
+    let now = match ctx.irqbalance.banned() {
+        Ok(Some(now)) => now,
+        Ok(None) => return None,
+        Err(e) => {
+            if hold.irqbalance_note.is_none() {
+                log::warn(&format!(
+                    "cannot tell irqbalance to keep off isolated CPUs: {e}"
+                ));
+            }
+            hold.irqbalance_note = Some(format!("irqbalance runs but cannot be told: {e}"));
+            return None;
+        }
+    };
+    hold.irqbalance_note = None;
+    let want = match &hold.irqbalance_banned {
+        _ if isolated.is_empty() => hold.irqbalance_banned.take()?,
+        Some(original) => original.union(&isolated),
+        None => {
+            hold.irqbalance_banned = Some(now.clone());
+            now.union(&isolated)
+        }
+    };
+    (want != now).then_some(Change::IrqBalance {
+        before: now,
+        after: want,
+    })
+}
+
+/// The kernel may deliver on fewer CPUs than asked (x86 picks one): fine. On CPUs outside
+/// the request it is not, and says so.
+fn check_effective(ctx: &Context, wanted: &irq::Wanted) {
+    for irqs in wanted.device_irqs.values() {
+        for irq in irqs {
+            let Some(want) = wanted.files.get(&irq::affinity_path(*irq)) else {
+                continue;
+            };
+            let Ok(effective) = ctx
+                .fs
+                .read(&format!("proc/irq/{irq}/effective_affinity_list"))
+            else {
+                continue;
+            };
+            let (Ok(want), Ok(effective)) = (CpuSet::parse(want), CpuSet::parse(&effective)) else {
+                continue;
+            };
+            if !effective.is_subset(&want) {
+                log::warn(&format!(
+                    "IRQ {irq} is delivered to CPUs {effective}, asked for {want}"
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! IRQ affinity: a VM's PCI passthrough devices interrupt the CPUs its policy names, every
+//! other IRQ (and `default_smp_affinity`, for IRQs created later) stays off isolated CPUs, and
+//! everything goes back to the value first found once no running VM needs it.
+//!
+//! The wanted state is computed from the ledger (running VMs, their devices and targets, the
+//! isolated CPUs) and compared with the kernel's: the same code serves `started`, `release`
+//! and the `irq-watch` daemon that pins VFIO vectors appearing after the guest enables MSI-X.
+
+pub mod irqbalance;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::host::HostFs;
+use crate::state::{Ledger, Phase};
+
+pub const IRQ_DIR: &str = "proc/irq";
+pub const DEFAULT_AFFINITY: &str = "proc/irq/default_smp_affinity";
+
+pub fn affinity_path(irq: u32) -> String {
+    format!("{IRQ_DIR}/{irq}/smp_affinity_list")
+}
+
+/// Every IRQ the kernel lists under /proc/irq.
+pub fn all_irqs(fs: &dyn HostFs) -> Vec<u32> {
+    fs.list(IRQ_DIR)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// The IRQs of one PCI device: its MSI/MSI-X vectors (`msi_irqs/`), its INTx line (`irq`), and
+/// /proc/interrupts lines that name it (VFIO's `vfio-msix[N](BDF)`).
+pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32> {
+    let dir = format!("sys/bus/pci/devices/{bdf}");
+    let mut irqs: BTreeSet<u32> = fs
+        .list(&format!("{dir}/msi_irqs"))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    if let Some(intx) = fs
+        .read(&format!("{dir}/irq"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    {
+        if intx != 0 && fs.exists(&format!("{IRQ_DIR}/{intx}")) {
+            irqs.insert(intx);
+        }
+    }
+    for line in interrupts.lines() {
+        let mut words = line.split_whitespace();
+        let Some(irq) = words
+            .next()
+            .and_then(|w| w.strip_suffix(':'))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        if words.any(|w| w.contains(&format!("({bdf})")) || w == bdf) {
+            irqs.insert(irq);
+        }
+    }
+    irqs
+}
+
+/// What kvmtune keeps about IRQs in the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IrqHold {
+    /// The value first found in each affinity file kvmtune changed.
+    pub baseline: BTreeMap<String, String>,
+    /// IRQs the kernel would not move (managed IRQs: EIO, or EPERM since 6.12).
+    pub refused: BTreeSet<u32>,
+    /// irqbalance's banned CPUs before kvmtune added the isolated ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irqbalance_banned: Option<CpuSet>,
+    /// Why irqbalance could not be told, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irqbalance_note: Option<String>,
+}
+
+/// The affinity files to change, from the ledger's running VMs and isolated CPUs.
+pub struct Wanted {
+    /// Path → wanted value, for every file kvmtune wants different from its original.
+    pub files: BTreeMap<String, String>,
+    /// Device IRQs per VM, for `status`.
+    pub device_irqs: BTreeMap<String, BTreeSet<u32>>,
+}
+
+/// Work out the wanted affinity of every IRQ. `move_others`: the policy moves non-VM IRQs off
+/// isolated CPUs. `housekeeping`: where they go when nothing else of their original is left.
+pub fn wanted(
+    fs: &dyn HostFs,
+    ledger: &Ledger,
+    move_others: bool,
+    housekeeping: &CpuSet,
+) -> Wanted {
+    let interrupts = fs.read("proc/interrupts").unwrap_or_default();
+    let isolated = ledger.isolated_except("");
+    let hold = ledger.irq.clone().unwrap_or_default();
+    let original = |path: &str| -> Option<String> {
+        hold.baseline
+            .get(path)
+            .cloned()
+            .or_else(|| fs.read(path).ok().map(|v| v.trim().to_string()))
+    };
+    let mut files = BTreeMap::new();
+    let mut device_irqs_by_vm = BTreeMap::new();
+    let mut devices = BTreeSet::new();
+    for (name, vm) in &ledger.vms {
+        let Some(target) = vm.irq.as_ref().filter(|_| vm.phase == Phase::Running) else {
+            continue;
+        };
+        let mut irqs = BTreeSet::new();
+        for bdf in &vm.devices {
+            irqs.extend(device_irqs(fs, bdf, &interrupts));
+        }
+        for irq in &irqs {
+            devices.insert(*irq);
+            files.insert(affinity_path(*irq), target.to_string());
+        }
+        device_irqs_by_vm.insert(name.clone(), irqs);
+    }
+    if move_others && !isolated.is_empty() {
+        for irq in all_irqs(fs) {
+            if devices.contains(&irq) || hold.refused.contains(&irq) {
+                continue;
+            }
+            let path = affinity_path(irq);
+            let Some(Ok(was)) = original(&path).map(|v| CpuSet::parse(&v)) else {
+                continue;
+            };
+            if was.intersection(&isolated).is_empty() {
+                continue;
+            }
+            let left = was.difference(&isolated);
+            let want = if left.is_empty() {
+                housekeeping.clone()
+            } else {
+                left
+            };
+            files.insert(path, want.to_string());
+        }
+        if let Some(was) = original(DEFAULT_AFFINITY) {
+            if let Ok(mask) = CpuSet::parse_mask(&was) {
+                if !mask.intersection(&isolated).is_empty() {
+                    let left = mask.difference(&isolated);
+                    let want = if left.is_empty() {
+                        housekeeping.clone()
+                    } else {
+                        left
+                    };
+                    files.insert(
+                        DEFAULT_AFFINITY.to_string(),
+                        want.to_mask(was.split(',').count()),
+                    );
+                }
+            }
+        }
+    }
+    Wanted {
+        files,
+        device_irqs: device_irqs_by_vm,
+    }
+}
+
+/// The changes from the kernel's values now to `wanted`, and back to the baseline for files no
+/// longer wanted. Updates `hold.baseline` to match.
+pub fn changes(fs: &dyn HostFs, hold: &mut IrqHold, wanted: &Wanted) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (path, want) in &wanted.files {
+        let Ok(now) = fs.read(path).map(|v| v.trim().to_string()) else {
+            continue; // the IRQ went away
+        };
+        if !same_value(path, &now, want) {
+            hold.baseline
+                .entry(path.clone())
+                .or_insert_with(|| now.clone());
+            changes.push(Change::File {
+                path: path.clone(),
+                before: now,
+                after: want.clone(),
+            });
+        }
+    }
+    let done: Vec<String> = hold
+        .baseline
+        .keys()
+        .filter(|p| !wanted.files.contains_key(*p))
+        .cloned()
+        .collect();
+    for path in done {
+        let original = hold.baseline.remove(&path).unwrap_or_default();
+        match fs.read(&path).map(|v| v.trim().to_string()) {
+            Ok(now) if !same_value(&path, &now, &original) => changes.push(Change::File {
+                path,
+                before: now,
+                after: original,
+            }),
+            _ => {} // already back, or the IRQ is gone (a VFIO vector freed with its VM)
+        }
+    }
+    changes
+}
+
+fn same_value(path: &str, a: &str, b: &str) -> bool {
+    let parse = |v: &str| {
+        if path == DEFAULT_AFFINITY {
+            CpuSet::parse_mask(v)
+        } else {
+            CpuSet::parse(v)
+        }
+    };
+    match (parse(a), parse(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.trim() == b.trim(),
+    }
+}
+
+/// Whether the kernel's IRQ affinities differ from what the ledger wants (read-only: the
+/// `irq-watch` daemon asks this every interval and takes the lock only when it is true).
+pub fn differs(fs: &dyn HostFs, ledger: &Ledger, move_others: bool, housekeeping: &CpuSet) -> bool {
+    let wanted = wanted(fs, ledger, move_others, housekeeping);
+    wanted.files.iter().any(|(path, want)| {
+        fs.read(path)
+            .map(|now| !same_value(path, &now, want))
+            .unwrap_or(false)
+    })
+}
+
+/// The IRQ number of an affinity file path, if it is one.
+pub fn irq_of(path: &str) -> Option<u32> {
+    path.strip_prefix("proc/irq/")?
+        .strip_suffix("/smp_affinity_list")?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irq_paths_round_trip() {
+        assert_eq!(irq_of(&affinity_path(57)), Some(57));
+        assert_eq!(irq_of(DEFAULT_AFFINITY), None);
+    }
+
+    #[test]
+    fn default_affinity_compares_as_masks() {
+        assert!(same_value(DEFAULT_AFFINITY, "3", "00000003"));
+        assert!(same_value("proc/irq/5/smp_affinity_list", "0-1", "0,1"));
+    }
+}

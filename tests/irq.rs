@@ -1,0 +1,213 @@
+//! IRQ affinity on the kernel-modelling fake root: a VM's passthrough device IRQs go to its
+//! vCPUs' CPUs at `started`, other IRQs leave isolated CPUs, late VFIO vectors are pinned by
+//! `irq-watch`, managed IRQs are skipped, irqbalance is told, and release restores everything.
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use common::cgroupfs::Layout;
+use common::{diff, kernel, Bench, GIB};
+use kvmtune::cpulist::CpuSet;
+
+fn host() -> Bench {
+    Bench::new(
+        kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
+            .with_cgroups(Layout::V1)
+            .with_irqs(),
+    )
+}
+
+/// A VM pinned to CPU `cpu` with the passthrough device 0000:06:00.0; `isolate` adds isolation.
+fn vm(name: &str, cpu: u32, isolate: bool, irq: &str) -> String {
+    let iso = if isolate {
+        "<k:isolate cpus='vcpus'/>"
+    } else {
+        ""
+    };
+    format!(
+        "<domain><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <cputune><vcpupin vcpu='0' cpuset='{cpu}'/></cputune>\
+         <metadata><k:tune xmlns:k='urn:kvmtune:1'>{iso}<k:irq cpus='{irq}'/></k:tune></metadata>\
+         <devices><hostdev mode='subsystem' type='pci' managed='yes'><source>\
+         <address domain='0x0000' bus='0x06' slot='0x00' function='0x0'/></source></hostdev></devices></domain>"
+    )
+}
+
+fn affinity(b: &Bench, irq: u32) -> CpuSet {
+    b.kernel.irqs(|i| i.irqs[&irq].affinity.clone())
+}
+
+fn set(list: &str) -> CpuSet {
+    CpuSet::parse(list).unwrap()
+}
+
+#[test]
+fn device_irqs_follow_the_vcpus_and_other_irqs_leave_isolated_cpus() {
+    let b = host();
+    let start = b.snapshot();
+    b.prepare("gpu", &vm("gpu", 3, true, "vcpus")).unwrap();
+    assert_eq!(
+        affinity(&b, 40),
+        set("0-3"),
+        "device IRQs wait for started (QEMU opens the device)"
+    );
+    b.started("gpu").unwrap();
+    for irq in [40, 41, 16] {
+        assert_eq!(
+            affinity(&b, irq),
+            set("3"),
+            "device IRQ {irq} (MSI-X and INTx)"
+        );
+    }
+    for irq in 10..14 {
+        assert_eq!(
+            affinity(&b, irq),
+            set("0-2"),
+            "other IRQ {irq} off the isolated CPU"
+        );
+    }
+    assert_eq!(b.kernel.irqs(|i| i.default_affinity.clone()), set("0-2"));
+    assert_eq!(
+        affinity(&b, 14),
+        set("0-3"),
+        "a managed IRQ stays where the kernel put it"
+    );
+    let state = b.state();
+    let status = kvmtune::status::gather(&b.kernel, Some(&state), &b.policy).unwrap();
+    let irqs = status.irqs.as_ref().expect("irqs in status");
+    assert_eq!(irqs.refused, vec![14]);
+    assert_eq!(irqs.pinned.len(), 3);
+    assert_eq!(irqs.moved, 5, "IRQs 10-13 and default_smp_affinity");
+    b.release("gpu").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    assert_eq!(b.state_files(), Vec::<String>::new());
+}
+
+#[test]
+fn irq_target_housekeeping_or_list_without_isolation() {
+    for (target, expected) in [("housekeeping", "0,2"), ("1-2", "1-2")] {
+        let b = host();
+        let start = b.snapshot();
+        b.prepare("v", &vm("v", 3, false, target)).unwrap();
+        b.started("v").unwrap();
+        assert_eq!(affinity(&b, 40), set(expected), "{target}");
+        assert_eq!(
+            affinity(&b, 10),
+            set("0-3"),
+            "{target}: nothing isolated, other IRQs untouched"
+        );
+        b.release("v").unwrap();
+        assert_eq!(
+            diff(&start, &b.snapshot()),
+            Vec::<String>::new(),
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn irq_cpus_outside_the_online_set_are_refused_at_prepare() {
+    let b = host();
+    let err = b
+        .prepare("v", &vm("v", 3, false, "8-9"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not online"), "{err}");
+    assert!(b.kernel.writes().is_empty());
+}
+
+#[test]
+fn an_irq_freed_between_listing_and_writing_is_skipped() {
+    let b = host();
+    b.prepare("gpu", &vm("gpu", 3, true, "vcpus")).unwrap();
+    b.kernel.irqs(|i| i.vanish_on_write = Some(12));
+    b.started("gpu").unwrap();
+    assert_eq!(affinity(&b, 40), set("3"));
+    b.release("gpu").unwrap();
+}
+
+#[test]
+fn late_vfio_vectors_are_pinned_by_irq_watch_and_given_back() {
+    let b = host();
+    let start = b.snapshot();
+    b.prepare("gpu", &vm("gpu", 3, true, "vcpus")).unwrap();
+    b.started("gpu").unwrap();
+    assert_eq!(b.refresh_irqs().unwrap(), 0, "nothing to do: no write");
+    // The guest driver enables more MSI-X vectors.
+    b.kernel
+        .irqs(|i| i.add_vfio_vectors("0000:06:00.0", &[50, 51]));
+    assert_eq!(b.refresh_irqs().unwrap(), 2);
+    assert_eq!((affinity(&b, 50), affinity(&b, 51)), (set("3"), set("3")));
+    // Someone resets one; the next pass puts it back.
+    b.kernel
+        .irqs(|i| i.irqs.get_mut(&41).unwrap().affinity = set("0-3"));
+    assert_eq!(b.refresh_irqs().unwrap(), 1);
+    assert_eq!(affinity(&b, 41), set("3"));
+    // The VM stops: its VFIO vectors are freed before release.
+    b.kernel.irqs(|i| i.remove_vectors(&[50, 51]));
+    b.release("gpu").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn irqbalance_keeps_off_isolated_cpus_and_gets_its_set_back() {
+    let b = host();
+    b.kernel.irqs(|i| i.irqbalance = Some(set("0")));
+    b.prepare("gpu", &vm("gpu", 3, true, "vcpus")).unwrap();
+    b.started("gpu").unwrap();
+    assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0,3")));
+    b.release("gpu").unwrap();
+    assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0")));
+}
+
+#[test]
+fn another_vm_stopping_does_not_give_back_irqs_an_isolated_vm_needs() {
+    let b = host();
+    let start = b.snapshot();
+    b.prepare("rt", &vm("rt", 3, true, "vcpus")).unwrap();
+    b.started("rt").unwrap();
+    b.prepare(
+        "plain",
+        "<domain><name>plain</name><memory unit='MiB'>64</memory></domain>",
+    )
+    .unwrap();
+    b.started("plain").unwrap();
+    b.release("plain").unwrap();
+    assert_eq!(affinity(&b, 10), set("0-2"));
+    assert_eq!(affinity(&b, 40), set("3"));
+    b.release("rt").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+/// Kill kvmtune before each change of `started`; libvirt then aborts the start and calls
+/// release, which must leave the host as it was.
+#[test]
+fn a_crash_at_any_change_of_started_is_undone() {
+    let xml = vm("gpu", 3, true, "vcpus");
+    let total = {
+        let b = host();
+        b.prepare("gpu", &xml).unwrap();
+        let before = b.kernel.writes().len();
+        b.started("gpu").unwrap();
+        b.kernel.writes().len() - before
+    };
+    assert!(total >= 8, "only {total} changes at started");
+    for n in 0..total {
+        let b = host();
+        let start = b.snapshot();
+        b.prepare("gpu", &xml).unwrap();
+        b.kernel.crash_at_write(Some(n));
+        assert!(
+            catch_unwind(AssertUnwindSafe(|| b.started("gpu"))).is_err(),
+            "change {n}"
+        );
+        b.release("gpu").unwrap();
+        assert_eq!(
+            diff(&start, &b.snapshot()),
+            Vec::<String>::new(),
+            "crash at change {n}"
+        );
+        assert_eq!(b.state_files(), Vec::<String>::new());
+    }
+}
