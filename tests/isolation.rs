@@ -335,3 +335,95 @@ fn status_shows_isolated_cpus_and_who_may_still_run_there() {
     let status = kvmtune::status::gather(&b.kernel, Some(&b.state()), &b.policy).unwrap();
     assert!(status.isolation.is_none());
 }
+
+/// Kernels before 6.2 (Debian 12's 6.1) reset a task's own CPU mask when it changes cpuset or
+/// when the cpuset controller is enabled above it: libvirt's vCPU pins and an admin's
+/// `taskset` would be lost. kvmtune notes pinned threads and puts them back.
+#[test]
+fn pinned_threads_keep_their_cpus_on_kernels_that_reset_masks() {
+    for layout in [Layout::V1, Layout::V2] {
+        let b = host(layout);
+        b.kernel.cgroups(|c| {
+            c.resets_masks = true;
+            // An admin pinned cron to CPU 1 (a housekeeping CPU stays usable for it).
+            c.tasks.get_mut(&101).unwrap().mask = set("1");
+        });
+        let start = b.snapshot();
+        b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+        assert_eq!(
+            allowed(&b, 300),
+            set("3"),
+            "{layout:?}: the VM's vCPU pin survives"
+        );
+        assert_eq!(
+            allowed(&b, 101),
+            set("1"),
+            "{layout:?}: the admin's pin survives confinement"
+        );
+        assert_eq!(
+            allowed(&b, 100),
+            set("0-2"),
+            "{layout:?}: unpinned tasks are confined"
+        );
+        b.release("rt").unwrap();
+        assert_eq!(
+            allowed(&b, 101),
+            set("1"),
+            "{layout:?}: the admin's pin after release"
+        );
+        assert_eq!(allowed(&b, 300), set("3"), "{layout:?}");
+        assert_eq!(
+            diff(&start, &b.snapshot()),
+            Vec::<String>::new(),
+            "{layout:?}"
+        );
+    }
+}
+
+/// A host task pinned to the CPU being isolated must leave it (that is the point), and gets its
+/// pin back when isolation ends.
+#[test]
+fn a_task_pinned_to_the_isolated_cpu_is_confined_then_given_its_pin_back() {
+    let b = host(Layout::V1);
+    b.kernel.cgroups(|c| {
+        c.resets_masks = true;
+        c.tasks.get_mut(&101).unwrap().mask = set("3");
+    });
+    b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+    assert_eq!(allowed(&b, 101), set("0-2"));
+    b.release("rt").unwrap();
+    assert_eq!(allowed(&b, 101), set("3"));
+}
+
+/// Processes fork while kvmtune moves them: a child born after `cgroup.procs` was read must
+/// be moved too (else it runs on the isolated CPU), and must not keep kvmtune's cpuset busy
+/// at release (EBUSY on rmdir).
+#[test]
+fn children_forked_during_the_move_are_moved_too() {
+    let b = host(Layout::V1);
+    b.kernel.cgroups(|c| c.forks_during_moves = 3);
+    b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+    let left = b.kernel.cgroups(|c| {
+        c.tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.cgroup == V1_MOUNT
+                    && t.flags & common::cgroupfs::PF_KTHREAD == 0
+                    && t.comm != "libvirtd"
+            })
+            .map(|(p, t)| format!("{p} {}", t.comm))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "user tasks left in the root cpuset"
+    );
+    b.kernel.cgroups(|c| c.forks_during_moves = 3);
+    b.release("rt").unwrap();
+    assert!(
+        !b.kernel.path().join(format!("{V1_MOUNT}/kvmtune")).exists(),
+        "cpuset removed"
+    );
+    assert_eq!(b.state_files(), Vec::<String>::new());
+}

@@ -14,6 +14,9 @@ fn is_irq_file(change: &Change) -> bool {
     matches!(change, Change::File { path, .. } if path.starts_with("proc/irq/"))
 }
 
+/// Passes over a cgroup's processes before giving up on one that keeps forking.
+const MAX_PASSES: usize = 50;
+
 /// Process names never moved out of the CPUs they may use: the daemons that place a new QEMU
 /// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
 pub const UNCONFINED_DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
@@ -94,55 +97,88 @@ impl Effects<'_> {
     }
 
     fn remove_cgroup(&self, path: &str, parent: &str) -> Result<()> {
-        if !self.fs.exists(path) {
-            return Ok(());
+        // Processes fork while we move them; a child born in the cgroup after our read of
+        // cgroup.procs keeps it busy (EBUSY): drain and retry a bounded number of times.
+        let mut attempt = 0;
+        loop {
+            if !self.fs.exists(path) {
+                return Ok(());
+            }
+            self.move_all(path, parent);
+            match self.fs.remove_dir(path) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < MAX_PASSES => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
         }
-        self.move_all(path, parent);
-        self.fs.remove_dir(path)
     }
 
-    /// Move every process of `from` to `to` (giving back: nothing is excluded).
+    /// Move every process of `from` to `to` (giving back: nothing is excluded), pass after
+    /// pass until `from` is empty or stops shrinking.
     fn move_all(&self, from: &str, to: &str) {
-        let procs = self
-            .fs
-            .read(&format!("{from}/cgroup.procs"))
-            .unwrap_or_default();
-        for pid in procs.lines().map(str::trim).filter(|p| !p.is_empty()) {
-            // A process may exit meanwhile (ESRCH): nothing to give back then.
-            let _ = self.fs.write(&format!("{to}/cgroup.procs"), pid);
+        for _ in 0..MAX_PASSES {
+            let procs = self
+                .fs
+                .read(&format!("{from}/cgroup.procs"))
+                .unwrap_or_default();
+            let pids: Vec<&str> = procs
+                .lines()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // A process may exit meanwhile (ESRCH): nothing to give back then.
+                let _ = self.fs.write(&format!("{to}/cgroup.procs"), pid);
+            }
         }
     }
 
     /// Move host processes of `from` into `to`: not kernel threads (their cgroup cannot change
-    /// or they are not ours to move), not the virtualization daemons, not ourselves.
+    /// or they are not ours to move), not the virtualization daemons, not ourselves. Passes
+    /// repeat until one finds nothing new: processes fork while they are being moved.
     fn move_processes(&self, from: &str, to: &str) {
         let me = std::process::id();
-        let procs = self
-            .fs
-            .read(&format!("{from}/cgroup.procs"))
-            .unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
         let mut moved = 0;
         let mut failed = 0;
-        for pid in procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
-            let Some(task) = read_task(self.fs, pid) else {
-                continue;
-            };
-            if pid == me
-                || task.is_kernel_thread()
-                || UNCONFINED_DAEMONS.contains(&task.comm.as_str())
-            {
-                continue;
-            }
-            match self
+        for _ in 0..MAX_PASSES {
+            let procs = self
                 .fs
-                .write(&format!("{to}/cgroup.procs"), &pid.to_string())
-            {
-                Ok(()) => moved += 1,
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => {
-                    failed += 1;
-                    if failed == 1 {
-                        log::warn(&format!("cannot move pid {pid} ({}): {e}", task.comm));
+                .read(&format!("{from}/cgroup.procs"))
+                .unwrap_or_default();
+            let fresh: Vec<u32> = procs
+                .lines()
+                .filter_map(|p| p.trim().parse::<u32>().ok())
+                .filter(|pid| seen.insert(*pid))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for pid in fresh {
+                let Some(task) = read_task(self.fs, pid) else {
+                    continue;
+                };
+                if pid == me
+                    || task.is_kernel_thread()
+                    || UNCONFINED_DAEMONS.contains(&task.comm.as_str())
+                {
+                    continue;
+                }
+                match self
+                    .fs
+                    .write(&format!("{to}/cgroup.procs"), &pid.to_string())
+                {
+                    Ok(()) => moved += 1,
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => {
+                        failed += 1;
+                        if failed == 1 {
+                            log::warn(&format!("cannot move pid {pid} ({}): {e}", task.comm));
+                        }
                     }
                 }
             }

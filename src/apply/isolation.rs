@@ -4,6 +4,7 @@
 use super::Context;
 use crate::change::Change;
 use crate::error::{Error, Result};
+use crate::host::tasks::{pinned_threads, thread_mask, PinnedThread};
 use crate::isolation::{self, choose_method, Inputs, IsolationHold, View};
 use crate::log;
 use crate::state::Ledger;
@@ -59,6 +60,7 @@ fn set_up(
         method,
         housekeeping,
         baseline,
+        pinned: pinned_threads(ctx.fs, &view.mounts, &view.online),
     });
     Ok(changes)
 }
@@ -89,5 +91,44 @@ pub fn verify(ctx: &Context, next: &Ledger) -> Result<()> {
             "cannot read back where host tasks run ({}). Nothing was changed.",
             hold.method
         ))),
+    }
+}
+
+/// The pinned threads whose masks an isolation change may reset: those pinned now, and those
+/// that were pinned when isolation began (their masks then, which confinement narrowed).
+pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
+    let Ok(view) = View::read(ctx.fs) else {
+        return Vec::new();
+    };
+    let mut pins = ledger
+        .isolation
+        .as_ref()
+        .map(|h| h.pinned.clone())
+        .unwrap_or_default();
+    for now in pinned_threads(ctx.fs, &view.mounts, &view.online) {
+        if !pins.iter().any(|p| p.tid == now.tid && p.comm == now.comm) {
+            pins.push(now);
+        }
+    }
+    pins
+}
+
+/// Put pinned threads back on their CPUs, as far as their cpuset now allows. A no-op on
+/// kernels that keep the masks themselves (6.2 and later).
+pub fn restore_pins(ctx: &Context, pins: &[PinnedThread]) {
+    for pin in pins {
+        let Some((comm, now)) = thread_mask(ctx.fs, pin.pid, pin.tid) else {
+            continue; // gone
+        };
+        let want = pin.cpus.intersection(&now);
+        if comm != pin.comm || want.is_empty() || want == now {
+            continue;
+        }
+        if let Err(e) = ctx.affinity.set_affinity(pin.tid, &want) {
+            log::warn(&format!(
+                "cannot put thread {} ({comm}) back on CPUs {want}: {e}",
+                pin.tid
+            ));
+        }
     }
 }

@@ -126,6 +126,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         );
     }
     // Isolation also sweeps host processes started since the last VM event into place.
+    let pins = isolation::pins_to_keep(ctx, &ledger);
     let result = isolation::changes(ctx, &mut next).and_then(|changes| {
         for change in changes {
             journal.changes.push(change.clone());
@@ -136,8 +137,10 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     });
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
+        isolation::restore_pins(ctx, &pins);
         return Err(e);
     }
+    isolation::restore_pins(ctx, &pins);
     commit(ctx, journal, &next)?;
     Ok(plan)
 }
@@ -290,11 +293,13 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
+    let pins = isolation::pins_to_keep(ctx, ledger);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
     journal.changes.extend(isolation::changes(ctx, &mut next)?);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
         redo(ctx, &journal)?;
+        isolation::restore_pins(ctx, &pins);
     }
     commit(ctx, journal, &next)?;
     log::info(&format!("VM '{vm}' released"));
@@ -361,14 +366,18 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                     "undoing the interrupted prepare of VM '{}'",
                     journal.vm
                 ));
+                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?);
                 undo_prepare(ctx, &journal)?;
+                isolation::restore_pins(ctx, &pins);
             }
             (None, Operation::Release) => {
                 log::warn(&format!(
                     "finishing the interrupted release of VM '{}'",
                     journal.vm
                 ));
+                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?);
                 redo(ctx, &journal)?;
+                isolation::restore_pins(ctx, &pins);
                 let mut next = ctx.state.load_ledger()?;
                 next.vms.remove(&journal.vm);
                 next.drop_unheld_baselines();

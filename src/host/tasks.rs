@@ -114,3 +114,93 @@ mod tests {
         assert!(!t(4194560).is_kernel_thread()); // a user process
     }
 }
+
+/// A thread whose CPU mask is narrower than its cpuset allows: somebody pinned it (libvirt's
+/// `<vcpupin>`, `taskset`). Moving a task between cpusets, or enabling the cpuset controller
+/// above it, resets such masks on kernels before 6.2, so kvmtune notes them first and puts
+/// them back after.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PinnedThread {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cpus: CpuSet,
+}
+
+/// Every pinned user thread on the host now.
+pub fn pinned_threads(
+    fs: &dyn HostFs,
+    mounts: &super::cgroup::CgroupMounts,
+    online: &CpuSet,
+) -> Vec<PinnedThread> {
+    let mut out = Vec::new();
+    for task in list_tasks(fs).into_iter().filter(|t| !t.is_kernel_thread()) {
+        let allowed_by_cgroup = cgroup_cpus(fs, mounts, task.pid).unwrap_or_else(|| online.clone());
+        let tids: Vec<u32> = fs
+            .list(&format!("proc/{}/task", task.pid))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        for tid in tids {
+            let Some((comm, cpus)) = thread_mask(fs, task.pid, tid) else {
+                continue;
+            };
+            if cpus != allowed_by_cgroup && cpus.is_subset(&allowed_by_cgroup) {
+                out.push(PinnedThread {
+                    pid: task.pid,
+                    tid,
+                    comm,
+                    cpus,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A thread's name and allowed CPUs.
+pub fn thread_mask(fs: &dyn HostFs, pid: u32, tid: u32) -> Option<(String, CpuSet)> {
+    let status = fs.read(&format!("proc/{pid}/task/{tid}/status")).ok()?;
+    let name = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:"))?
+        .trim()
+        .to_string();
+    let cpus = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|v| CpuSet::parse(v).ok())?;
+    Some((name, cpus))
+}
+
+/// The effective CPUs of the cpuset a process is in (v1 `cpuset`, else v2), `None` when
+/// there is no cpuset to read.
+fn cgroup_cpus(fs: &dyn HostFs, mounts: &super::cgroup::CgroupMounts, pid: u32) -> Option<CpuSet> {
+    if let Some(v1) = &mounts.v1_cpuset {
+        let path = fs.read(&format!("proc/{pid}/cpuset")).ok()?;
+        let dir = format!("{v1}{}", path.trim().trim_end_matches('/'));
+        let text = fs
+            .read(&format!("{dir}/cpuset.effective_cpus"))
+            .or_else(|_| fs.read(&format!("{dir}/cpuset.cpus")))
+            .ok()?;
+        return CpuSet::parse(&text).ok();
+    }
+    let v2 = mounts.v2.as_ref()?;
+    let cgroup = fs.read(&format!("proc/{pid}/cgroup")).ok()?;
+    let mut path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim()
+        .to_string();
+    loop {
+        let file = format!("{v2}{}/cpuset.cpus.effective", path.trim_end_matches('/'));
+        if let Ok(text) = fs.read(&file) {
+            return CpuSet::parse(&text).ok();
+        }
+        match path.rfind('/') {
+            Some(0) | None => return None,
+            Some(i) => path.truncate(i),
+        }
+    }
+}

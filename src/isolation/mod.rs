@@ -69,6 +69,9 @@ pub struct IsolationHold {
     pub housekeeping: CpuSet,
     /// Every change made since isolation began, once per thing, with the value found first.
     pub baseline: Vec<Change>,
+    /// Threads that were pinned when isolation began: their masks are put back at the end.
+    #[serde(default)]
+    pub pinned: Vec<crate::host::tasks::PinnedThread>,
 }
 
 /// Pick the method from the policy and the host's cgroup mounts.

@@ -58,6 +58,12 @@ pub struct CgroupModel {
     /// systemd units' AllowedCPUs as systemctl shows them ("" = unset).
     pub units: BTreeMap<String, String>,
     pub systemctl_calls: Vec<String>,
+    /// Kernels before 6.2: attaching a task to a cpuset (moving it, or enabling the controller
+    /// above it) resets its own mask to everything.
+    pub resets_masks: bool,
+    /// A busy host: this many moves each leave a freshly forked child behind in the cgroup
+    /// the task left (forked after the mover read `cgroup.procs`).
+    pub forks_during_moves: u32,
 }
 
 pub type Errno = i32;
@@ -156,6 +162,8 @@ impl CgroupModel {
             cgroups,
             units,
             systemctl_calls: Vec::new(),
+            resets_masks: false,
+            forks_during_moves: 0,
         }
     }
 
@@ -254,6 +262,17 @@ impl CgroupModel {
                 Ok(())
             }
             "cgroup.subtree_control" => {
+                if self.resets_masks {
+                    let online = self.online.clone();
+                    let root = self.mount().to_string();
+                    for t in self
+                        .tasks
+                        .values_mut()
+                        .filter(|t| t.cgroup != root && t.flags & PF_KTHREAD == 0)
+                    {
+                        t.mask = online.clone();
+                    }
+                }
                 let c = self.cgroups.get_mut(dir).unwrap();
                 for word in value.split_whitespace() {
                     match word.split_at(1) {
@@ -288,7 +307,20 @@ impl CgroupModel {
                 return Err(libc::ENOSPC);
             }
         }
-        self.tasks.get_mut(&pid).unwrap().cgroup = dir.to_string();
+        let online = self.online.clone();
+        let resets = self.resets_masks;
+        if self.forks_during_moves > 0 {
+            self.forks_during_moves -= 1;
+            let mut child = self.tasks[&pid].clone();
+            child.comm = format!("child-of-{pid}");
+            let new_pid = self.tasks.keys().last().unwrap() + 1;
+            self.tasks.insert(new_pid, child);
+        }
+        let t = self.tasks.get_mut(&pid).unwrap();
+        t.cgroup = dir.to_string();
+        if resets {
+            t.mask = online;
+        }
         Ok(())
     }
 
@@ -401,14 +433,13 @@ impl CgroupModel {
                     t.comm, t.flags
                 ),
             ));
-            out.push((
-                format!("proc/{pid}/status"),
-                format!(
-                    "Name:\t{}\nPid:\t{pid}\nCpus_allowed_list:\t{}\n",
-                    t.comm,
-                    self.allowed(*pid)
-                ),
-            ));
+            let status = format!(
+                "Name:\t{}\nPid:\t{pid}\nCpus_allowed_list:\t{}\n",
+                t.comm,
+                self.allowed(*pid)
+            );
+            out.push((format!("proc/{pid}/status"), status.clone()));
+            out.push((format!("proc/{pid}/task/{pid}/status"), status));
             let rel = t.cgroup.strip_prefix(self.mount()).unwrap_or("");
             let rel = if rel.is_empty() { "/" } else { rel };
             let line = match self.layout {
@@ -416,6 +447,9 @@ impl CgroupModel {
                 _ => format!("0::{rel}\n"),
             };
             out.push((format!("proc/{pid}/cgroup"), line));
+            if self.layout == Layout::V1 {
+                out.push((format!("proc/{pid}/cpuset"), format!("{rel}\n")));
+            }
         }
         for (path, c) in &self.cgroups {
             let procs: String = self

@@ -109,6 +109,7 @@ if ldd_out=$(ldd "$bin" 2>&1); then
 fi
 cp "$here/init" "$root/init"
 cp "$here/lib.sh" "$root/tests/lib.sh"
+cp "$here/isolation.sh" "$root/tests/isolation.sh"
 for s in "$here"/scenarios/*; do
   cp "$s" "$root/tests/scenarios/"
 done

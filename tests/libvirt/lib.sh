@@ -23,6 +23,14 @@ LT_BIN_COPY=$LT_BIN_DIR/kvmtune
 LT_STATE_DIR=/run/kvmtune
 LT_LOG_DIR=${LT_LOG_DIR:-/tmp/kvmtune-libvirt-logs}
 LT_DOMAIN_PREFIX=kvmtune-test-
+# kvmtune's host policy: the hook reads it (libvirt gives hooks no environment). Written only
+# when it did not exist (see lt_write_policy), removed at teardown.
+LT_POLICY=/etc/kvmtune/kvmtune.toml
+LT_POLICY_MARK='# kvmtune-test policy'
+# What kvmtune changes for CPU isolation on a cgroup v1 host (see lt_isolation_safety_net).
+LT_CPUSET_ROOT=/sys/fs/cgroup/cpuset
+LT_ISO_CPUSET=$LT_CPUSET_ROOT/kvmtune
+LT_WQ_MASKS=(/sys/devices/virtual/workqueue/cpumask /sys/bus/workqueue/devices/writeback/cpumask)
 
 # What this process created or started, for lt_teardown.
 LT_STARTED_PIDS=()      # "name:pid", in start order
@@ -32,6 +40,10 @@ LT_MOUNTED_HUGETLBFS=0
 LT_STATE_DIR_EXISTED=1
 declare -A LT_POOLS_AT_START=()
 LT_TORN_DOWN=0
+LT_POLICY_OURS=0
+LT_ISO_CPUSET_EXISTED=1
+declare -A LT_WQ_AT_START=()
+declare -A LT_KTHREADS_AT_START=()   # "pid:starttime" -> Cpus_allowed_list of movable kernel threads
 
 lt_log() { printf '%s\n' "$*" >&2; }
 lt_die() { lt_log "lib.sh: $*"; exit 1; }
@@ -222,6 +234,94 @@ lt_undefine() {
   virsh_ undefine --nvram "$1" >/dev/null 2>&1 || virsh_ undefine "$1" >/dev/null 2>&1 || true
 }
 
+# ---- kvmtune's policy -------------------------------------------------------------------------
+
+# lt_write_policy TEXT: make TEXT the host policy for this run. Refuses (returns 1, writes
+# nothing) when a policy existed before this run: that one is the admin's. A file carrying our
+# mark is a left-over of an interrupted run and is taken over.
+lt_write_policy() {
+  if [ "$LT_POLICY_OURS" = 0 ]; then
+    if [ -e "$LT_POLICY" ] || [ -L "$LT_POLICY" ]; then
+      grep -qsxF "$LT_POLICY_MARK" "$LT_POLICY" || return 1
+      lt_log "lib.sh: taking over the left-over test policy $LT_POLICY"
+    fi
+    lt_mkdir "$(dirname "$LT_POLICY")"
+    LT_CREATED+=("$LT_POLICY")
+    LT_POLICY_OURS=1
+  fi
+  # Root-owned and not group/other-writable, or kvmtune refuses it. Atomic for a running hook.
+  (umask 022 && printf '%s\n%s\n' "$LT_POLICY_MARK" "$1" >"$LT_POLICY.tmp.$$") || return 1
+  mv -f "$LT_POLICY.tmp.$$" "$LT_POLICY"
+}
+
+# True when a policy this run did not write is in place.
+lt_policy_is_foreign() {
+  [ "$LT_POLICY_OURS" = 0 ] && { [ -e "$LT_POLICY" ] || [ -L "$LT_POLICY" ]; } \
+    && ! grep -qsxF "$LT_POLICY_MARK" "$LT_POLICY"
+}
+
+# ---- CPU isolation safety net ------------------------------------------------------------------
+
+# What kvmtune's isolation changes, as found at setup: whether its cpuset existed, the workqueue
+# masks, the affinity of the kernel threads it may move.
+lt_isolation_record() {
+  local f d stat rest flags k v
+  local -a fld
+  [ -d "$LT_ISO_CPUSET" ] || LT_ISO_CPUSET_EXISTED=0
+  for f in "${LT_WQ_MASKS[@]}"; do [ -r "$f" ] && LT_WQ_AT_START[$f]=$(cat "$f"); done
+  for d in /proc/[0-9]*; do
+    read -r stat <"$d/stat" 2>/dev/null || continue
+    rest=${stat##*) }
+    read -ra fld <<<"$rest"
+    [ "${#fld[@]}" -ge 20 ] || continue
+    flags=${fld[6]}
+    if ! ((flags & 0x00200000)) || ((flags & 0x04000000)); then continue; fi
+    while read -r k v; do [ "$k" = Cpus_allowed_list: ] && break; done <"$d/status"
+    LT_KTHREADS_AT_START["${d#/proc/}:${fld[19]}"]=$v
+  done
+}
+
+# At teardown, after our VMs are gone: if kvmtune left its isolation in place (a failure the
+# tests report), put the host back as it was at setup, so a broken hook does not leave the
+# machine's processes confined. Only what kvmtune's isolation created or changed is touched.
+lt_isolation_safety_net() {
+  local f key pid start stat rest repaired=0 name
+  local -a fld
+  # Our domains are gone: what kvmtune's state still holds for them, kvmtune itself releases.
+  for name in "${LT_DOMAINS[@]}"; do
+    grep -rqsF -- "\"$name\"" "$LT_STATE_DIR" || continue
+    lt_log "lib.sh: $LT_STATE_DIR still holds state for $name; kvmtune recover $name"
+    "$LT_BIN_COPY" recover "$name" >&2
+  done
+  if [ "$LT_ISO_CPUSET_EXISTED" = 0 ] && [ -d "$LT_ISO_CPUSET" ]; then
+    lt_log "lib.sh: $LT_ISO_CPUSET is still there after our VMs stopped; moving its tasks back to the root cpuset and removing it"
+    for _ in 1 2 3; do
+      while read -r pid; do echo "$pid" >"$LT_CPUSET_ROOT/cgroup.procs" 2>/dev/null; done <"$LT_ISO_CPUSET/cgroup.procs"
+      rmdir "$LT_ISO_CPUSET" 2>/dev/null && break
+      sleep 0.2
+    done
+    [ -d "$LT_ISO_CPUSET" ] && lt_log "lib.sh: could not remove $LT_ISO_CPUSET"
+    repaired=1
+  fi
+  for f in "${!LT_WQ_AT_START[@]}"; do
+    if [ "$(cat "$f")" != "${LT_WQ_AT_START[$f]}" ]; then
+      lt_log "lib.sh: $f is $(cat "$f"), ${LT_WQ_AT_START[$f]} at setup; restoring it"
+      echo "${LT_WQ_AT_START[$f]}" >"$f" || lt_log "lib.sh: could not restore $f"
+      repaired=1
+    fi
+  done
+  for key in "${!LT_KTHREADS_AT_START[@]}"; do
+    pid=${key%%:*} start=${key#*:}
+    read -r stat <"/proc/$pid/stat" 2>/dev/null || continue
+    rest=${stat##*) }
+    read -ra fld <<<"$rest"
+    if [ "${#fld[@]}" -lt 20 ] || [ "${fld[19]}" != "$start" ]; then continue; fi
+    [ "$(awk '/^Cpus_allowed_list:/{print $2}' "/proc/$pid/status")" = "${LT_KTHREADS_AT_START[$key]}" ] && continue
+    taskset -pc "${LT_KTHREADS_AT_START[$key]}" "$pid" >/dev/null 2>&1 && repaired=1
+  done
+  [ "$repaired" = 0 ] || lt_log "lib.sh: repaired CPU isolation that kvmtune left behind"
+}
+
 # ---- setup and teardown ----------------------------------------------------------------------
 
 lt_setup() {
@@ -236,6 +336,7 @@ lt_setup() {
   trap 'exit 130' INT TERM
 
   for f in $(lt_pool_files); do LT_POOLS_AT_START[$f]=$(cat "$f"); done
+  lt_isolation_record
   [ -d "$LT_STATE_DIR" ] || LT_STATE_DIR_EXISTED=0
 
   if lt_libvirt_answers; then
@@ -294,6 +395,7 @@ lt_teardown() {
     entry=${LT_STARTED_PIDS[$i]}
     lt_stop_pid "${entry%%:*}" "${entry#*:}"
   done
+  lt_isolation_safety_net
   # libvirt's per-VM QEMU logs of our domains: kept with our logs, not left in /var/log.
   for name in "${LT_DOMAINS[@]}"; do
     f=/var/log/libvirt/qemu/$name.log
