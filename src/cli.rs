@@ -379,9 +379,10 @@ fn render_plan(plan: &Plan) -> String {
             plan.isolate
         ));
     }
-    if let Some(irq) = &plan.irq {
+    if let Some(irq) = plan.irq.as_ref().filter(|_| !plan.devices.is_empty()) {
         out.push_str(&format!(
-            "  irq: passthrough device IRQs to CPUs {irq} (allowed by the policy; not applied by this version)\n"
+            "  irq: IRQs of passthrough devices {} go to CPUs {irq} from started on\n",
+            plan.devices.join(", ")
         ));
     }
     let changes = plan.changes();
