@@ -180,6 +180,11 @@ fn shortfall_error(ctx: &Context, vm: &str, s: &hugepages::Shortfall) -> Error {
 /// `started`: QEMU runs and has taken its pages (no longer promised from the free pool), and
 /// has opened its devices: their IRQs go where the policy says, other IRQs off isolated CPUs.
 pub fn started(ctx: &Context, vm: &str) -> Result<()> {
+    // A VM kvmtune holds nothing for, while nothing is isolated: nothing to place, no lock.
+    let peek = ctx.state.load_ledger()?;
+    if !peek.vms.contains_key(vm) && peek.isolation.is_none() {
+        return Ok(());
+    }
     let _lock = ctx.state.lock()?;
     finish_interrupted(ctx)?;
     let ledger = ctx.state.load_ledger()?;

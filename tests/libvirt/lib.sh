@@ -133,9 +133,10 @@ lt_hook_older_than() {
 }
 
 lt_start_libvirtd() {
-  # Debug output of libvirt's hook code only, so a failure can tell "hook not run" from
-  # "hook ran and did nothing" (see lt_hook_calls).
-  LIBVIRT_LOG_FILTERS="1:util.hook" LIBVIRT_LOG_OUTPUTS="1:file:$LT_LOG_DIR/libvirtd-debug.log" \
+  # Debug output of libvirt's hook code, so a failure can tell "hook not run" from "hook ran
+  # and did nothing" (see lt_hook_calls), and of its command runner, whose "Result" line says
+  # when each hook call returned (see lt_hook_ms).
+  LIBVIRT_LOG_FILTERS="1:util.hook 1:util.command" LIBVIRT_LOG_OUTPUTS="1:file:$LT_LOG_DIR/libvirtd-debug.log" \
     lt_start_daemon libvirtd || return 1
   for _ in $(seq 1 150); do lt_libvirt_answers && return 0; sleep 0.2; done
   return 1
@@ -215,6 +216,23 @@ lt_prepare_ms() {
     / op=start subop=begin/ && p && !s { split($2, a, /[:+]/); s = ((a[1] * 60 + a[2]) * 60 + a[3]) * 1000 }
     END { if (p && s) printf "%d\n", s - p }'
 }
+
+# lt_hook_ms NAME OP SUBOP [FROM_LINE]: how long each "OP SUBOP" hook call for NAME took, as
+# libvirtd saw it (from "Calling hook" to its command runner's "Result" line, in the same
+# thread), in milliseconds, one line per call in log order; only log lines after FROM_LINE
+# (see lt_debug_log_lines). Nothing for a call whose end is not in the log: a libvirtd not
+# started by lt_start_libvirtd does not log it.
+lt_hook_ms() {
+  tail -n +"$((${4:-0} + 1))" "$LT_LOG_DIR/libvirtd-debug.log" 2>/dev/null | awk -v want=" id=$1 op=$2 subop=$3 " '
+    function ms(t, a) { split(t, a, /[:+]/); return ((a[1] * 60 + a[2]) * 60 + a[3]) * 1000 }
+    / : Calling hook / && index($0 " ", want) { start[$3] = ms($2); next }
+    ($3 in start) && $6 ~ /^virCommandRun:/ && / : Result / {
+      d = ms($2) - start[$3]; if (d < 0) d += 86400000
+      printf "%d\n", d; delete start[$3] }'
+}
+
+# How many lines libvirtd's debug log has now: a FROM_LINE for lt_hook_ms.
+lt_debug_log_lines() { wc -l <"$LT_LOG_DIR/libvirtd-debug.log" 2>/dev/null || echo 0; }
 
 # ---- domains ---------------------------------------------------------------------------------
 
