@@ -183,12 +183,7 @@ fn cgroup_v1(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
 
 fn cgroup_v2(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     let fs = input.fs;
-    let root = input
-        .view
-        .mounts
-        .v2
-        .clone()
-        .ok_or_else(|| Error::State("the cgroup v2 hierarchy is no longer mounted".into()))?;
+    let root = v2_root(input)?;
     let mut changes = Vec::new();
     let control = fs.read(&format!("{root}/cgroup.subtree_control"))?;
     let enabled = control.split_whitespace().any(|c| c == "cpuset");
@@ -248,14 +243,19 @@ fn cgroup_v2(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     Ok(changes)
 }
 
-fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
-    let fs = input.fs;
-    let root = input
+/// The cgroup v2 hierarchy (relative to the root).
+fn v2_root(input: &Inputs) -> Result<String> {
+    input
         .view
         .mounts
         .v2
         .clone()
-        .unwrap_or_else(|| "sys/fs/cgroup".into());
+        .ok_or_else(|| Error::State("the cgroup v2 hierarchy is no longer mounted".into()))
+}
+
+fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
+    let fs = input.fs;
+    let root = v2_root(input)?;
     let mut units = vec!["user.slice".to_string(), "init.scope".to_string()];
     if let Ok(children) = fs.list(&format!("{root}/system.slice")) {
         units.extend(children.into_iter().filter(|u| {
