@@ -131,7 +131,7 @@ pub fn plan(
         if !policy.allow_overlap && !holders.is_empty() {
             let shared = cpus.isolate.intersection(&ledger.isolated_except(vm));
             return Err(Error::Refused(format!(
-                "VM '{vm}' asks to isolate CPUs {}, but {shared} are already isolated for VM '{}' (cpus.overlap = \"refuse\"). Nothing was changed.",
+                "VM '{vm}' asks to isolate CPUs {}, but CPUs {shared} are already isolated for VM '{}' (cpus.overlap = \"refuse\"). Nothing was changed.",
                 cpus.isolate,
                 holders.join("', '")
             )));
