@@ -427,3 +427,31 @@ fn children_forked_during_the_move_are_moved_too() {
     );
     assert_eq!(b.state_files(), Vec::<String>::new());
 }
+
+/// libvirtd restarts and calls `reconnect` for running VMs: whatever drifted meanwhile (a
+/// process put back in the root cpuset, the workqueue mask reset) is put back, and nothing
+/// that holds is touched.
+#[test]
+fn reconnect_puts_back_what_drifted() {
+    let b = host(Layout::V1);
+    let start = b.snapshot();
+    b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+    b.started("rt").unwrap();
+    let writes = b.kernel.writes().len();
+    b.started("rt").unwrap(); // a reconnect with nothing drifted
+    let sweep_only = b.kernel.writes()[writes..]
+        .iter()
+        .all(|(p, _)| p.ends_with("cgroup.procs"));
+    assert!(sweep_only, "{:?}", &b.kernel.writes()[writes..]);
+    b.kernel.cgroups(|c| {
+        c.tasks.get_mut(&100).unwrap().cgroup = V1_MOUNT.into();
+        c.workqueue = set("0-3");
+    });
+    assert_eq!(allowed(&b, 100), set("0-3"));
+    b.started("rt").unwrap();
+    assert_eq!(allowed(&b, 100), set("0-2"));
+    assert_eq!(b.kernel.cgroups(|c| c.workqueue.clone()), set("0-2"));
+    assert_eq!(b.state_files(), vec!["ledger.json".to_string()]);
+    b.release("rt").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}

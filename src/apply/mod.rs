@@ -195,12 +195,28 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
         None => {}
     }
     let mut journal = Journal::new(vm, Operation::Started);
-    if let Err(e) = irq::place(ctx, &mut next, &mut journal) {
+    // Isolation is checked again: processes started meanwhile are swept into place and, at a
+    // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
+    // is put back.
+    let pins = isolation::pins_to_keep(ctx, &ledger);
+    let result = isolation::changes(ctx, &mut next)
+        .and_then(|changes| {
+            for change in changes {
+                journal.changes.push(change.clone());
+                ctx.state.save_journal(&journal)?;
+                ctx.effects().apply(&change)?;
+            }
+            isolation::verify(ctx, &next)
+        })
+        .and_then(|()| irq::place(ctx, &mut next, &mut journal));
+    if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
+        isolation::restore_pins(ctx, &pins);
         return Err(e);
     }
-    if next == ledger {
-        return Ok(());
+    isolation::restore_pins(ctx, &pins);
+    if next == ledger && journal.changes.is_empty() {
+        return ctx.state.remove_journal(&journal.vm);
     }
     commit(ctx, journal, &next)
 }
@@ -222,9 +238,7 @@ pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
         return Err(e);
     }
     let made = journal.changes.len();
-    if next != ledger || made > 0 {
-        commit(ctx, journal, &next)?;
-    }
+    commit(ctx, journal, &next)?;
     Ok(made)
 }
 
@@ -315,7 +329,9 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
 /// Record the operation as done: the journal carries the resulting ledger until it is saved.
 fn commit(ctx: &Context, mut journal: Journal, next: &Ledger) -> Result<()> {
     if journal.changes.is_empty() {
-        return ctx.state.save_ledger(next);
+        // A journal may have been written for a change the kernel then refused.
+        ctx.state.save_ledger(next)?;
+        return ctx.state.remove_journal(&journal.vm);
     }
     journal.committed = Some(next.clone());
     ctx.state.save_journal(&journal)?;
