@@ -211,3 +211,34 @@ fn a_crash_at_any_change_of_started_is_undone() {
         assert_eq!(b.state_files(), Vec::<String>::new());
     }
 }
+
+/// Two VMs isolate the same CPU (the policy allows it): the first one's release must leave
+/// every IRQ off that CPU, and must not touch a managed IRQ.
+#[test]
+fn releasing_one_of_two_isolated_vms_keeps_irqs_off_their_cpu() {
+    let b = host().with_policy("[cpus]\noverlap = \"allow\"\n");
+    let start = b.snapshot();
+    b.prepare("a", &vm("a", 3, true, "vcpus")).unwrap();
+    b.started("a").unwrap();
+    b.prepare("b", &vm("b", 3, true, "off")).unwrap();
+    b.started("b").unwrap();
+    b.release("a").unwrap();
+    for irq in 10..14 {
+        assert_eq!(
+            affinity(&b, irq),
+            set("0-2"),
+            "IRQ {irq} while b still isolates CPU 3"
+        );
+    }
+    assert_eq!(b.kernel.irqs(|i| i.default_affinity.clone()), set("0-2"));
+    // a's device IRQs are ordinary IRQs now: kept off the CPU b still isolates.
+    assert_eq!(affinity(&b, 40), set("0-2"));
+    assert_eq!(
+        affinity(&b, 14),
+        set("0-3"),
+        "the managed IRQ is left alone"
+    );
+    assert_eq!(b.state_files(), vec!["ledger.json".to_string()]);
+    b.release("b").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}

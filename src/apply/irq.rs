@@ -67,11 +67,13 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
 /// The changes that give back what no running VM needs any more (the ledger already without
 /// the VM being released). Updates `next.irq`.
 pub fn give_back(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
-    let Some(mut hold) = next.irq.take() else {
+    if next.irq.is_none() {
         return Ok(Vec::new());
-    };
+    }
     let hk = housekeeping(ctx, next);
+    // Before taking the hold out: what is wanted depends on its baseline and refused IRQs.
     let wanted = irq::wanted(ctx.fs, next, ctx.policy.move_other_irqs, &hk);
+    let mut hold = next.irq.take().unwrap_or_default();
     let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
     changes.extend(irqbalance_change(ctx, next, &mut hold));
     if next.isolated_except("").is_empty() {
