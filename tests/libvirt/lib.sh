@@ -27,7 +27,8 @@ LT_DOMAIN_PREFIX=kvmtune-test-
 # when it did not exist (see lt_write_policy), removed at teardown.
 LT_POLICY=/etc/kvmtune/kvmtune.toml
 LT_POLICY_MARK='# kvmtune-test policy'
-# What kvmtune changes for CPU isolation on a cgroup v1 host (see lt_isolation_safety_net).
+# What kvmtune changes for CPU isolation on a cgroup v1 host (see lt_isolation_safety_net),
+# besides IRQ affinities (/proc/irq).
 LT_CPUSET_ROOT=/sys/fs/cgroup/cpuset
 LT_ISO_CPUSET=$LT_CPUSET_ROOT/kvmtune
 LT_WQ_MASKS=(/sys/devices/virtual/workqueue/cpumask /sys/bus/workqueue/devices/writeback/cpumask)
@@ -44,6 +45,7 @@ LT_POLICY_OURS=0
 LT_ISO_CPUSET_EXISTED=1
 declare -A LT_WQ_AT_START=()
 declare -A LT_KTHREADS_AT_START=()   # "pid:starttime" -> Cpus_allowed_list of movable kernel threads
+declare -A LT_IRQS_AT_START=()       # /proc/irq/N/smp_affinity_list and default_smp_affinity -> value
 
 lt_log() { printf '%s\n' "$*" >&2; }
 lt_die() { lt_log "lib.sh: $*"; exit 1; }
@@ -287,6 +289,9 @@ lt_isolation_record() {
   local -a fld
   [ -d "$LT_ISO_CPUSET" ] || LT_ISO_CPUSET_EXISTED=0
   for f in "${LT_WQ_MASKS[@]}"; do [ -r "$f" ] && LT_WQ_AT_START[$f]=$(cat "$f"); done
+  for f in /proc/irq/[0-9]*/smp_affinity_list /proc/irq/default_smp_affinity; do
+    [ -r "$f" ] && LT_IRQS_AT_START[$f]=$(cat "$f")
+  done
   for d in /proc/[0-9]*; do
     read -r stat <"$d/stat" 2>/dev/null || continue
     rest=${stat##*) }
@@ -336,6 +341,18 @@ lt_isolation_safety_net() {
     if [ "${#fld[@]}" -lt 20 ] || [ "${fld[19]}" != "$start" ]; then continue; fi
     [ "$(awk '/^Cpus_allowed_list:/{print $2}' "/proc/$pid/status")" = "${LT_KTHREADS_AT_START[$key]}" ] && continue
     taskset -pc "${LT_KTHREADS_AT_START[$key]}" "$pid" >/dev/null 2>&1 && repaired=1
+  done
+  # IRQ affinities kvmtune moved and did not give back. A running irqbalance moves IRQs too:
+  # then they are only reported.
+  for f in "${!LT_IRQS_AT_START[@]}"; do
+    if [ ! -r "$f" ] || [ "$(cat "$f")" = "${LT_IRQS_AT_START[$f]}" ]; then continue; fi
+    if pgrep -x irqbalance >/dev/null; then
+      lt_log "lib.sh: $f is $(cat "$f"), ${LT_IRQS_AT_START[$f]} at setup (irqbalance runs: left as it is)"
+    else
+      lt_log "lib.sh: $f is $(cat "$f"), ${LT_IRQS_AT_START[$f]} at setup; restoring it"
+      echo "${LT_IRQS_AT_START[$f]}" >"$f" 2>/dev/null || lt_log "lib.sh: could not restore $f"
+      repaired=1
+    fi
   done
   [ "$repaired" = 0 ] || lt_log "lib.sh: repaired CPU isolation that kvmtune left behind"
 }
