@@ -54,7 +54,7 @@ pub struct IrqStatus {
     pub pinned: Vec<PinnedIrq>,
     /// Other IRQs kvmtune moved off isolated CPUs (their original affinity is kept).
     pub moved: usize,
-    /// IRQs the kernel refused to move (managed).
+    /// IRQs the kernel refused to move (managed, or fixed like the timer).
     pub refused: Vec<u32>,
     /// irqbalance: what kvmtune did with it, or why it could not.
     pub irqbalance: Option<String>,
@@ -163,7 +163,7 @@ fn irq_status(fs: &dyn HostFs, ledger: &Ledger, hold: &crate::irq::IrqHold) -> I
         moved: hold
             .baseline
             .keys()
-            .filter(|p| !device_paths.contains(p))
+            .filter(|p| !device_paths.contains(p) && crate::irq::irq_of(p).is_some())
             .count(),
         pinned,
         refused: hold.refused.iter().copied().collect(),
@@ -290,7 +290,7 @@ pub fn render(status: &Status) -> String {
     }
     if let Some(irqs) = &status.irqs {
         out.push_str(&format!(
-            "IRQs: {} other IRQ(s) moved off isolated CPUs\n",
+            "IRQs: {} other IRQ(s) (and default_smp_affinity) moved off isolated CPUs\n",
             irqs.moved
         ));
         for p in &irqs.pinned {
@@ -302,7 +302,7 @@ pub fn render(status: &Status) -> String {
         if !irqs.refused.is_empty() {
             let list: Vec<String> = irqs.refused.iter().map(u32::to_string).collect();
             out.push_str(&format!(
-                "  refused by the kernel (managed): {}\n",
+                "  refused by the kernel (managed or fixed IRQs, left where it put them): {}\n",
                 list.join(" ")
             ));
         }

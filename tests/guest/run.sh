@@ -36,8 +36,19 @@ for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get; do
 done
 
 # ---------------------------------------------------------------- kernel + busybox, cached
+# Modules the IRQ scenarios load (with modprobe, after a depmod in the guest): the virtio PCI
+# transport and virtio-rng, the driver of the guest's one PCI device (all modules in Debian's
+# config, so nothing binds the device until a scenario loads them). Paths under kernel/.
+guest_modules="drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko
+  drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko
+  drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko"
+have_modules() {
+  local m
+  [ -s "$cache/modules/version" ] || return 1
+  for m in $guest_modules; do [ -s "$cache/modules/kernel/$m" ] || return 1; done
+}
 fetch_guest_bits() {
-  if [ -s "$cache/vmlinuz" ] && [ -s "$cache/busybox" ]; then return 0; fi
+  if [ -s "$cache/vmlinuz" ] && [ -s "$cache/busybox" ] && have_modules; then return 0; fi
   local dl
   pick() { apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null |
              awk '{print $1}' | sort -V | tail -1; }
@@ -59,9 +70,23 @@ fetch_guest_bits() {
   cp "$dl"/x/boot/vmlinuz-* "$cache/vmlinuz.tmp"
   cp "$dl"/x/boot/config-* "$cache/config"
   cp "$dl/x/bin/busybox" "$cache/busybox.tmp"
+  # The modules of that same kernel: kept as modules/kernel/<path>, modules/version = its
+  # `uname -r` (the directory name under /lib/modules).
+  local kver m
+  kver=$(ls "$dl/x/lib/modules")
+  rm -rf "$cache/modules.tmp"
+  mkdir -p "$cache/modules.tmp"
+  for m in $guest_modules; do
+    [ -s "$dl/x/lib/modules/$kver/kernel/$m" ] || { rm -rf "$dl"; die "$pkg has no module $m"; }
+    mkdir -p "$cache/modules.tmp/kernel/$(dirname "$m")"
+    cp "$dl/x/lib/modules/$kver/kernel/$m" "$cache/modules.tmp/kernel/$m"
+  done
+  echo "$kver" > "$cache/modules.tmp/version"
   echo "$pkg" > "$cache/kernel-package"
   mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
   mv "$cache/busybox.tmp" "$cache/busybox"
+  rm -rf "$cache/modules"
+  mv "$cache/modules.tmp" "$cache/modules"
   rm -rf "$dl"
 }
 fetch_guest_bits
@@ -110,6 +135,10 @@ fi
 cp "$here/init" "$root/init"
 cp "$here/lib.sh" "$root/tests/lib.sh"
 cp "$here/isolation.sh" "$root/tests/isolation.sh"
+cp "$here/irq.sh" "$root/tests/irq.sh"
+# The kernel's modules for the IRQ scenarios, at /lib/modules/$(uname -r); init runs depmod.
+mkdir -p "$root/lib/modules/$(cat "$cache/modules/version")"
+cp -r "$cache/modules/kernel" "$root/lib/modules/$(cat "$cache/modules/version")/"
 for s in "$here"/scenarios/*; do
   cp "$s" "$root/tests/scenarios/"
 done
@@ -150,6 +179,7 @@ for topo in $topos; do
     -accel tcg -cpu max -machine pc $numa \
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 init_on_alloc=0 nokaslr kt.topo=$topo kt.verbose=$verbose kt.only=$(echo $names | tr ' ' ,)" \
+    -device virtio-rng-pci,addr=0x3 \
     -display none -nodefaults -no-reboot -monitor none -serial "file:$console" \
     </dev/null >"$logs/qemu-$topo.log" 2>&1 &
   qemu_pid=$!
