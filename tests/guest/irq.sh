@@ -13,43 +13,15 @@ IRQ_SAVED=""                            # "N:LIST ..." affinities a scenario set
 # pinned to the i-th CPU), metadata <kvmtune:irq cpus="IRQ"/> and, unless ISOLATE is "-",
 # <kvmtune:isolate cpus="ISOLATE"/>, and the device as a PCI hostdev.
 irqdom() {
-  local file=$1 name=$2 irq=$3 iso=$4 i=0 pins="" c isoel=""
+  local file=$1 name=$2 irq=$3 iso=$4 tune bus slot
   shift 4
-  for c in "$@"; do pins="$pins<vcpupin vcpu='$i' cpuset='$c'/>"; i=$((i + 1)); done
-  [ "$iso" = - ] || isoel="<kvmtune:isolate cpus=\"$iso\"/>"
-  cat > "$file" <<EOF
-<domain type='kvm' id='1'>
-  <name>$name</name>
-  <uuid>$(cat /proc/sys/kernel/random/uuid)</uuid>
-  <metadata>
-    <kvmtune:tune xmlns:kvmtune="urn:kvmtune:1">
-      $isoel
-      <kvmtune:irq cpus="$irq"/>
-    </kvmtune:tune>
-  </metadata>
-  <memory unit='KiB'>262144</memory>
-  <currentMemory unit='KiB'>262144</currentMemory>
-  <vcpu placement='static'>$i</vcpu>
-  <cputune>
-    $pins
-  </cputune>
-  <resource>
-    <partition>/machine</partition>
-  </resource>
-  <os>
-    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <hostdev mode='subsystem' type='pci' managed='yes'>
-      <source>
-        <address domain='0x${DEV_BDF%%:*}' bus='0x$(echo $DEV_BDF | cut -d: -f2)' slot='0x$(echo $DEV_BDF | cut -d: -f3 | cut -d. -f1)' function='0x${DEV_BDF##*.}'/>
-      </source>
-    </hostdev>
-  </devices>
-</domain>
-EOF
+  tune="<kvmtune:irq cpus=\"$irq\"/>"
+  [ "$iso" = - ] || tune="<kvmtune:isolate cpus=\"$iso\"/>$tune"
+  bus=$(echo $DEV_BDF | cut -d: -f2)
+  slot=$(echo $DEV_BDF | cut -d: -f3 | cut -d. -f1)
+  tunedom "$file" "$name" "$tune" \
+    "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x${DEV_BDF%%:*}' bus='0x$bus' slot='0x$slot' function='0x${DEV_BDF##*.}'/></source></hostdev>" \
+    "$@"
 }
 
 # --- the device and its driver ---------------------------------------------------------------
