@@ -94,6 +94,23 @@ pub fn verify(ctx: &Context, next: &Ledger) -> Result<()> {
     }
 }
 
+/// The isolation changes `next` calls for, and the pinned threads to keep across them. Threads
+/// are scanned only when there is something to change: a VM that isolates nothing, while
+/// nothing is isolated, costs no walk over every thread of the host on libvirt's start path.
+pub fn changes_and_pins(
+    ctx: &Context,
+    ledger: &Ledger,
+    next: &mut Ledger,
+) -> Result<(Vec<Change>, Vec<PinnedThread>)> {
+    let changes = changes(ctx, next)?;
+    let pins = if changes.is_empty() {
+        Vec::new()
+    } else {
+        pins_to_keep(ctx, ledger)
+    };
+    Ok((changes, pins))
+}
+
 /// The pinned threads whose masks an isolation change may reset: those pinned now, and those
 /// that were pinned when isolation began (their masks then, which confinement narrowed).
 pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {

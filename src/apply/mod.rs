@@ -126,15 +126,8 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         );
     }
     // Isolation also sweeps host processes started since the last VM event into place.
-    let pins = isolation::pins_to_keep(ctx, &ledger);
-    let result = isolation::changes(ctx, &mut next).and_then(|changes| {
-        for change in changes {
-            journal.changes.push(change.clone());
-            ctx.state.save_journal(&journal)?;
-            ctx.effects().apply(&change)?;
-        }
-        isolation::verify(ctx, &next)
-    });
+    let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let result = make_isolation(ctx, &mut journal, changes, &next);
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
         isolation::restore_pins(ctx, &pins);
@@ -198,16 +191,8 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // Isolation is checked again: processes started meanwhile are swept into place and, at a
     // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
     // is put back.
-    let pins = isolation::pins_to_keep(ctx, &ledger);
-    let result = isolation::changes(ctx, &mut next)
-        .and_then(|changes| {
-            for change in changes {
-                journal.changes.push(change.clone());
-                ctx.state.save_journal(&journal)?;
-                ctx.effects().apply(&change)?;
-            }
-            isolation::verify(ctx, &next)
-        })
+    let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let result = make_isolation(ctx, &mut journal, changes, &next)
         .and_then(|()| irq::place(ctx, &mut next, &mut journal));
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
@@ -312,9 +297,9 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
-    let pins = isolation::pins_to_keep(ctx, ledger);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
-    journal.changes.extend(isolation::changes(ctx, &mut next)?);
+    let (changes, pins) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
+    journal.changes.extend(changes);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
         redo(ctx, &journal)?;
@@ -324,6 +309,22 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     log::info(&format!("VM '{vm}' released"));
     *ledger = next;
     Ok(())
+}
+
+/// Journal and make isolation changes one by one, then check that the kernel confines host
+/// tasks where asked.
+fn make_isolation(
+    ctx: &Context,
+    journal: &mut Journal,
+    changes: Vec<Change>,
+    next: &Ledger,
+) -> Result<()> {
+    for change in changes {
+        journal.changes.push(change.clone());
+        ctx.state.save_journal(journal)?;
+        ctx.effects().apply(&change)?;
+    }
+    isolation::verify(ctx, next)
 }
 
 /// Record the operation as done: the journal carries the resulting ledger until it is saved.
