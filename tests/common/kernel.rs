@@ -152,6 +152,11 @@ impl FakeKernel {
         out
     }
 
+    /// Let the cgroup model handle something, when the test asked for one (`None` otherwise).
+    fn in_cgroups<T>(&self, f: impl FnOnce(&mut CgroupModel) -> Option<T>) -> Option<T> {
+        self.model.borrow_mut().cgroups.as_mut().and_then(f)
+    }
+
     /// Record a change kvmtune makes (or crash before it, when asked to).
     fn record(&self, what: &str, value: &str) {
         let mut m = self.model.borrow_mut();
@@ -426,12 +431,7 @@ impl HostFs for FakeKernel {
             ));
         }
         self.record(rel, value);
-        let handled = self
-            .model
-            .borrow_mut()
-            .cgroups
-            .as_mut()
-            .and_then(|c| c.write(rel, value));
+        let handled = self.in_cgroups(|c| c.write(rel, value));
         let handled = handled.or_else(|| {
             self.model
                 .borrow_mut()
@@ -493,12 +493,7 @@ impl HostFs for FakeKernel {
 
     fn create_dir(&self, rel: &str) -> Result<()> {
         self.record(&format!("mkdir {rel}"), "");
-        let handled = self
-            .model
-            .borrow_mut()
-            .cgroups
-            .as_mut()
-            .and_then(|c| c.create(rel));
+        let handled = self.in_cgroups(|c| c.create(rel));
         match handled {
             Some(result) => {
                 self.render();
@@ -510,12 +505,7 @@ impl HostFs for FakeKernel {
 
     fn remove_dir(&self, rel: &str) -> Result<()> {
         self.record(&format!("rmdir {rel}"), "");
-        let handled = self
-            .model
-            .borrow_mut()
-            .cgroups
-            .as_mut()
-            .and_then(|c| c.remove(rel));
+        let handled = self.in_cgroups(|c| c.remove(rel));
         match handled {
             Some(Ok(())) => {
                 let _ = fs::remove_dir_all(self.path().join(rel));
