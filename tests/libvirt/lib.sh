@@ -367,6 +367,12 @@ lt_setup() {
     "$LT_REPO/tests/deps.sh" >&2 || lt_die "tests/deps.sh failed"
   fi
 
+  # One user of the real host at a time: two runs (a test tier and the demo, or two worktrees)
+  # would share libvirtd, the pools and the cpusets, and each would restore the other's changes.
+  # The lock is on an fd this shell keeps, so it ends with the process; wait for it, don't fail.
+  exec {LT_LOCK_FD}>"${LT_HOST_LOCK:-/run/lock/kvmtune-real-host.lock}"
+  flock "$LT_LOCK_FD"
+
   trap lt_teardown EXIT
   trap 'exit 130' INT TERM
 
