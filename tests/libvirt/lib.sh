@@ -92,7 +92,7 @@ lt_start_daemon() {
   local name=$1 pid i
   shift
   mkdir -p "$LT_LOG_DIR"
-  setsid "$name" "$@" </dev/null >"$LT_LOG_DIR/$name.log" 2>&1 &
+  setsid "$name" "$@" {LT_LOCK_FD}>&- </dev/null >"$LT_LOG_DIR/$name.log" 2>&1 &
   local launcher=$!
   # setsid execs in place when we are not a process-group leader, forks otherwise: the pidfile
   # the daemon writes is the reliable answer.
