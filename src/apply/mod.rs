@@ -311,17 +311,21 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     Ok(())
 }
 
-/// Journal and make isolation changes one by one, then check that the kernel confines host
-/// tasks where asked.
+/// Journal the isolation changes, make them one by one, then check that the kernel confines
+/// host tasks where asked. The journal is written once, before the first change (one write per
+/// change would rewrite a growing journal for every kernel thread moved); undoing a change that
+/// was never made puts back the value that is still there.
 fn make_isolation(
     ctx: &Context,
     journal: &mut Journal,
     changes: Vec<Change>,
     next: &Ledger,
 ) -> Result<()> {
-    for change in changes {
-        journal.changes.push(change.clone());
+    if !changes.is_empty() {
+        journal.changes.extend(changes.iter().cloned());
         ctx.state.save_journal(journal)?;
+    }
+    for change in changes {
         ctx.effects().apply(&change)?;
     }
     isolation::verify(ctx, next)
@@ -360,7 +364,12 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
 fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
     for change in &journal.changes {
         ctx.effects().apply(change)?;
+        // A pool is read back: the kernel keeps pages still in use. (Other files take the
+        // value or fail the write; reading back thousands of IRQs would double the cost.)
         if let Change::File { path, after, .. } = change {
+            if !path.ends_with("/nr_hugepages") {
+                continue;
+            }
             let now = ctx.fs.read(path).unwrap_or_default();
             if now.trim() != after {
                 // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.

@@ -50,7 +50,13 @@ pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32
             irqs.insert(intx);
         }
     }
+    let vfio = format!("({bdf})");
     for line in interrupts.lines() {
+        // A line per IRQ with a count per CPU: thousands of words on a large host, and only
+        // the few lines that name the device matter.
+        if !line.contains(bdf) {
+            continue;
+        }
         let mut words = line.split_whitespace();
         let Some(irq) = words
             .next()
@@ -59,7 +65,7 @@ pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32
         else {
             continue;
         };
-        if words.any(|w| w.contains(&format!("({bdf})")) || w == bdf) {
+        if words.any(|w| w.contains(&vfio) || w == bdf) {
             irqs.insert(irq);
         }
     }
@@ -97,7 +103,16 @@ pub fn wanted(
     move_others: bool,
     housekeeping: &CpuSet,
 ) -> Wanted {
-    let interrupts = fs.read("proc/interrupts").unwrap_or_default();
+    // /proc/interrupts is as wide as the host has CPUs: read only when a device needs it.
+    let places_devices = ledger
+        .vms
+        .values()
+        .any(|vm| vm.irq.is_some() && vm.phase == Phase::Running && !vm.devices.is_empty());
+    let interrupts = if places_devices {
+        fs.read("proc/interrupts").unwrap_or_default()
+    } else {
+        String::new()
+    };
     let isolated = ledger.isolated_except("");
     let hold = ledger.irq.clone().unwrap_or_default();
     let original = |path: &str| -> Option<String> {
