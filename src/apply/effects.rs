@@ -4,7 +4,7 @@
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
-use crate::host::tasks::{read_task, TaskAffinity};
+use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD};
 use crate::host::HostFs;
 use crate::irq::irqbalance::IrqBalancer;
 use crate::isolation::systemd::Systemctl;
@@ -159,12 +159,12 @@ impl Effects<'_> {
                 break;
             }
             for pid in fresh {
-                let Some(task) = read_task(self.fs, pid) else {
+                let Some((comm, flags)) = read_stat(self.fs, pid) else {
                     continue;
                 };
                 if pid == me
-                    || task.is_kernel_thread()
-                    || UNCONFINED_DAEMONS.contains(&task.comm.as_str())
+                    || flags & PF_KTHREAD != 0
+                    || UNCONFINED_DAEMONS.contains(&comm.as_str())
                 {
                     continue;
                 }
@@ -177,7 +177,7 @@ impl Effects<'_> {
                     Err(e) => {
                         failed += 1;
                         if failed == 1 {
-                            log::warn(&format!("cannot move pid {pid} ({}): {e}", task.comm));
+                            log::warn(&format!("cannot move pid {pid} ({comm}): {e}"));
                         }
                     }
                 }
@@ -204,8 +204,8 @@ impl Effects<'_> {
     }
 
     fn set_affinity(&self, pid: u32, comm: &str, cpus: &CpuSet) -> Result<()> {
-        match read_task(self.fs, pid) {
-            Some(task) if task.comm == comm => match self.affinity.set_affinity(pid, cpus) {
+        match read_stat(self.fs, pid) {
+            Some((now, _)) if now == comm => match self.affinity.set_affinity(pid, cpus) {
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
                 other => other,
             },

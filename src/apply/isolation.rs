@@ -12,20 +12,52 @@ use crate::state::Ledger;
 /// The isolation changes that take the host to what `next` (the ledger after this operation)
 /// needs, and `next.isolation` updated to match. Nothing is changed on the host here.
 pub fn changes(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
+    changes_with(ctx, next, &mut Scan::default())
+}
+
+/// The host's processes as read once for one operation: listing every process of a large
+/// host (and every thread of its user processes) is most of what isolation costs, so
+/// computing the changes and the pinned threads to keep share one look.
+#[derive(Default)]
+struct Scan {
+    view: Option<View>,
+    pinned: Option<Vec<PinnedThread>>,
+}
+
+impl Scan {
+    fn view(&mut self, ctx: &Context) -> Result<&View> {
+        if self.view.is_none() {
+            self.view = Some(View::read(ctx.fs)?);
+        }
+        Ok(self.view.as_ref().expect("just read"))
+    }
+
+    /// Threads pinned now.
+    fn pinned(&mut self, ctx: &Context) -> Result<Vec<PinnedThread>> {
+        if self.pinned.is_none() {
+            let view = self.view(ctx)?;
+            let pinned = pinned_threads(ctx.fs, &view.mounts, &view.online, &view.tasks);
+            self.pinned = Some(pinned);
+        }
+        Ok(self.pinned.clone().unwrap_or_default())
+    }
+}
+
+fn changes_with(ctx: &Context, next: &mut Ledger, scan: &mut Scan) -> Result<Vec<Change>> {
     let isolated = next.isolated_except("");
     let Some(mut hold) = next.isolation.take() else {
         if isolated.is_empty() {
             return Ok(Vec::new());
         }
-        return set_up(ctx, next, &isolated);
+        return set_up(ctx, next, &isolated, scan);
     };
     if isolated.is_empty() {
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
-    let view = View::read(ctx.fs)?;
+    let view = scan.view(ctx)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
-    let confine = isolation::confine(&inputs(ctx, &view), hold.method, &housekeeping, &isolated)?;
+    let confine = isolation::confine(&inputs(ctx, view), hold.method, &housekeeping, &isolated)?;
     isolation::remember(&mut hold.baseline, &confine);
     changes.extend(confine);
     hold.housekeeping = housekeeping;
@@ -37,8 +69,9 @@ fn set_up(
     ctx: &Context,
     next: &mut Ledger,
     isolated: &crate::cpulist::CpuSet,
+    scan: &mut Scan,
 ) -> Result<Vec<Change>> {
-    let view = View::read(ctx.fs)?;
+    let view = scan.view(ctx)?;
     let method = choose_method(ctx.policy.isolation, &view.mounts).map_err(|e| {
         Error::Refused(format!(
             "cannot isolate CPUs {isolated}: {e}. Nothing was changed."
@@ -50,7 +83,7 @@ fn set_up(
             "isolating CPUs {isolated} would leave the host no CPU. Nothing was changed."
         )));
     }
-    let changes = isolation::confine(&inputs(ctx, &view), method, &housekeeping, isolated)?;
+    let changes = isolation::confine(&inputs(ctx, view), method, &housekeeping, isolated)?;
     let mut baseline = Vec::new();
     isolation::remember(&mut baseline, &changes);
     log::info(&format!(
@@ -60,7 +93,7 @@ fn set_up(
         method,
         housekeeping,
         baseline,
-        pinned: pinned_threads(ctx.fs, &view.mounts, &view.online),
+        pinned: scan.pinned(ctx)?,
     });
     Ok(changes)
 }
@@ -102,11 +135,12 @@ pub fn changes_and_pins(
     ledger: &Ledger,
     next: &mut Ledger,
 ) -> Result<(Vec<Change>, Vec<PinnedThread>)> {
-    let changes = changes(ctx, next)?;
+    let mut scan = Scan::default();
+    let changes = changes_with(ctx, next, &mut scan)?;
     let pins = if changes.is_empty() {
         Vec::new()
     } else {
-        pins_to_keep(ctx, ledger)
+        pins_with(ctx, ledger, &mut scan)
     };
     Ok((changes, pins))
 }
@@ -114,7 +148,11 @@ pub fn changes_and_pins(
 /// The pinned threads whose masks an isolation change may reset: those pinned now, and those
 /// that were pinned when isolation began (their masks then, which confinement narrowed).
 pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
-    let Ok(view) = View::read(ctx.fs) else {
+    pins_with(ctx, ledger, &mut Scan::default())
+}
+
+fn pins_with(ctx: &Context, ledger: &Ledger, scan: &mut Scan) -> Vec<PinnedThread> {
+    let Ok(now) = scan.pinned(ctx) else {
         return Vec::new();
     };
     let mut pins = ledger
@@ -122,11 +160,12 @@ pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
         .as_ref()
         .map(|h| h.pinned.clone())
         .unwrap_or_default();
-    for now in pinned_threads(ctx.fs, &view.mounts, &view.online) {
-        if !pins.iter().any(|p| p.tid == now.tid && p.comm == now.comm) {
-            pins.push(now);
-        }
-    }
+    let known: std::collections::HashSet<(u32, String)> =
+        pins.iter().map(|p| (p.tid, p.comm.clone())).collect();
+    pins.extend(
+        now.into_iter()
+            .filter(|p| !known.contains(&(p.tid, p.comm.clone()))),
+    );
     pins
 }
 

@@ -25,7 +25,7 @@ use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{self, CgroupMounts};
-use crate::host::tasks::{list_tasks, Task};
+use crate::host::tasks::{list_tasks_movable_cpus, Task};
 use crate::host::HostFs;
 use crate::policy::{IsolationMethod, Policy};
 use systemd::Systemctl;
@@ -98,6 +98,8 @@ pub fn choose_method(policy: IsolationMethod, mounts: &CgroupMounts) -> Result<M
 pub struct View {
     pub mounts: CgroupMounts,
     pub online: CpuSet,
+    /// Every process; `allowed` is read for movable kernel threads only (the only ones
+    /// isolation compares it for).
     pub tasks: Vec<Task>,
 }
 
@@ -106,7 +108,7 @@ impl View {
         Ok(View {
             mounts: cgroup::detect(fs)?,
             online: crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online")?,
-            tasks: list_tasks(fs),
+            tasks: list_tasks_movable_cpus(fs),
         })
     }
 }
