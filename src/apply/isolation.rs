@@ -1,6 +1,8 @@
 //! Bringing CPU isolation in line with the VMs in the ledger: set up, widen or narrow the
 //! housekeeping set, or give everything back when the last isolated VM goes.
 
+use std::collections::BTreeSet;
+
 use super::Context;
 use crate::change::Change;
 use crate::error::{Error, Result};
@@ -21,7 +23,8 @@ pub fn changes(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
 #[derive(Default)]
 struct Scan {
     view: Option<View>,
-    pinned: Option<Vec<PinnedThread>>,
+    /// Pinned threads among the processes a set of changes moves, with that set.
+    pinned: Option<(Option<BTreeSet<u32>>, Vec<PinnedThread>)>,
 }
 
 impl Scan {
@@ -32,15 +35,62 @@ impl Scan {
         Ok(self.view.as_ref().expect("just read"))
     }
 
-    /// Threads pinned now.
-    fn pinned(&mut self, ctx: &Context) -> Result<Vec<PinnedThread>> {
-        if self.pinned.is_none() {
-            let view = self.view(ctx)?;
-            let pinned = pinned_threads(ctx.fs, &view.mounts, &view.online, &view.tasks);
-            self.pinned = Some(pinned);
+    /// Threads pinned now in the `affected` processes (`None`: every process).
+    fn pinned(
+        &mut self,
+        ctx: &Context,
+        affected: Option<BTreeSet<u32>>,
+    ) -> Result<Vec<PinnedThread>> {
+        if let Some((seen, pinned)) = &self.pinned {
+            if *seen == affected {
+                return Ok(pinned.clone());
+            }
         }
-        Ok(self.pinned.clone().unwrap_or_default())
+        let view = self.view(ctx)?;
+        let tasks: Vec<_> = view
+            .tasks
+            .iter()
+            .filter(|t| affected.as_ref().map_or(true, |a| a.contains(&t.pid)))
+            .cloned()
+            .collect();
+        let pinned = pinned_threads(ctx.fs, &view.mounts, &view.online, &tasks);
+        self.pinned = Some((affected, pinned.clone()));
+        Ok(pinned)
     }
+}
+
+/// The processes whose threads' masks `changes` may reset: the members of the cgroups they
+/// move processes out of or change the CPUs of. `None`: any process (systemd units, the v2
+/// controller). Once a VM's isolation is in place, a later call moves only the few processes
+/// started since, and need not look at every thread of the host.
+fn affected(ctx: &Context, changes: &[Change]) -> Option<BTreeSet<u32>> {
+    let mut cgroups = BTreeSet::new();
+    for change in changes {
+        match change {
+            Change::UnitProperty { .. } | Change::Controller { .. } => return None,
+            Change::MoveProcesses { from, .. } => {
+                cgroups.insert(from.clone());
+            }
+            Change::RemoveCgroup { path, .. } => {
+                cgroups.insert(path.clone());
+            }
+            Change::File { path, .. } => {
+                if let Some((dir, "cpuset.cpus" | "cpus")) = path.rsplit_once('/') {
+                    cgroups.insert(dir.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut pids = BTreeSet::new();
+    for cgroup in cgroups {
+        let procs = ctx
+            .fs
+            .read(&format!("{cgroup}/cgroup.procs"))
+            .unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()));
+    }
+    Some(pids)
 }
 
 fn changes_with(ctx: &Context, next: &mut Ledger, scan: &mut Scan) -> Result<Vec<Change>> {
@@ -93,7 +143,7 @@ fn set_up(
         method,
         housekeeping,
         baseline,
-        pinned: scan.pinned(ctx)?,
+        pinned: scan.pinned(ctx, affected(ctx, &changes))?,
     });
     Ok(changes)
 }
@@ -140,7 +190,7 @@ pub fn changes_and_pins(
     let pins = if changes.is_empty() {
         Vec::new()
     } else {
-        pins_with(ctx, ledger, &mut scan)
+        pins_with(ctx, ledger, &mut scan, Some(&changes))
     };
     Ok((changes, pins))
 }
@@ -148,11 +198,19 @@ pub fn changes_and_pins(
 /// The pinned threads whose masks an isolation change may reset: those pinned now, and those
 /// that were pinned when isolation began (their masks then, which confinement narrowed).
 pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
-    pins_with(ctx, ledger, &mut Scan::default())
+    pins_with(ctx, ledger, &mut Scan::default(), None)
 }
 
-fn pins_with(ctx: &Context, ledger: &Ledger, scan: &mut Scan) -> Vec<PinnedThread> {
-    let Ok(now) = scan.pinned(ctx) else {
+/// `changes`: the changes about to be made (only the processes they move are looked at), or
+/// `None` when unknown (every process is).
+fn pins_with(
+    ctx: &Context,
+    ledger: &Ledger,
+    scan: &mut Scan,
+    changes: Option<&[Change]>,
+) -> Vec<PinnedThread> {
+    let affected = changes.and_then(|c| affected(ctx, c));
+    let Ok(now) = scan.pinned(ctx, affected) else {
         return Vec::new();
     };
     let mut pins = ledger
