@@ -21,12 +21,18 @@ const MAX_PASSES: usize = 50;
 /// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
 pub const UNCONFINED_DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
 
+/// Name and flags of processes by PID, as read moments ago.
+pub type Known = std::collections::HashMap<u32, (String, u64)>;
+
 /// Everything a change may need to touch.
 pub struct Effects<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
     pub affinity: &'a dyn TaskAffinity,
     pub irqbalance: &'a dyn IrqBalancer,
+    /// Processes the caller has just read (a large host's root cgroup holds thousands of
+    /// kernel threads: moving processes need not read each again). Others are read.
+    pub known: Option<&'a Known>,
 }
 
 impl Effects<'_> {
@@ -159,7 +165,8 @@ impl Effects<'_> {
                 break;
             }
             for pid in fresh {
-                let Some((comm, flags)) = read_stat(self.fs, pid) else {
+                let seen = self.known.and_then(|k| k.get(&pid).cloned());
+                let Some((comm, flags)) = seen.or_else(|| read_stat(self.fs, pid)) else {
                     continue;
                 };
                 if pid == me

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::Context;
+use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
 use crate::host::tasks::{pinned_threads, thread_mask, PinnedThread};
@@ -180,11 +181,14 @@ pub fn verify(ctx: &Context, next: &Ledger) -> Result<()> {
 /// The isolation changes `next` calls for, and the pinned threads to keep across them. Threads
 /// are scanned only when there is something to change: a VM that isolates nothing, while
 /// nothing is isolated, costs no walk over every thread of the host on libvirt's start path.
+///
+/// Also the name and flags of every process the scan read, so that moving processes need not
+/// read them again.
 pub fn changes_and_pins(
     ctx: &Context,
     ledger: &Ledger,
     next: &mut Ledger,
-) -> Result<(Vec<Change>, Vec<PinnedThread>)> {
+) -> Result<(Vec<Change>, Vec<PinnedThread>, Known)> {
     let mut scan = Scan::default();
     let changes = changes_with(ctx, next, &mut scan)?;
     let pins = if changes.is_empty() {
@@ -192,7 +196,16 @@ pub fn changes_and_pins(
     } else {
         pins_with(ctx, ledger, &mut scan, Some(&changes))
     };
-    Ok((changes, pins))
+    let known = scan
+        .view
+        .map(|v| {
+            v.tasks
+                .into_iter()
+                .map(|t| (t.pid, (t.comm, t.flags)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((changes, pins, known))
 }
 
 /// The pinned threads whose masks an isolation change may reset: those pinned now, and those

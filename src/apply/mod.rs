@@ -43,6 +43,7 @@ impl Context<'_> {
             systemctl: self.systemctl,
             affinity: self.affinity,
             irqbalance: self.irqbalance,
+            known: None,
         }
     }
 }
@@ -126,8 +127,8 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         );
     }
     // Isolation also sweeps host processes started since the last VM event into place.
-    let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
-    let result = make_isolation(ctx, &mut journal, changes, &next);
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let result = make_isolation(ctx, &mut journal, changes, &next, &known);
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
         isolation::restore_pins(ctx, &pins);
@@ -191,8 +192,8 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // Isolation is checked again: processes started meanwhile are swept into place and, at a
     // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
     // is put back.
-    let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
-    let result = make_isolation(ctx, &mut journal, changes, &next)
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let result = make_isolation(ctx, &mut journal, changes, &next, &known)
         .and_then(|()| irq::place(ctx, &mut next, &mut journal));
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
@@ -298,7 +299,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     }
     next.drop_unheld_baselines();
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
-    let (changes, pins) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
+    let (changes, pins, _) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
@@ -320,13 +321,18 @@ fn make_isolation(
     journal: &mut Journal,
     changes: Vec<Change>,
     next: &Ledger,
+    known: &effects::Known,
 ) -> Result<()> {
     if !changes.is_empty() {
         journal.changes.extend(changes.iter().cloned());
         ctx.state.save_journal(journal)?;
     }
+    let effects = Effects {
+        known: Some(known),
+        ..ctx.effects()
+    };
     for change in changes {
-        ctx.effects().apply(&change)?;
+        effects.apply(&change)?;
     }
     isolation::verify(ctx, next)
 }
