@@ -4,6 +4,7 @@
 #   1-2. unit tests, golden trees on the kernel-modelling fake root, the binary's contract
 #   3.   the real kernel: a 2- and 3-node Debian guest under QEMU/TCG   (tests/guest/run.sh)
 #   4.   the real libvirtd on this machine, kvmtune installed as its hook (tests/libvirt/run.sh)
+#   and a short run of the benchmarks on a fake root (bench/run.sh --quick), so they cannot rot.
 # Tiers 3 and 4 change the real host (they start daemons, write hugepage pools); each restores
 # what it changed and stops only the processes it started. Run as root.
 set -uo pipefail
@@ -47,6 +48,7 @@ tier build cargo build --release --quiet
 export KVMTUNE_BIN=$PWD/target/release/kvmtune
 tier guest tests/guest/run.sh
 tier libvirt tests/libvirt/run.sh
+tier bench bench/run.sh --quick
 
 echo
 if [ ${#broken[@]} -gt 0 ]; then
