@@ -149,10 +149,11 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
     let call = match HookCall::from_args(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("kvmtune: {e}");
+            say(&e.to_string());
             return e.exit_code();
         }
     };
+    exit_on_panic(if call.may_fail() { 1 } else { 0 });
     let stdin = io::stdin();
     let mut input = stdin.lock();
     // libvirt's session daemon runs the same hook as an unprivileged user: nothing to do.
@@ -170,7 +171,7 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
                 "{} {} of VM {:?} failed: {e}",
                 call.op, call.subop, call.vm
             ));
-            eprintln!("kvmtune: {e}");
+            say(&e.to_string());
             if call.may_fail() {
                 e.exit_code()
             } else {
@@ -178,6 +179,26 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
             }
         }
     }
+}
+
+/// The one line libvirt shows. A closed or broken stderr is no reason to fail (eprintln!
+/// would panic): the detail is in syslog.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "kvmtune: {}", line.replace(['\n', '\r'], " "));
+}
+
+/// A bug must not change the exit status libvirt acts on: a failed `reconnect` makes libvirt
+/// kill a running VM. A panic exits with `code` (0 for the operations that always exit 0)
+/// after one line; what it was doing is journaled and finished or undone by the next call,
+/// exactly as after a `kill -9`.
+fn exit_on_panic(code: i32) {
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info.to_string();
+        log::to_syslog_only(&format!("internal error: {what}"));
+        say(&format!("internal error: {what}"));
+        std::process::exit(code);
+    }));
 }
 
 /// Parse `[--root D] [--state-dir D] [--config F] hook ARGS…` by hand.

@@ -15,6 +15,7 @@ pub mod isolation;
 pub mod log;
 pub mod plan;
 pub mod policy;
+pub mod privilege;
 pub mod size;
 pub mod state;
 pub mod status;

@@ -22,7 +22,7 @@ use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
 use crate::size::{human, page_size_name};
-use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, VmHold};
+use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, StateLock, VmHold};
 use effects::Effects;
 
 /// What every operation works with: the host (its files, systemd, task affinity), the state
@@ -52,14 +52,15 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     // Most VMs ask for nothing: answer them without the lock or a look at the host, so
     // libvirt's start path is not held up behind another VM's reservation.
     // While CPUs are isolated, every VM event also sweeps new host processes into place.
+    // An unreadable ledger is left to the locked path, which sets it aside.
     if plan::asks_nothing(domain, ctx.policy) {
-        let ledger = ctx.state.load_ledger()?;
-        if !ledger.vms.contains_key(vm) && ledger.isolation.is_none() {
-            return Ok(Plan::nothing(vm));
+        if let Ok(ledger) = ctx.state.load_ledger() {
+            if !ledger.vms.contains_key(vm) && ledger.isolation.is_none() {
+                return Ok(Plan::nothing(vm));
+            }
         }
     }
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     if ledger.vms.contains_key(vm) {
         // libvirt never prepares a running VM; an entry left here is from a run whose release
@@ -174,12 +175,12 @@ fn shortfall_error(ctx: &Context, vm: &str, s: &hugepages::Shortfall) -> Error {
 /// has opened its devices: their IRQs go where the policy says, other IRQs off isolated CPUs.
 pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // A VM kvmtune holds nothing for, while nothing is isolated: nothing to place, no lock.
-    let peek = ctx.state.load_ledger()?;
-    if !peek.vms.contains_key(vm) && peek.isolation.is_none() {
-        return Ok(());
+    if let Ok(peek) = ctx.state.load_ledger() {
+        if !peek.vms.contains_key(vm) && peek.isolation.is_none() {
+            return Ok(());
+        }
     }
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let ledger = ctx.state.load_ledger()?;
     let mut next = ledger.clone();
     match next.vms.get_mut(vm) {
@@ -188,6 +189,8 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
         None => {}
     }
     let mut journal = Journal::new(vm, Operation::Started);
+    // At a reconnect after a libvirtd restart, a pool someone shrank meanwhile is put back.
+    hugepages::restore_drifted(ctx, &ledger, &mut journal)?;
     // Isolation is checked again: processes started meanwhile are swept into place and, at a
     // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
     // is put back.
@@ -209,11 +212,12 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
 /// The `irq-watch` daemon's pass: pin device IRQs that appeared (or were reset) since the last
 /// look. Cheap when nothing changed: no lock, no write.
 pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
-    if !irq::needs_refresh(ctx, &ctx.state.load_ledger()?) {
-        return Ok(0);
+    if let Ok(ledger) = ctx.state.load_ledger() {
+        if !irq::needs_refresh(ctx, &ledger) {
+            return Ok(0);
+        }
     }
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let ledger = ctx.state.load_ledger()?;
     let mut next = ledger.clone();
     // No domain name holds a `/`: this journal can never be a VM's.
@@ -230,8 +234,7 @@ pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
 /// `release`: give back what the VM held. A VM kvmtune holds nothing for is a no-op (a failed
 /// or absent prepare).
 pub fn release(ctx: &Context, vm: &str) -> Result<()> {
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     if !ledger.vms.contains_key(vm) {
         return Ok(());
@@ -249,8 +252,7 @@ pub enum Recover<'a> {
 /// Finish or undo interrupted operations, then release VMs that no longer run. Idempotent.
 /// Returns the names released.
 pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     let names: Vec<String> = match which {
         Recover::One(vm) => ledger
@@ -372,6 +374,16 @@ fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Take the host-wide lock, once kvmtune is known to be allowed to change the host, and
+/// clear what an interrupted run left: damaged state files, then interrupted operations.
+fn lock(ctx: &Context) -> Result<StateLock> {
+    crate::privilege::require()?;
+    let lock = ctx.state.lock()?;
+    ctx.state.repair(&lock)?;
+    finish_interrupted(ctx)?;
+    Ok(lock)
 }
 
 /// Finish what a killed kvmtune left: committed journals only need their ledger saved; an
