@@ -37,6 +37,8 @@ pub struct TaskModel {
     pub mask: CpuSet,
     /// cgroup (path relative to the root, the mount itself for the root cgroup).
     pub cgroup: String,
+    /// `/proc/PID/cmdline` (arguments joined by NUL); empty: not written.
+    pub cmdline: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,6 +132,7 @@ impl CgroupModel {
             flags,
             mask: online.clone(),
             cgroup,
+            cmdline: String::new(),
         };
         let mut tasks = BTreeMap::new();
         let init_cgroup = match layout {
@@ -438,6 +441,9 @@ impl CgroupModel {
                 t.comm,
                 self.allowed(*pid)
             );
+            if !t.cmdline.is_empty() {
+                out.push((format!("proc/{pid}/cmdline"), t.cmdline.clone()));
+            }
             out.push((format!("proc/{pid}/status"), status.clone()));
             out.push((format!("proc/{pid}/task/{pid}/status"), status));
             let rel = t.cgroup.strip_prefix(self.mount()).unwrap_or("");

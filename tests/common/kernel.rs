@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -71,11 +72,40 @@ pub struct FakeKernel {
     dir: tempfile::TempDir,
     plain: RootFs,
     model: RefCell<Model>,
+    points: Arc<Mutex<Points>>,
+    /// The files of the cgroup and IRQ models as last written.
+    rendered: RefCell<BTreeMap<String, String>>,
+}
+
+/// Every point where kvmtune changes something: each kernel write, mkdir, rmdir, systemctl,
+/// affinity and irqbalance call (see `record`), and each state-file write (the state
+/// directory's checkpoint). A test kills kvmtune at any one of them.
+#[derive(Debug, Default)]
+pub struct Points {
+    /// Points passed so far.
+    pub count: usize,
+    /// Panic (a simulated `kill -9`) at this point.
+    pub crash_at: Option<usize>,
+    /// What each point was, in order.
+    pub names: Vec<String>,
+}
+
+/// Count one point, and crash there when asked to.
+fn pass_point(points: &Mutex<Points>, what: &str) {
+    let mut p = points.lock().unwrap_or_else(|e| e.into_inner());
+    let n = p.count;
+    p.count += 1;
+    p.names.push(what.to_string());
+    if p.crash_at == Some(n) {
+        p.crash_at = None;
+        drop(p);
+        panic!("injected crash at point {n}: before {what}");
+    }
 }
 
 /// Node memory sizes and CPU lists, e.g. `&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]`.
 pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = super::fast_tempdir();
     let plain = RootFs::new(dir.path());
     let mut model = Model::default();
     for (id, (total, cpus)) in nodes.iter().enumerate() {
@@ -98,6 +128,8 @@ pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
         dir,
         plain,
         model: RefCell::new(model),
+        points: Arc::default(),
+        rendered: RefCell::default(),
     };
     k.render_static();
     k.render();
@@ -157,13 +189,37 @@ impl FakeKernel {
         self.model.borrow_mut().cgroups.as_mut().and_then(f)
     }
 
+    /// The state directory's checkpoint: state writes count as points too.
+    pub fn checkpoint(&self) -> kvmtune::state::Checkpoint {
+        let points = Arc::clone(&self.points);
+        Arc::new(move |what: &str| pass_point(&points, &format!("state: {what}")))
+    }
+
+    /// Points passed so far (kernel changes and state writes).
+    pub fn points(&self) -> usize {
+        self.points.lock().unwrap().count
+    }
+
+    /// The names of the points passed since `from`.
+    pub fn point_names(&self, from: usize) -> Vec<String> {
+        self.points.lock().unwrap().names[from..].to_vec()
+    }
+
+    /// Simulate kvmtune being killed at its `n`-th point from now (0-based): before a kernel
+    /// change or a state write.
+    pub fn crash_at_point(&self, n: Option<usize>) {
+        let mut p = self.points.lock().unwrap();
+        p.crash_at = n.map(|n| n + p.count);
+    }
+
     /// Record a change kvmtune makes (or crash before it, when asked to).
     fn record(&self, what: &str, value: &str) {
+        pass_point(&self.points, what);
         let mut m = self.model.borrow_mut();
         if m.crash_at_write == Some(m.writes.len()) {
             m.crash_at_write = None;
             drop(m);
-            panic!("injected crash before {what}");
+        panic!("injected crash before {what}");
         }
         m.writes.push((what.to_string(), value.to_string()));
     }
@@ -309,27 +365,34 @@ impl FakeKernel {
     fn render(&self) {
         self.render_pools();
         let model = self.model.borrow();
+        let mut files = BTreeMap::new();
         if let Some(c) = &model.cgroups {
-            // Cgroup trees and /proc/PID are rewritten whole: files vanish with their cgroup
-            // (or with the controller that provided them).
-            let _ = fs::remove_dir_all(self.path().join(c.mount()));
-            for entry in fs::read_dir(self.path().join("proc")).unwrap() {
-                let entry = entry.unwrap();
-                if entry.file_name().to_string_lossy().parse::<u32>().is_ok() {
-                    fs::remove_dir_all(entry.path()).unwrap();
-                }
-            }
-            for (rel, contents) in c.files() {
-                put(self.path(), &rel, &contents);
-            }
+            files.extend(c.files());
         }
         if let Some(i) = &model.irqs {
-            let _ = fs::remove_dir_all(self.path().join("proc/irq"));
-            let _ = fs::remove_dir_all(self.path().join("sys/bus/pci/devices"));
-            for (rel, contents) in i.files() {
-                put(self.path(), &rel, &contents);
+            files.extend(i.files());
+        }
+        drop(model);
+        // Only what changed since the last render is written; files the model no longer has
+        // vanish, with the directories they leave empty (a cgroup, a task, a freed IRQ).
+        let mut rendered = self.rendered.borrow_mut();
+        for (rel, contents) in &files {
+            if rendered.get(rel) != Some(contents) {
+                put(self.path(), rel, contents);
             }
         }
+        for rel in rendered.keys().filter(|r| !files.contains_key(*r)) {
+            let path = self.path().join(rel);
+            let _ = fs::remove_file(&path);
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != self.path()) {
+                if fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        *rendered = files;
     }
 
     fn render_pools(&self) {
