@@ -281,7 +281,11 @@ impl Policy {
             node_memory_floor: parse_size(&f.hugepages.node_memory_floor)
                 .map_err(|e| format!("hugepages.node_memory_floor: {e}"))?,
             compaction: f.hugepages.compaction,
-            reserve_timeout: bounded_duration(&f.hugepages.timeout, "hugepages.timeout", Duration::ZERO)?,
+            reserve_timeout: bounded_duration(
+                &f.hugepages.timeout,
+                "hugepages.timeout",
+                Duration::ZERO,
+            )?,
             max_per_vm: match f.hugepages.max_per_vm.trim() {
                 "unlimited" => None,
                 s => Some(parse_size(s).map_err(|e| format!("hugepages.max_per_vm: {e}"))?),

@@ -81,7 +81,11 @@ fn with_background(layout: Layout) -> Bench {
 /// What must hold after recovery: the tree as `expected`, the ledger as `ledger`, and nothing
 /// in the state directory but the ledger (no journal, no temp file of a torn write).
 fn assert_recovered(b: &Bench, expected: &Snapshot, ledger: &Ledger, what: &str) {
-    assert_eq!(diff(expected, &b.snapshot()), Vec::<String>::new(), "{what}");
+    assert_eq!(
+        diff(expected, &b.snapshot()),
+        Vec::<String>::new(),
+        "{what}"
+    );
     assert_eq!(holdings(&b.ledger()), holdings(ledger), "{what}: ledger");
     assert_eq!(
         b.state_files(),
@@ -165,7 +169,11 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
         let setup = || with_background(layout);
         let (total, names) = points_of(&setup, &|b| prepare_full(b).unwrap());
         assert!(total >= 15, "{layout:?}: only {total} points: {names:?}");
-        for k in ["nr_hugepages", "state: rename journal", "state: save ledger"] {
+        for k in [
+            "nr_hugepages",
+            "state: rename journal",
+            "state: save ledger",
+        ] {
             assert!(kinds(&names).contains(&k.to_string()), "{k}: {names:?}");
         }
         for n in 0..total {
@@ -185,7 +193,10 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
                         assert_eq!(released, if done { vec!["full"] } else { vec![] }, "{n}");
                     }
                 }
-                let what = format!("{layout:?} prepare, crash at {n} ({}), then {next}", names[n]);
+                let what = format!(
+                    "{layout:?} prepare, crash at {n} ({}), then {next}",
+                    names[n]
+                );
                 assert_recovered(&b, &start, &ledger, &what);
                 tried += 1;
             }
@@ -309,7 +320,8 @@ fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
 /// while libvirtd is down.
 fn drift(b: &Bench, layout: Layout) {
     b.kernel.admin_set_pool(1, 2048, 0);
-    b.kernel.irqs(|i| i.irqs.get_mut(&40).unwrap().affinity = i.online.clone());
+    b.kernel
+        .irqs(|i| i.irqs.get_mut(&40).unwrap().affinity = i.online.clone());
     let ours = match layout {
         Layout::V1 => "sys/fs/cgroup/cpuset/kvmtune",
         _ => "sys/fs/cgroup/kvmtune.housekeeping",
@@ -336,7 +348,10 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
             Vec::<String>::new(),
             "{layout:?}: reconnect put everything back"
         );
-        assert!(kinds(&names).contains(&"nr_hugepages".to_string()), "{names:?}");
+        assert!(
+            kinds(&names).contains(&"nr_hugepages".to_string()),
+            "{names:?}"
+        );
         for n in 0..names.len() {
             let (b, start, ledger) = running(layout);
             drift(&b, layout);

@@ -33,7 +33,9 @@ pub type Checkpoint = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for StateDir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateDir").field("path", &self.path).finish()
+        f.debug_struct("StateDir")
+            .field("path", &self.path)
+            .finish()
     }
 }
 

@@ -15,9 +15,9 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use kvmtune::cpulist::CpuSet;
 use kvmtune::error::{Error, Result};
@@ -219,7 +219,7 @@ impl FakeKernel {
         if m.crash_at_write == Some(m.writes.len()) {
             m.crash_at_write = None;
             drop(m);
-        panic!("injected crash before {what}");
+            panic!("injected crash before {what}");
         }
         m.writes.push((what.to_string(), value.to_string()));
     }

@@ -111,7 +111,10 @@ impl Bench {
 pub fn fast_tempdir() -> tempfile::TempDir {
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(dir) = tempfile::Builder::new().prefix("kvmtune-test").tempdir_in(shm) {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("kvmtune-test")
+            .tempdir_in(shm)
+        {
             return dir;
         }
     }
