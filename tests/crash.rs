@@ -177,8 +177,9 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
             assert!(kinds(&names).contains(&k.to_string()), "{k}: {names:?}");
         }
         for n in 0..total {
-            // Both ways on, at alternate points.
-            for next in [["release", "recover"][n % 2]] {
+            // The next call, or recover, at alternate points.
+            let next = ["release", "recover"][n % 2];
+            {
                 let b = setup();
                 let (start, ledger) = (b.snapshot(), b.ledger());
                 crash_at(&b, n, prepare_full);
@@ -223,7 +224,8 @@ fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
         assert!(total >= 10, "{layout:?}: only {total} points: {names:?}");
         assert!(kinds(&names).contains(&"smp_affinity_list".to_string()));
         for n in 0..total {
-            for next in [["release", "recover"][n % 2]] {
+            let next = ["release", "recover"][n % 2];
+            {
                 let b = with_background(layout);
                 let (start, ledger) = (b.snapshot(), b.ledger());
                 prepare_full(&b).unwrap();
@@ -279,7 +281,8 @@ fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
         let (total, names) = points_of(&setup, &|b| b.release("full").unwrap());
         assert!(total >= 10, "{layout:?}: only {total} points: {names:?}");
         for n in 0..total {
-            for next in [["recover", "reconnect of bg"][n % 2]] {
+            let next = ["recover", "reconnect of bg"][n % 2];
+            {
                 let (b, start, ledger) = running(layout);
                 // The model's snapshot of a host without `full` has no QEMU 401 and its pages
                 // back in the pool: the state release must reach.
@@ -352,13 +355,13 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
             kinds(&names).contains(&"nr_hugepages".to_string()),
             "{names:?}"
         );
-        for n in 0..names.len() {
+        for (n, name) in names.iter().enumerate() {
             let (b, start, ledger) = running(layout);
             drift(&b, layout);
             crash_at(&b, n, |b| b.started("full"));
             // libvirtd runs the reconnect again at its next start; the VM keeps running.
             b.started("full").unwrap();
-            let what = format!("{layout:?} reconnect, crash at {n} ({})", names[n]);
+            let what = format!("{layout:?} reconnect, crash at {n} ({name})");
             assert_eq!(diff(&tuned, &b.snapshot()), Vec::<String>::new(), "{what}");
             qemu_exits(&b, 401, VM_PAGES);
             b.release("full").unwrap();

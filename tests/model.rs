@@ -316,11 +316,11 @@ impl World {
         &self,
         tuned: Option<BTreeMap<std::path::PathBuf, Vec<u8>>>,
     ) -> Result<(), TestCaseError> {
-        for v in 0..3 {
-            if self.vms[v] == Vm::Running {
+        for (name, state) in NAMES.iter().zip(self.vms) {
+            if state == Vm::Running {
                 self.b
-                    .started(NAMES[v])
-                    .map_err(|e| fail(format!("reconnect {}: {e}", NAMES[v])))?;
+                    .started(name)
+                    .map_err(|e| fail(format!("reconnect {name}: {e}")))?;
             }
         }
         // Drift of a host without running VMs is not kvmtune's to repair (prepared VMs' pages

@@ -1,0 +1,91 @@
+# topologies: 3node
+# kill -9 of kvmtune at random moments of prepare and release, over and over, each followed by
+# `kvmtune recover`: the host must come back exactly every time. The VM is tuned in every way
+# at once: 128 x 2 MiB pages on node 1, CPU 2 isolated (cgroup v2, housekeeping 0-1), the
+# guest's virtio-rng as its passthrough device with its IRQs on CPU 2 (set at `started`, so the
+# release iterations start from a VM that has been through prepare and started).
+# The kill lands after a random delay between 0 and the time an uninterrupted run of that
+# operation took, so it falls anywhere in it (or just after it: then recover releases a VM
+# whose QEMU does not run). After each recover: every pool, every IRQ affinity and
+# default_smp_affinity, every cgroup and cpuset, every host task's cgroup and CPUs as before,
+# and no journal or temp file in the state directory. Iterations stop after 40 s or 50.
+. /tests/lib.sh
+. /tests/isolation.sh
+. /tests/irq.sh
+cleanup() { iso_cleanup; driver_unload >/dev/null 2>&1; return 0; }
+trap cleanup EXIT
+
+taskset -p -c 0-3 $$ >/dev/null
+driver_loaded || driver_load
+devirqs=$(dev_irqs)
+note "device $DEV_BDF: IRQs [$devirqs]"
+iso_policy 0-1
+
+irqdom /tmp/vm.xml s16-kill vcpus vcpus 2
+# Hugepage-backed too: 256 MiB on node 1.
+sed -i "s|<vcpu placement|<memoryBacking><hugepages/></memoryBacking><numatune><memory mode='strict' nodeset='1'/></numatune><vcpu placement|" /tmp/vm.xml
+grep -q "<hugepages/>" /tmp/vm.xml || fail "harness: no memoryBacking in the domain"
+RELEASED_VMS="s16-kill"
+
+save_snapshot /tmp/base.pools
+iso_snapshot /tmp/base
+irq_snapshot /tmp/base.irq
+
+cs() { awk '{ split($1, t, "."); print t[1] * 100 + substr(t[2] "00", 1, 2) }' /proc/uptime; }   # centiseconds
+rand() { echo $(( $(od -An -N2 -tu2 /dev/urandom) % ($1 + 1) )); }
+kt() { taskset -c 0 "$KT" hook s16-kill "$@" < /tmp/vm.xml > /tmp/kt.out 2> /tmp/kt.err; }
+
+# expect_base WHAT: the host as before the VM, the state directory clean.
+expect_base() {
+  expect_snapshot /tmp/base.pools "$1" > /dev/null
+  irq_expect_same /tmp/base.irq "$1" > /dev/null
+  iso_expect_same /tmp/base "$1" > /dev/null
+  for f in $(ls -A "$STATE_DIR" 2>/dev/null); do
+    case $f in
+      lock) ;;
+      ledger.json) grep -q s16-kill "$STATE_DIR/$f" && fail "$1: the ledger still names s16-kill" ;;
+      *) fail "$1: the state directory holds $f after recover" ;;
+    esac
+  done
+  return 0
+}
+
+# Uninterrupted, once each: how long prepare (+ started) and release take, and that they work.
+t0=$(cs); kt prepare begin - || fail "prepare exited $?: $(head -1 /tmp/kt.err)"; t1=$(cs)
+kt started begin - || fail "started exited $?: $(head -1 /tmp/kt.err)"
+expect_pool 1 $HP2M 128 "after prepare"
+t2=$(cs); kt release end destroyed || fail "release exited $?"; t3=$(cs)
+expect_base "after an uninterrupted release"
+prep_ms=$(( (t1 - t0) * 10 )); rel_ms=$(( (t3 - t2) * 10 ))
+note "uninterrupted: prepare ${prep_ms} ms, release ${rel_ms} ms"
+
+start=$(cs); i=0; killed=0; journals=0
+while [ $i -lt 50 ] && [ $(( $(cs) - start )) -lt 4000 ]; do
+  i=$((i + 1))
+  if [ $((i % 2)) = 1 ]; then op=prepare; max=$prep_ms
+  else
+    op=release; max=$rel_ms
+    kt prepare begin - || fail "iteration $i: setting up for release: prepare exited $?: $(head -1 /tmp/kt.err)"
+    kt started begin - || fail "iteration $i: started exited $?: $(head -1 /tmp/kt.err)"
+  fi
+  delay=$(rand $((max + 20)))
+  case $op in
+    prepare) taskset -c 0 "$KT" hook s16-kill prepare begin - < /tmp/vm.xml > /dev/null 2>&1 & ;;
+    release) taskset -c 0 "$KT" hook s16-kill release end destroyed < /tmp/vm.xml > /dev/null 2>&1 & ;;
+  esac
+  pid=$!
+  usleep $((delay * 1000))
+  kill -9 $pid 2>/dev/null
+  wait $pid; rc=$?
+  [ $rc = 137 ] && killed=$((killed + 1))
+  ls "$STATE_DIR" 2>/dev/null | grep -q '^journal-' && journals=$((journals + 1))
+  "$KT" recover > /tmp/recover.out 2>&1 || fail "iteration $i ($op, killed after ${delay} ms): recover exited $?: $(head -1 /tmp/recover.out)"
+  expect_base "iteration $i ($op, kill -9 after ${delay} ms, exit $rc)"
+  # recover is idempotent: a second one has nothing to do.
+  "$KT" recover > /tmp/recover2.out 2>&1 || fail "iteration $i: second recover exited $?"
+  grep -qx "nothing to release" /tmp/recover2.out || fail "iteration $i: second recover did something: $(head -1 /tmp/recover2.out)"
+done
+note "$i iterations in $(( ($(cs) - start) / 100 )) s: kvmtune killed mid-run $killed times, $journals times with a journal to finish or undo"
+[ $killed -ge $((i / 4)) ] || fail "only $killed of $i kills landed while kvmtune ran (delays too long?)"
+[ $journals -ge 1 ] || fail "no kill left a journal behind: the interesting moments were never hit"
+check_state_clean
