@@ -535,3 +535,58 @@ fn nothing_is_created_outside_the_state_directory() {
     top.sort();
     assert_eq!(top, vec!["state"], "{:?}", Path::new(h.tmp.path()));
 }
+
+/// A failing `reconnect` makes libvirt kill the running VM: whatever is broken, it exits 0
+/// (and says what in one line).
+#[test]
+fn reconnect_exits_0_whatever_happens() {
+    let xml = hugepage_vm("r");
+    let held = |h: &Host| {
+        let out = run(
+            h,
+            As::Root,
+            &["r", "prepare", "begin", "-"],
+            Stdin::Text(&xml),
+        );
+        assert!(out.status.success());
+    };
+    type Break = fn(&Host);
+    let cases: [(&str, Break); 6] = [
+        ("garbage ledger", |h| {
+            std::fs::write(h.state().join("ledger.json"), "{{{").unwrap()
+        }),
+        ("garbage journal", |h| {
+            std::fs::write(h.state().join("journal-r.json"), "\0").unwrap()
+        }),
+        ("the VM's pool is gone", |h| {
+            std::fs::remove_dir_all(
+                h.kernel
+                    .path()
+                    .join("sys/devices/system/node/node0/hugepages"),
+            )
+            .unwrap()
+        }),
+        ("no /sys at all", |h| {
+            std::fs::remove_dir_all(h.kernel.path().join("sys")).unwrap()
+        }),
+        ("the ledger is a directory", |h| {
+            std::fs::remove_file(h.state().join("ledger.json")).unwrap();
+            std::fs::create_dir(h.state().join("ledger.json")).unwrap();
+        }),
+        ("the state dir is a file", |h| {
+            std::fs::remove_dir_all(h.state()).unwrap();
+            std::fs::write(h.state(), "").unwrap();
+        }),
+    ];
+    for (what, break_it) in cases {
+        let h = Host::new();
+        held(&h);
+        break_it(&h);
+        for stdin in [Stdin::Text(&xml), Stdin::Closed] {
+            let out = run(&h, As::Root, &["r", "reconnect", "begin", "-"], stdin);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+            assert!(out.stdout.is_empty(), "{what}");
+        }
+    }
+}
