@@ -203,7 +203,7 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
             }
         }
     }
-    eprintln!("prepare: {tried} crash runs");
+    eprintln!("prepare: killed at each of {tried} points (V1 and V2), recovered every time");
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
             }
         }
     }
-    eprintln!("started: {tried} crash runs");
+    eprintln!("started: killed at each of {tried} points (V1 and V2), recovered every time");
 }
 
 /// `full` prepared, its QEMU running with its pages, `started` done.
@@ -316,7 +316,7 @@ fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
             }
         }
     }
-    eprintln!("release: {tried} crash runs");
+    eprintln!("release: killed at each of {tried} points (V1 and V2), recovered every time");
 }
 
 /// Someone shrinks `full`'s pool, resets a device IRQ and widens the housekeeping cpuset
@@ -369,5 +369,5 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
             tried += 1;
         }
     }
-    eprintln!("reconnect: {tried} crash runs");
+    eprintln!("reconnect: killed at each of {tried} points (V1 and V2), recovered every time");
 }
