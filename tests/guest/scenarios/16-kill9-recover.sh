@@ -8,7 +8,7 @@
 # operation took, so it falls anywhere in it (or just after it: then recover releases a VM
 # whose QEMU does not run). After each recover: every pool, every IRQ affinity and
 # default_smp_affinity, every cgroup and cpuset, every host task's cgroup and CPUs as before,
-# and no journal or temp file in the state directory. Iterations stop after 40 s or 50.
+# and no journal or temp file in the state directory. Iterations stop after 35 s or 50.
 . /tests/lib.sh
 . /tests/isolation.sh
 . /tests/irq.sh
@@ -60,7 +60,7 @@ prep_ms=$(( (t1 - t0) * 10 )); rel_ms=$(( (t3 - t2) * 10 ))
 note "uninterrupted: prepare ${prep_ms} ms, release ${rel_ms} ms"
 
 start=$(cs); i=0; killed=0; journals=0
-while [ $i -lt 50 ] && [ $(( $(cs) - start )) -lt 4000 ]; do
+while [ $i -lt 50 ] && [ $(( $(cs) - start )) -lt 3500 ]; do
   i=$((i + 1))
   if [ $((i % 2)) = 1 ]; then op=prepare; max=$prep_ms
   else
