@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each fuzz target uses one of these
 //! What each fuzz target checks, shared with `tests/fuzz_corpus.rs` (which replays the
 //! committed corpus under plain `cargo test`). A panic is a finding.
 
