@@ -35,7 +35,7 @@ pub struct VmStatus {
     pub phase: Phase,
     pub hugepages: Vec<PoolHold>,
     pub isolate: CpuSet,
-    /// Host knobs held for it: file (under the root) → value.
+    /// Host knobs held for it: file → value.
     pub knobs: std::collections::BTreeMap<String, String>,
 }
 
@@ -121,7 +121,11 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
                 isolate: hold.isolate.clone(),
-                knobs: hold.knobs.clone(),
+                knobs: hold
+                    .knobs
+                    .iter()
+                    .map(|(path, value)| (crate::host::knobs::shown(path), value.clone()))
+                    .collect(),
             })
             .collect(),
         pools,
@@ -254,7 +258,7 @@ pub fn render(status: &Status) -> String {
             out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
         }
         for (path, value) in &vm.knobs {
-            out.push_str(&format!("    holds /{path} = {value}\n"));
+            out.push_str(&format!("    holds {path} = {value}\n"));
         }
         for h in &vm.hugepages {
             out.push_str(&format!(

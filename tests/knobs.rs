@@ -95,6 +95,34 @@ fn ksm_stops_for_vms_the_policy_selects() {
 }
 
 #[test]
+fn isolated_vms_stop_ksm_and_hold_the_housekeeping_sysctls() {
+    let b = Bench::new(
+        kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]).with_cgroups(common::cgroupfs::Layout::V1),
+    )
+    .with_policy(
+        "[ksm]\nstop_for = [\"isolated\"]\n[sysctl]\nvalues = { \"vm.stat_interval\" = 120 }\n",
+    );
+    ksm_running(&b, 0);
+    let start = b.snapshot();
+    let isolated = vm(
+        "rt",
+        "<k:isolate cpus='vcpus'/>",
+        "<cputune><vcpupin vcpu='0' cpuset='3'/></cputune>",
+    );
+    b.prepare("rt", &isolated).unwrap();
+    assert_eq!(b.kernel.knobs(|k| k.ksm().run), 0);
+    assert_eq!(b.kernel.knobs(|k| k.sysctls[STAT_INTERVAL].clone()), [120]);
+    // A VM that isolates nothing is not counted: releasing it changes no knob.
+    b.prepare("plain", &vm("plain", "", "")).unwrap();
+    b.release("plain").unwrap();
+    assert_eq!(b.kernel.knobs(|k| k.ksm().run), 0);
+    b.started("rt").unwrap();
+    b.release("rt").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    assert_eq!(b.state_files(), Vec::<String>::new());
+}
+
+#[test]
 fn metadata_that_the_policy_does_not_let_stop_ksm_is_refused_with_one_line() {
     let b = two_nodes().with_policy("[ksm]\nstop_for = [\"isolated\"]\n");
     ksm_running(&b, 0);
@@ -420,6 +448,7 @@ fn status_shows_ksm_thp_and_every_knob_held_with_its_vms() {
             .unwrap();
     assert_eq!(json["knobs"]["ksm"]["merge_across_nodes"], "0");
     assert_eq!(json["knobs"]["held"][1]["vms"][0], "h");
+    assert_eq!(json["vms"][0]["knobs"]["/sys/kernel/mm/ksm/run"], "0");
 }
 
 /// Every knob at once, with a hugepage reservation.
