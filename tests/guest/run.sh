@@ -14,7 +14,7 @@
 #   KVMTUNE_GUEST_CACHE    where the kernel and busybox are kept (default /var/cache/kvmtune-tests/guest)
 #   KVMTUNE_GUEST_LOGS     where the serial console logs go (default: a fresh dir under /tmp)
 #   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node")
-#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 200; a scenario may take 60)
+#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 600, a bound for a hung guest, not a target; a scenario may take 60)
 #   KVMTUNE_GUEST_VERBOSE  1: the guest prints every scenario's log, not only failing ones
 set -euo pipefail
 
@@ -22,7 +22,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${KVMTUNE_BIN:-}
 cache=${KVMTUNE_GUEST_CACHE:-/var/cache/kvmtune-tests/guest}
 topos=${KVMTUNE_GUEST_TOPOS:-2node 3node}
-boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-200}
+boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-600}
 verbose=${KVMTUNE_GUEST_VERBOSE:-0}
 filters=("$@")
 
