@@ -18,21 +18,28 @@ use kvmtune::state::Ledger;
 
 type Snapshot = BTreeMap<PathBuf, Vec<u8>>;
 
-/// Two nodes (CPUs 0-1 and 2-3), cgroup v1 or v2, IRQs with a passthrough device.
+/// Two nodes (CPUs 0-1 and 2-3), cgroup v1 or v2, IRQs with a passthrough device; KSM runs,
+/// isolated VMs stop it and hold a sysctl, VMs that ask get THP `never` (host knobs).
 fn host(layout: Layout) -> Bench {
-    Bench::new(
+    let b = Bench::new(
         kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
             .with_cgroups(layout)
             .with_irqs(),
     )
+    .with_policy(
+        "[ksm]\nstop_for = [\"isolated\"]\n[sysctl]\nvalues = { \"vm.stat_interval\" = 120 }\n\
+         [thp]\nenabled = \"never\"\ndefrag = \"never\"\n",
+    );
+    b.kernel.knobs(|k| k.ksm().run = 1);
+    b
 }
 
 /// A hugepage-backed VM on node 1 with its vCPU pinned to `cpu`, isolated; `device` adds the
-/// passthrough device 0000:06:00.0 with its IRQs on the vCPU's CPU.
+/// passthrough device 0000:06:00.0 with its IRQs on the vCPU's CPU, and THP set for it.
 fn vm_xml(name: &str, mib: u64, cpu: u32, device: bool) -> String {
     let (irq, hostdev) = if device {
         (
-            "<k:irq cpus='vcpus'/>",
+            "<k:irq cpus='vcpus'/><k:thp apply='on'/>",
             "<devices><hostdev mode='subsystem' type='pci' managed='yes'><source>\
              <address domain='0x0000' bus='0x06' slot='0x00' function='0x0'/></source></hostdev></devices>",
         )

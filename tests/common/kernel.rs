@@ -380,11 +380,7 @@ impl FakeKernel {
             files.extend(c.files());
         }
         // Files of knobs the kernel lacks vanish (a test can take KSM or THP away).
-        let _ = fs::remove_dir_all(self.path().join(super::knobs::KSM));
-        let _ = fs::remove_dir_all(self.path().join(super::knobs::THP));
-        for (rel, contents) in model.knobs.files() {
-            put(self.path(), &rel, &contents);
-        }
+        files.extend(model.knobs.files());
         if let Some(i) = &model.irqs {
             files.extend(i.files());
         }
