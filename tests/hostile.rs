@@ -259,6 +259,13 @@ fn cases() -> Vec<Case> {
         case("nesting 500 deep", deep, 1, "nested too deeply"),
         case("a root that is not <domain>", "<network><name>n</name></network>".into(), 1, "not <domain>"),
         case("empty stdin", String::new(), 1, "no domain XML"),
+        // Found by fuzzing: the VM's total overflowed (a panic; wrapped in a release build).
+        case(
+            "two guest cells of 2^63 bytes each",
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions/domain_xml/u63-memory-cells")).unwrap(),
+            1,
+            "available and the policy keeps",
+        ),
         case("memory of 2^70 bytes", dom("m", "").replace("unit='MiB'>64", "unit='EiB'>1024"), 1, "too large"),
         // ---- the policy file (exit 2: configuration)
         case("world-writable policy", hugepage_vm("p"), 2, "writable by group or others")

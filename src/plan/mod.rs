@@ -155,7 +155,12 @@ pub fn plan(
     named.name = vm.to_string();
     let need = hugepages::need(&named, reserve, host).map_err(Error::Refused)?;
 
-    let total: u64 = need.iter().map(|(k, pages)| k.page_bytes() * pages).sum();
+    // Saturating: a domain may claim memory near 2^64 bytes (found by fuzzing); such a total
+    // is refused below, never wrapped into a small one.
+    let total = need
+        .iter()
+        .map(|(k, pages)| k.page_bytes().saturating_mul(*pages))
+        .fold(0u64, u64::saturating_add);
     if let Some(limit) = policy.max_per_vm {
         if total > limit {
             return Err(Error::Refused(format!(
@@ -209,7 +214,10 @@ fn check_memory_floor(vm: &str, growth: &[PoolGrowth], policy: &Policy, host: &H
             .iter()
             .filter(|g| g.pool.node == node.id && g.grow > 0)
             .collect();
-        let bytes: u64 = on_node.iter().map(|g| g.grow * g.pool.page_bytes()).sum();
+        let bytes = on_node
+            .iter()
+            .map(|g| g.grow.saturating_mul(g.pool.page_bytes()))
+            .fold(0u64, u64::saturating_add);
         if bytes == 0 {
             continue;
         }
