@@ -24,8 +24,10 @@ trap 'rm -rf "$scratch"' EXIT
 failed=0
 for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t"
+  dict=()
+  [ -f "$t.dict" ] && dict=(-dict="$t.dict")
   if cargo fuzz run "$t" "$scratch/$t" corpus/"$t" -- -max_total_time="$secs" -max_len=8192 \
-      -timeout=10 -rss_limit_mb=1024 2> "$scratch/$t.log"; then
+      -timeout=10 -rss_limit_mb=1024 "${dict[@]}" 2> "$scratch/$t.log"; then
     echo "PASS fuzz/$t: $(grep -oE '#[0-9]+' "$scratch/$t.log" | tail -1 | tr -d '#') runs in ${secs} s"
   else
     echo "FAIL fuzz/$t:"; tail -30 "$scratch/$t.log" | sed 's/^/    /'
