@@ -4,6 +4,7 @@
 # kernel pools of node 0.
 #
 #   KVMTUNE_BIN=/path/to/kvmtune tests/libvirt/run.sh [--capture-fixtures]
+#   LT_INSTALLED=1 tests/libvirt/run.sh     # against the installed package (tests/package/run.sh)
 #
 # --capture-fixtures also saves the XML libvirt produces for the test domains into
 # tests/fixtures/libvirt/ (for the unit tests of the domain parser).
@@ -19,8 +20,13 @@ CAPTURE=0
 [ "${1:-}" = --capture-fixtures ] && CAPTURE=1
 FIXTURES=$LT_REPO/tests/fixtures/libvirt
 
-BIN=${KVMTUNE_BIN:?set KVMTUNE_BIN to the kvmtune binary under test}
-BIN=$(readlink -f "$BIN")
+if [ "${LT_INSTALLED:-0}" = 1 ]; then
+  # The package's binary, through the package's hook: nothing of the build tree is used.
+  BIN=$LT_PACKAGE_BIN
+else
+  BIN=${KVMTUNE_BIN:?set KVMTUNE_BIN to the kvmtune binary under test}
+  BIN=$(readlink -f "$BIN")
+fi
 
 PASSED=0
 FAILED=0
@@ -932,10 +938,23 @@ WORK=$(mktemp -d /tmp/kvmtune-libvirt.XXXXXX)
 trap 'lt_teardown; rm -rf "$WORK"' EXIT
 echo "libvirt tier: $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor|Using library/' | tr -s ' ' | paste -sd';'), hook $LT_HOOK -> $(readlink -f "$LT_HOOK")"
 
-# LT_ONLY='test_isolated_*' runs only the tests whose function names match (status-json and
-# libvirtd-restart use the domain hugepage-vm defines).
-# shellcheck disable=SC2254 # LT_ONLY is a pattern
-run_test() { case "$1" in ${LT_ONLY:-*}) "$1" ;; esac; }
+if [ "$LT_INSTALLED" = 1 ] && ! lt_hook_is_package; then
+  fail installed-hook "LT_INSTALLED=1, but $LT_HOOK is not the package's symlink to $LT_PACKAGE_BIN: $(ls -l "$LT_HOOK" 2>&1)"
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+fi
+
+# LT_ONLY='test_isolated_*' runs only the tests whose function names match one of its patterns
+# (separated by spaces or commas; status-json and libvirtd-restart use the domain hugepage-vm
+# defines).
+IFS=', ' read -ra LT_ONLY_PATTERNS <<<"${LT_ONLY:-*}"
+# shellcheck disable=SC2254 # the patterns are patterns
+run_test() {
+  local p
+  for p in "${LT_ONLY_PATTERNS[@]}"; do
+    case "$1" in $p) "$1"; return ;; esac
+  done
+}
 run_test test_hugepage_vm
 run_test test_too_big_vm
 run_test test_no_hugepages_vm
