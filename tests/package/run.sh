@@ -476,13 +476,27 @@ test_upgrade
 
 # ---- purge: the machine as before ----------------------------------------------------------------
 
+# Purge removes the package's files, its policy (edited or not) and kvmtune's state, and leaves
+# what the administrator added: a file of theirs in /etc/kvmtune stays (this test then removes
+# it, and the directory when it made it, before comparing the machine with how it was).
 test_purge() {
-  local t=purge out rc
+  local t=purge out rc notes=/etc/kvmtune/site-notes etc_existed=0 kept
+  grep -qx '/etc/kvmtune d .*' "$WORK/before" && etc_existed=1
+  echo "the administrator's own file" >"$notes"
+  # kvmtune's state, as any use of the installed binary leaves it (the libvirt tests' teardown
+  # removed theirs): purge must take it away.
+  "$LT_PACKAGE_BIN" recover --all >/dev/null 2>&1
+  [ -d "$LT_STATE_DIR" ] || info $t "$LT_STATE_DIR was not there to purge"
   out=$(dpkg_ --purge "$PKG")
   rc=$?
+  kept=$(cat "$notes" 2>/dev/null)
+  rm -f "$notes"
+  [ "$etc_existed" = 1 ] || rmdir /etc/kvmtune 2>/dev/null
   snapshot "$WORK/after"
   if [ $rc != 0 ]; then
     fail $t "dpkg --purge exited $rc: $(echo "$out" | tr '\n' ' ')"
+  elif [ "$kept" != "the administrator's own file" ]; then
+    fail $t "the purge removed or changed $notes, which the administrator added"
   elif [ -e "$LT_STATE_DIR" ]; then
     fail $t "$LT_STATE_DIR is still there after the purge: $(find "$LT_STATE_DIR" -mindepth 1 | tr '\n' ' ')"
   elif ! cmp -s "$WORK/before" "$WORK/after"; then
