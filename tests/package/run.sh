@@ -452,11 +452,16 @@ fi
 
 test_upgrade() {
   local t=upgrade next=${VERSION}+pkgtest out rc NEXT_DEB
+  # cargo-deb clears target/debian of other packages: the one built above is put back after.
+  cp "$DEB" "$WORK/"
   if ! NEXT_DEB=$(scripts/package.sh --no-build --deb-only --deb-version "$next" 2>"$WORK/next.err" | tail -1) \
     || [ ! -f "$NEXT_DEB" ]; then
     fail $t "could not build the $next package: $(tr '\n' ' ' <"$WORK/next.err")"
     return
   fi
+  mv "$NEXT_DEB" "$WORK/"
+  NEXT_DEB=$WORK/$(basename "$NEXT_DEB")
+  cp "$WORK/$(basename "$DEB")" "$DEB"
   echo '# an edit by the administrator' >>/etc/kvmtune/kvmtune.toml
   cp /etc/kvmtune/kvmtune.toml "$WORK/edited.toml"
   out=$(dpkg_ -i "$NEXT_DEB")
