@@ -37,6 +37,7 @@ finish() {
 
 [ "$(id -u)" = 0 ] || { fail setup "needs root (dpkg, libvirtd)"; finish; }
 WORK=$(mktemp -d /tmp/kvmtune-package.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT   # until the host is touched; then cleanup() below
 
 # ---- build -------------------------------------------------------------------------------------
 
