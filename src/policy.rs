@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::error::{Error, Result};
@@ -21,6 +22,7 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
+    balance: BalanceSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +154,8 @@ pub struct Policy {
     pub default_hugepages: Reserve,
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
+    /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
+    pub balance: BalancePolicy,
 }
 
 impl Default for Policy {
@@ -263,6 +267,7 @@ impl Policy {
                     CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
                 ),
             },
+            balance: BalancePolicy::from_section(f.balance)?,
         })
     }
 }
@@ -281,7 +286,7 @@ fn cpu_policy(value: &str, key: &str) -> Result<CpuPolicy, String> {
 }
 
 /// `10s`, `500ms`, `2m`; a bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
