@@ -147,12 +147,16 @@ impl Balancer {
         let verdict = rule::decide(host, &vms, &self.policy, now);
         if self.level != Some(verdict.level) {
             self.level = Some(verdict.level);
-            events.push(Event::Level {
-                level: verdict.level,
-                free: verdict.free,
-                low: verdict.low,
-                high: verdict.high,
-            });
+            // First: it explains the changes that follow.
+            events.insert(
+                0,
+                Event::Level {
+                    level: verdict.level,
+                    free: verdict.free,
+                    low: verdict.low,
+                    high: verdict.high,
+                },
+            );
         }
         for d in verdict.decisions {
             if self.dry_run {
