@@ -44,6 +44,8 @@ pub enum Skip {
     Passthrough,
     NoBalloon,
     NoStats,
+    /// Older than this many seconds (the limit, not the age: the message must stay the same
+    /// from one pass to the next to be said only once).
     StaleStats(u64),
     EmptyBounds(Bounds),
 }
@@ -64,9 +66,9 @@ impl fmt::Display for Skip {
             Skip::NoStats => f.write_str(
                 "no balloon statistics: no guest driver (virtio_balloon) answering, or no <memballoon><stats period='N'/>",
             ),
-            Skip::StaleStats(age) => write!(
+            Skip::StaleStats(limit) => write!(
                 f,
-                "balloon statistics are {age} s old: the guest driver stopped answering"
+                "balloon statistics are more than {limit} s old: the guest driver stopped answering (guest paused or hung?)"
             ),
             Skip::EmptyBounds(b) => write!(
                 f,
@@ -140,9 +142,9 @@ impl Balloonable {
         let (Some(unused), Some(at)) = (stats.unused, stats.last_update) else {
             return Err(Skip::NoStats);
         };
-        let age = now.saturating_sub(at);
-        if age > (STALE_PERIODS * self.period).max(STALE_MIN_SECS) {
-            return Err(Skip::StaleStats(age));
+        let limit = (STALE_PERIODS * self.period).max(STALE_MIN_SECS);
+        if now.saturating_sub(at) > limit {
+            return Err(Skip::StaleStats(limit));
         }
         Ok(Candidate {
             vm: self,
@@ -295,7 +297,7 @@ mod tests {
                     last_update: Some(NOW - 31),
                     ..stats()
                 },
-                Skip::StaleStats(31),
+                Skip::StaleStats(30),
             ),
         ];
         for (text, s, expected) in cases {

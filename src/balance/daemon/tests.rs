@@ -223,6 +223,20 @@ fn skip_reasons_are_said_once_and_again_when_they_change() {
         vec!["VM \"boot\": balanced within 512 MiB .. 4 GiB".to_string()]
     );
     assert!(said(&b.pass(&mut lv, &fs, T0 + 7).unwrap()).is_empty());
+    // The guest stops answering: said once, though the statistics age on every pass.
+    for t in [40, 41, 42] {
+        let events = b.pass(&mut lv, &fs, T0 + t).unwrap();
+        assert_eq!(
+            said(&events).len(),
+            usize::from(t == 40),
+            "at +{t}: {events:?}"
+        );
+    }
+    lv.tick(T0 + 43);
+    assert_eq!(
+        said(&b.pass(&mut lv, &fs, T0 + 43).unwrap()),
+        vec!["VM \"boot\": balanced within 512 MiB .. 4 GiB".to_string()]
+    );
     // It stops and comes back: introduced again.
     let vm = lv.vms.remove("u-boot").unwrap();
     b.pass(&mut lv, &fs, T0 + 8).unwrap();
