@@ -131,6 +131,11 @@ impl Virsh {
                 .trim()
                 .trim_start_matches("error: ")
                 .replace('\n', " ");
+            let msg = if msg.is_empty() {
+                status.to_string()
+            } else {
+                msg
+            };
             return Err(Error::Refused(format!("{what} failed: {msg}")));
         }
         Ok(stdout)
