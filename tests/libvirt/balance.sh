@@ -107,8 +107,8 @@ bal_monotonic() {  # LOG down|up
 }
 
 test_balance_vm() {
-  local t=balance-vm name=${LT_DOMAIN_PREFIX}balloon uuid=6b0c7a52-0000-4000-8000-000000000011
-  local other=${LT_DOMAIN_PREFIX}no-balloon other_uuid=6b0c7a52-0000-4000-8000-000000000012
+  local t=balance-vm name=${LT_DOMAIN_PREFIX}balloon uuid=6b0c7a52-0000-4000-8000-0000000ba101
+  local other=${LT_DOMAIN_PREFIX}no-balloon other_uuid=6b0c7a52-0000-4000-8000-0000000ba102
   local boot out d why short comfy t0 t1 t2 s guest_short guest_comfy
   BAL_NAME=$name
   # libvirt hands the kernel to QEMU as libvirt-qemu, and relabels it: a world-readable copy.
