@@ -22,6 +22,9 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
+    ksm: crate::knobs::policy::KsmSection,
+    thp: crate::knobs::policy::ThpSection,
+    sysctl: crate::knobs::policy::SysctlSection,
     balance: BalanceSection,
 }
 
@@ -154,6 +157,8 @@ pub struct Policy {
     pub default_hugepages: Reserve,
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
+    /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
+    pub knobs: crate::knobs::KnobPolicy,
     /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
     pub balance: BalancePolicy,
 }
@@ -267,6 +272,7 @@ impl Policy {
                     CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
                 ),
             },
+            knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
             balance: BalancePolicy::from_section(f.balance)?,
         })
     }
