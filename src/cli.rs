@@ -93,6 +93,20 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Move memory between running VMs through their balloons: give idle memory back to a
+    /// host that runs short, and hand it out again when memory is plentiful, within each VM's
+    /// <kvmtune:balloon min max> bounds. A daemon; SIGTERM ends it.
+    Balance {
+        /// One pass, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// libvirt connection URI.
+        #[arg(long, value_name = "URI", default_value = "qemu:///system")]
+        connect: String,
+    },
     /// Finish or undo interrupted operations and release what stopped VMs still hold.
     Recover {
         /// Release every VM whose QEMU process no longer runs (default when no NAME is given).
@@ -297,6 +311,16 @@ fn run_command(cli: &Cli) -> Result<()> {
                 }
                 std::thread::sleep(owner.policy.irq_watch_interval);
             }
+        }
+        Command::Balance {
+            once,
+            dry_run,
+            connect,
+        } => {
+            let policy = Policy::load(&roots.config)?;
+            let fs = RootFs::new(&roots.root);
+            let mut virsh = crate::balance::virsh::Virsh::new(connect);
+            crate::balance::run(&mut virsh, &fs, &policy.balance, *once, *dry_run)
         }
         Command::Recover { all: _, name } => {
             require_root("recover")?;

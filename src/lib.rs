@@ -3,6 +3,7 @@
 //! domain XML + policy + host snapshot → `plan` (pure) → `apply` (journaled) → `release`.
 
 pub mod apply;
+pub mod balance;
 pub mod change;
 pub mod cli;
 pub mod cpulist;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ struct PolicyFile {
     ksm: crate::knobs::policy::KsmSection,
     thp: crate::knobs::policy::ThpSection,
     sysctl: crate::knobs::policy::SysctlSection,
+    balance: BalanceSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +159,8 @@ pub struct Policy {
     pub default_irq: IrqChoice,
     /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
     pub knobs: crate::knobs::KnobPolicy,
+    /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
+    pub balance: BalancePolicy,
 }
 
 impl Default for Policy {
@@ -269,6 +273,7 @@ impl Policy {
                 ),
             },
             knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
+            balance: BalancePolicy::from_section(f.balance)?,
         })
     }
 }
@@ -287,7 +292,7 @@ fn cpu_policy(value: &str, key: &str) -> Result<CpuPolicy, String> {
 }
 
 /// `10s`, `500ms`, `2m`; a bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -15,6 +15,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/libvirt/lib.sh
 source "$here/lib.sh"
+# shellcheck source=tests/libvirt/balance.sh
+source "$here/balance.sh"
 
 CAPTURE=0
 [ "${1:-}" = --capture-fixtures ] && CAPTURE=1
@@ -971,6 +973,7 @@ run_test test_isolated_overlap_refused
 run_test test_isolated_busy_host
 run_test test_started_hook_fast
 run_test test_isolated_vm_irqs
+run_test test_balance_vm
 capture_hostdev
 if [ "$CAPTURE" = 1 ]; then
   for f in huge.prepare.begin huge.start.begin huge.started.begin huge.reconnect.begin \
