@@ -21,6 +21,21 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
+    emulator: EmulatorSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EmulatorSection {
+    qemu: String,
+}
+
+impl Default for EmulatorSection {
+    fn default() -> Self {
+        EmulatorSection {
+            qemu: "auto".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +167,9 @@ pub struct Policy {
     pub default_hugepages: Reserve,
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
+    /// The real QEMU the emulator mode runs; `None` = `auto` (`/usr/bin/` + the name kvmtune
+    /// was started as, `qemu-system-x86_64` for `kvmtune-qemu`).
+    pub emulator_qemu: Option<std::path::PathBuf>,
 }
 
 impl Default for Policy {
@@ -263,6 +281,15 @@ impl Policy {
                     CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
                 ),
             },
+            emulator_qemu: match f.emulator.qemu.trim() {
+                "auto" => None,
+                p if p.starts_with('/') => Some(p.into()),
+                p => {
+                    return Err(format!(
+                        "emulator.qemu = '{p}': expected \"auto\" or an absolute path"
+                    ))
+                }
+            },
         })
     }
 }
@@ -359,6 +386,18 @@ mod tests {
         assert_eq!(p.reserve_timeout, Duration::from_millis(500));
         assert_eq!(p.max_per_vm, Some(64 << 30));
         assert_eq!(p.default_isolate, IsolateChoice::Vcpus);
+    }
+
+    #[test]
+    fn emulator_qemu_is_auto_or_an_absolute_path() {
+        assert_eq!(Policy::parse("").unwrap().emulator_qemu, None);
+        let p = Policy::parse("[emulator]\nqemu = \"/opt/qemu/bin/qemu-system-x86_64\"\n").unwrap();
+        assert_eq!(
+            p.emulator_qemu.as_deref(),
+            Some(Path::new("/opt/qemu/bin/qemu-system-x86_64"))
+        );
+        let err = Policy::parse("[emulator]\nqemu = \"qemu-system-x86_64\"\n").unwrap_err();
+        assert!(err.contains("emulator.qemu"), "{err}");
     }
 
     #[test]
