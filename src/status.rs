@@ -33,6 +33,9 @@ pub struct VmStatus {
     pub phase: Phase,
     pub hugepages: Vec<PoolHold>,
     pub isolate: CpuSet,
+    /// The QEMU process, for an isolating VM started by `kvmtune run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +120,7 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
                 isolate: hold.isolate.clone(),
+                pid: hold.pid,
             })
             .collect(),
         pools,
@@ -128,6 +132,7 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 hold.method,
                 &ledger.isolated_except(""),
                 &hold.housekeeping,
+                &ledger.isolated_vm_pids(),
             )
         }),
         irqs: ledger
@@ -181,6 +186,7 @@ fn isolation_status(
     method: Method,
     isolated: &CpuSet,
     housekeeping: &CpuSet,
+    vm_pids: &[u32],
 ) -> IsolationStatus {
     let mut unconfined = Vec::new();
     let mut per_cpu_kernel_threads = 0;
@@ -195,8 +201,8 @@ fn isolation_status(
         let cgroup = fs
             .read(&format!("proc/{}/cgroup", task.pid))
             .unwrap_or_default();
-        if cgroup.contains("/machine") {
-            continue; // a VM's own process, placed by libvirt
+        if cgroup.contains("/machine") || vm_pids.contains(&task.pid) {
+            continue; // a VM's own process, placed by libvirt or started by `kvmtune run`
         }
         unconfined.push(TaskStatus {
             pid: task.pid,
@@ -243,7 +249,11 @@ pub fn render(status: &Status) -> String {
             Phase::Prepared => "prepared",
             Phase::Running => "running",
         };
-        out.push_str(&format!("  {:?} ({phase})\n", vm.name));
+        let qemu = vm
+            .pid
+            .map(|pid| format!(", QEMU pid {pid} under kvmtune run"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {:?} ({phase}{qemu})\n", vm.name));
         if !vm.isolate.is_empty() {
             out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
         }

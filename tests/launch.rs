@@ -44,7 +44,10 @@ impl Host {
     }
 
     fn pool(&self) -> String {
-        std::fs::read_to_string(self.pool_file()).unwrap().trim().to_string()
+        std::fs::read_to_string(self.pool_file())
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// A stand-in for QEMU: a shell script with `body`, which may use $POOL (the pool file),
@@ -112,7 +115,10 @@ impl Host {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("kvmtune ended before QEMU was ready: {status}");
             }
-            assert!(begun.elapsed() < Duration::from_secs(20), "QEMU never got ready");
+            assert!(
+                begun.elapsed() < Duration::from_secs(20),
+                "QEMU never got ready"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -132,9 +138,20 @@ fn run_reserves_before_qemu_restores_after_and_passes_its_exit_code() {
     let h = Host::new();
     let qemu = h.qemu("cat \"$POOL\" > \"$OUT\"; exit 3");
     let xml = h.xml(&huge_vm("vm1", 64, ""));
-    let out = h.kvmtune(&["run", "--xml", &xml, "--", qemu.to_str().unwrap(), "-nographic"]);
+    let out = h.kvmtune(&[
+        "run",
+        "--xml",
+        &xml,
+        "--",
+        qemu.to_str().unwrap(),
+        "-nographic",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert_eq!(h.out().trim(), "32", "QEMU saw the pool grown by the VM's 64 MiB");
+    assert_eq!(
+        h.out().trim(),
+        "32",
+        "QEMU saw the pool grown by the VM's 64 MiB"
+    );
     assert_eq!(h.pool(), "0");
     assert_eq!(h.state_files(), Vec::<String>::new());
 }
@@ -205,7 +222,11 @@ fn bad_usage_is_refused_before_anything_happens() {
 
 #[test]
 fn signals_reach_qemu_and_its_exit_becomes_kvmtunes() {
-    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT"), (libc::SIGHUP, "HUP")] {
+    for (sig, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGINT, "INT"),
+        (libc::SIGHUP, "HUP"),
+    ] {
         let h = Host::new();
         let qemu = h.qemu(&format!(
             "trap 'echo {name} > \"$OUT\"; exit 7' {name}\ntouch \"$READY\"\nwhile :; do sleep 0.05; done"
@@ -247,14 +268,20 @@ fn a_killed_wrapper_stops_qemu_and_recover_releases() {
         .unwrap_or_default()
         .contains("\"running\"")
     {
-        assert!(begun.elapsed() < Duration::from_secs(10), "started never ran");
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "started never ran"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     signal(&child, libc::SIGKILL);
     child.wait().unwrap();
     let begun = Instant::now();
     while h.out().trim() != "TERM" {
-        assert!(begun.elapsed() < Duration::from_secs(10), "QEMU was not told to stop");
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "QEMU was not told to stop"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(h.pool(), "16", "nothing released yet");
@@ -276,7 +303,15 @@ fn a_vm_name_already_running_is_refused() {
         "/usr/bin/qemu-system-x86_64\0-name\0guest=db1,debug-threads=on\0",
     );
     let qemu = h.qemu("touch \"$OUT\"");
-    let out = h.kvmtune(&["run", "--name", "db1", "--", qemu.to_str().unwrap(), "-m", "64"]);
+    let out = h.kvmtune(&[
+        "run",
+        "--name",
+        "db1",
+        "--",
+        qemu.to_str().unwrap(),
+        "-m",
+        "64",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("pid 4242"), "{}", stderr(&out));
     assert!(!h.path("out").exists());
@@ -286,7 +321,8 @@ fn a_vm_name_already_running_is_refused() {
 /// QEMU from the policy. The stand-in reports its arguments and its memory policy (the first
 /// mapping of its numa_maps shows the process policy).
 fn emulator(h: &Host, argv0: &str, args: &[&str]) -> Output {
-    let real = h.qemu("echo \"$@\" > \"$OUT\"; head -1 /proc/self/numa_maps | cut -d' ' -f2 >> \"$OUT\"");
+    let real =
+        h.qemu("echo \"$@\" > \"$OUT\"; head -1 /proc/self/numa_maps | cut -d' ' -f2 >> \"$OUT\"");
     std::fs::write(
         h.path("kvmtune.toml"),
         format!("[emulator]\nqemu = \"{}\"\n", real.display()),
@@ -344,11 +380,19 @@ fn emulator_gives_a_launch_the_vms_memory_policy() {
 #[test]
 fn emulator_without_a_real_qemu_says_so() {
     let h = Host::new();
-    std::fs::write(h.path("kvmtune.toml"), "[emulator]\nqemu = \"/nonexistent/qemu\"\n").unwrap();
+    std::fs::write(
+        h.path("kvmtune.toml"),
+        "[emulator]\nqemu = \"/nonexistent/qemu\"\n",
+    )
+    .unwrap();
     let link = h.path("kvmtune-qemu");
     symlink(BIN, &link).unwrap();
     let out = h.command(&link, &["-version"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/nonexistent/qemu"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/qemu"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(stderr(&out).lines().count(), 1);
 }

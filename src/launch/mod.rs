@@ -351,12 +351,25 @@ fn supervise(ctx: &Context, name: &str, plan: &Plan, pid: Pid, signals: &Signals
         }
         started = true;
         match apply::started(ctx, name) {
-            Ok(()) => check_placement(ctx.fs, name, plan, pid),
+            Ok(()) => {
+                check_placement(ctx.fs, name, plan, pid);
+                leave_isolated_cpus(ctx);
+            }
             Err(e) => {
                 // As libvirt aborts a start whose `started` hook fails: QEMU is stopped.
                 supervise::forward(pid, libc::SIGTERM);
                 failure = Some(e);
             }
+        }
+    }
+}
+
+/// kvmtune run waits for QEMU as a host task: on the housekeeping CPUs while CPUs are isolated.
+fn leave_isolated_cpus(ctx: &Context) {
+    let isolating = ctx.state.load_ledger().is_ok_and(|l| l.isolation.is_some());
+    if isolating {
+        if let Err(e) = placement::join_housekeeping(ctx.fs, std::process::id()) {
+            log::warn(&format!("kvmtune run stays where it is: {e}"));
         }
     }
 }

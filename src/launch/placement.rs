@@ -42,6 +42,23 @@ pub fn leave_housekeeping(fs: &dyn HostFs, pid: u32) -> Result<bool> {
     Ok(true)
 }
 
+/// Put `pid` (kvmtune run itself, a host task that waits for QEMU) into the housekeeping cgroup
+/// while CPUs are isolated: the sweeps of host tasks skip the kvmtune process that makes them.
+/// Returns whether it moved; nothing to do without a housekeeping cgroup (systemd units).
+pub fn join_housekeeping(fs: &dyn HostFs, pid: u32) -> Result<bool> {
+    let mounts = detect(fs)?;
+    let dir = match (&mounts.v1_cpuset, &mounts.v2) {
+        (Some(v1), _) => format!("{v1}/{V1_HOUSEKEEPING}"),
+        (None, Some(v2)) => format!("{v2}/{V2_HOUSEKEEPING}"),
+        _ => return Ok(false),
+    };
+    if !fs.exists(&dir) {
+        return Ok(false);
+    }
+    fs.write(&format!("{dir}/cgroup.procs"), &pid.to_string())?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +97,20 @@ mod tests {
         assert!(!leave_housekeeping(&fs, 9).unwrap());
         let (_d, fs) = root(V2, "0::/user.slice\n");
         assert!(!leave_housekeeping(&fs, 9).unwrap());
+    }
+
+    #[test]
+    fn the_wrapper_joins_the_housekeeping_cgroup_when_there_is_one() {
+        let (dir, fs) = root(V1, "3:cpuset:/\n");
+        assert!(!join_housekeeping(&fs, 9).unwrap());
+        let ours = dir.path().join("sys/fs/cgroup/cpuset/kvmtune");
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::write(ours.join("cgroup.procs"), "").unwrap();
+        assert!(join_housekeeping(&fs, 9).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(ours.join("cgroup.procs")).unwrap(),
+            "9"
+        );
     }
 
     #[test]

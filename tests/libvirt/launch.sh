@@ -16,12 +16,12 @@ run_qemu_args() {
     -nodefaults -display none -monitor none -serial none "$@"
 }
 
-# Start `kvmtune run` in the background; sets RUN_PID (the wrapper) and QEMU_PID once the
-# started step ran (the ledger shows the VM running). Sets REASON and returns 1 otherwise.
+# Start `kvmtune run [OPTIONS]` in the background; sets RUN_PID (the wrapper) and QEMU_PID once
+# the started step ran (the ledger shows the VM running). Sets REASON and returns 1 otherwise.
 run_start() {
   local i
   # shellcheck disable=SC2046 # word splitting of the fixed argument list is wanted
-  "$BIN" run --name "$RUN_NAME" -- $(run_qemu_args) </dev/null >"$WORK/run.log" 2>&1 &
+  "$BIN" run --name "$RUN_NAME" "$@" -- $(run_qemu_args) </dev/null >"$WORK/run.log" 2>&1 &
   RUN_PID=$!
   QEMU_PID=
   for i in $(seq 1 150); do
@@ -152,6 +152,47 @@ test_run_wrapper_killed() {
     fail $t "pool after recover is $(pool), expected $nr0"
   elif [ -n "$(journal_for "$RUN_NAME" "$RUN_NAME")" ]; then
     fail $t "$LT_STATE_DIR still holds state for $RUN_NAME after recover"
+  else
+    pass $t
+  fi
+}
+
+# kvmtune run --isolate: while QEMU runs, host tasks (kvmtune run itself included) are confined
+# to the housekeeping CPU and QEMU runs on the isolated one, outside the housekeeping cpuset,
+# though the sweep of host tasks runs again at started; after, the host is as before.
+test_run_isolated() {
+  local t=run-isolated why v q rc
+  if lt_policy_is_foreign; then
+    info $t "running under the host's own policy $LT_POLICY"
+  else
+    iso_policy '[cpus]' || { fail $t "$REASON"; return; }
+  fi
+  REASON=
+  iso_snapshot "$WORK/run-iso-before"
+  run_start --isolate "$ISO_CPUS" || { fail $t "$REASON"; return; }
+  # kvmtune run joins the housekeeping cpuset right after the started step.
+  for _ in $(seq 1 50); do [ "$(cat "/proc/$RUN_PID/cpuset" 2>/dev/null)" = /kvmtune ] && break; sleep 0.1; done
+  iso_snapshot "$WORK/run-iso-running"
+  # QEMU is the VM: on the isolated CPU in the root cpuset, every thread of it.
+  v=$(iso_violations "$WORK/run-iso-running" | grep -vF "(pid $QEMU_PID)")
+  q=$(awk -v p="$QEMU_PID" -v cpus="$ISO_CPUS" '$1 == "T" && $3 == p && ($5 != cpus || $6 != "/") {
+        printf "QEMU thread %s (%s) on CPUs %s in cpuset %s; ", $2, $8, $5, $6 }' "$WORK/run-iso-running")
+  why=$(iso_status_check)
+  qemu_catches_term "$QEMU_PID" || info $t "QEMU $QEMU_PID does not catch SIGTERM after 10 s"
+  kill -TERM "$RUN_PID"
+  wait "$RUN_PID"
+  rc=$?
+  iso_snapshot "$WORK/run-iso-after"
+  if [ -n "$v" ]; then
+    fail $t "while kvmtune run isolates CPU $ISO_CPUS: $(echo "$v" | head -8 | paste -sd';')"
+  elif [ -n "$q" ] || ! grep -q "^T [0-9:]* $QEMU_PID u" "$WORK/run-iso-running"; then
+    fail $t "QEMU (pid $QEMU_PID) should run on CPU $ISO_CPUS in the root cpuset: ${q:-not found}"
+  elif [ -n "$why" ]; then
+    fail $t "$why"
+  elif [ "$rc" != 0 ]; then
+    fail $t "kvmtune run exited $rc after kill -TERM: $(tr '\n' ' ' <"$WORK/run.log")"
+  elif why=$(findings iso_restored_check "$WORK/run-iso-before" "$WORK/run-iso-after") && [ -n "$why" ]; then
+    fail $t "after QEMU ended: $why"
   else
     pass $t
   fi

@@ -960,6 +960,7 @@ run_test test_isolated_vm_irqs
 run_test test_run_hugepage_qemu
 run_test test_run_exit_status
 run_test test_run_wrapper_killed
+run_test test_run_isolated
 run_test test_emulator_probe
 run_test test_emulator_vm
 capture_hostdev
