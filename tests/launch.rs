@@ -396,3 +396,23 @@ fn emulator_without_a_real_qemu_says_so() {
     );
     assert_eq!(stderr(&out).lines().count(), 1);
 }
+
+#[test]
+fn qemus_status_is_seen_even_when_sigchld_was_ignored_by_our_parent() {
+    use std::os::unix::process::CommandExt;
+    let h = Host::new();
+    let qemu = h.qemu("exit 5");
+    let mut c = h.command(
+        Path::new(BIN),
+        &["run", "--name", "vm1", "--", qemu.to_str().unwrap()],
+    );
+    // SAFETY: only a system call between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+}

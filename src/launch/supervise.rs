@@ -19,10 +19,13 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Block the forwarded signals and SIGCHLD in this (single-threaded) process.
+    /// Block the forwarded signals and SIGCHLD in this (single-threaded) process. SIGCHLD goes
+    /// back to its default first: inherited as ignored, it would never be queued, and QEMU's
+    /// exit status would be reaped away by the kernel.
     pub fn block() -> Signals {
         // SAFETY: sigset_t values we own, initialised by sigemptyset before use.
         unsafe {
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
             let mut set: libc::sigset_t = std::mem::zeroed();
             let mut original: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
