@@ -2,8 +2,9 @@
 # kvmtune run --isolate 2-3 on cgroup v2 without systemd: a stand-in for QEMU (a shell that
 # becomes sleep, started by kvmtune run from the root cgroup) runs on CPUs 2-3 in the root
 # cgroup through prepare and the started sweep, which confines every other host process
-# (kvmtune run itself included) to kvmtune.housekeeping on 0-1. kill -TERM on kvmtune run reaches the stand-in,
-# whose end by SIGTERM is kvmtune's exit status (143); then everything is as before.
+# (kvmtune run itself included) to kvmtune.housekeeping on 0-1. kill -TERM on kvmtune run
+# reaches the stand-in, whose end by SIGTERM is kvmtune's exit status (143); then everything
+# is as before.
 . /tests/lib.sh
 . /tests/isolation.sh
 trap iso_cleanup EXIT
