@@ -12,6 +12,7 @@ pub mod hook;
 pub mod host;
 pub mod irq;
 pub mod isolation;
+pub mod knobs;
 pub mod launch;
 pub mod log;
 pub mod plan;

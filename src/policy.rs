@@ -21,6 +21,9 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
+    ksm: crate::knobs::policy::KsmSection,
+    thp: crate::knobs::policy::ThpSection,
+    sysctl: crate::knobs::policy::SysctlSection,
     emulator: EmulatorSection,
 }
 
@@ -167,6 +170,8 @@ pub struct Policy {
     pub default_hugepages: Reserve,
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
+    /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
+    pub knobs: crate::knobs::KnobPolicy,
     /// The real QEMU the emulator mode runs; `None` = `auto` (`/usr/bin/` + the name kvmtune
     /// was started as, `qemu-system-x86_64` for `kvmtune-qemu`).
     pub emulator_qemu: Option<std::path::PathBuf>,
@@ -281,6 +286,7 @@ impl Policy {
                     CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
                 ),
             },
+            knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
             emulator_qemu: match f.emulator.qemu.trim() {
                 "auto" => None,
                 p if p.starts_with('/') => Some(p.into()),

@@ -23,6 +23,10 @@ pub struct Ledger {
     /// Present while kvmtune holds any IRQ affinity changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irq: Option<IrqHold>,
+    /// Host knobs kvmtune holds for VMs (file → the value found before the first VM wanted
+    /// it), written back when no VM's `knobs` names the file any more.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub knobs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +56,9 @@ pub struct VmHold {
     /// on them, so confining host tasks leaves it where it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Host knobs held while it runs: file → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub knobs: BTreeMap<String, String>,
 }
 
 /// A VM's use of one pool: the pages it needs and how many kvmtune added to the pool for it.
@@ -139,6 +146,15 @@ impl Ledger {
             .values()
             .filter(|h| !h.isolate.is_empty())
             .filter_map(|h| h.pid)
+            .collect()
+    }
+
+    /// The VMs other than `except` that hold the knob `path`, with the value each wants.
+    pub fn knob_holders(&self, path: &str, except: &str) -> Vec<(String, String)> {
+        self.vms
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .filter_map(|(name, h)| h.knobs.get(path).map(|v| (name.clone(), v.clone())))
             .collect()
     }
 

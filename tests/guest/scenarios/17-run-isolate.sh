@@ -17,8 +17,8 @@ iso_start "host process" sleep 600; host=$ISO_PID
 iso_policy 0-1
 iso_snapshot /tmp/base
 
-# (kvmtune run adds `-name guest=s16-run`, which the shell takes as its $0 and $1.)
-taskset -c 0-3 "$KT" run --name s16-run --isolate 2-3 -- sh -c 'exec sleep 600' > /tmp/run.log 2>&1 &
+# (kvmtune run adds `-name guest=s17-run`, which the shell takes as its $0 and $1.)
+taskset -c 0-3 "$KT" run --name s17-run --isolate 2-3 -- sh -c 'exec sleep 600' > /tmp/run.log 2>&1 &
 run=$!
 ISO_PIDS="$ISO_PIDS $run"
 qemu=
@@ -40,7 +40,7 @@ expect_eq "$(cpus_of $host)" 0-1 "while running: CPUs of the host process"
 expect_eq "$(cgroup_of $run)" /kvmtune.housekeeping "while running: cgroup of kvmtune run"
 expect_eq "$(cpus_of $run)" 0-1 "while running: CPUs of kvmtune run"
 "$KT" status > /tmp/status.out 2>&1
-grep -q "\"s16-run\" (running, QEMU pid $qemu under kvmtune run)" /tmp/status.out \
+grep -q "\"s17-run\" (running, QEMU pid $qemu under kvmtune run)" /tmp/status.out \
   || fail "status does not show the VM with its QEMU: $(tr '\n' ';' < /tmp/status.out)"
 grep -F 'still allowed:' /tmp/status.out && fail "status lists host tasks still allowed on 2-3"
 
@@ -50,6 +50,6 @@ rc=$?
 expect_eq "$rc" 143 "exit status of kvmtune run after its QEMU stand-in ended by SIGTERM"
 kill -0 $qemu 2>/dev/null && fail "the QEMU stand-in $qemu still runs"
 [ -d $HK_CG ] && fail "after kvmtune run ended: $HK_CG still exists"
-RELEASED_VMS="$RELEASED_VMS s16-run"
+RELEASED_VMS="$RELEASED_VMS s17-run"
 iso_expect_same /tmp/base "after kvmtune run ended"
 check_state_clean
