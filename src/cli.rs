@@ -107,6 +107,10 @@ pub enum Command {
         #[arg(long, value_name = "URI", default_value = "qemu:///system")]
         connect: String,
     },
+    /// Run QEMU with the hook's tuning: prepare, start QEMU, started, wait, release. The VM's
+    /// needs come from QEMU's arguments (-m, -smp, -numa, -object memory-backend-*,
+    /// -mem-path, -device vfio-pci) or from --xml; QEMU's exit status becomes kvmtune's.
+    Run(RunArgs),
     /// Finish or undo interrupted operations and release what stopped VMs still hold.
     Recover {
         /// Release every VM whose QEMU process no longer runs (default when no NAME is given).
@@ -117,6 +121,28 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The VM's name (default: the XML's <name>, else QEMU's -name, else qemu-PID).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Take the VM's needs from this domain XML instead of QEMU's arguments.
+    #[arg(long, value_name = "FILE")]
+    pub xml: Option<PathBuf>,
+    /// Reserve hugepages: auto (when the memory is hugepage-backed), on, off.
+    #[arg(long, value_name = "auto|on|off", value_parser = crate::launch::parse_reserve)]
+    pub hugepages: Option<crate::domain::metadata::Reserve>,
+    /// Isolate CPUs while QEMU runs (QEMU runs on them): a CPU list, vcpus (--xml), off.
+    #[arg(long, value_name = "LIST|vcpus|off", value_parser = crate::launch::parse_isolate)]
+    pub isolate: Option<crate::domain::metadata::IsolateChoice>,
+    /// Where the IRQs of -device vfio-pci devices go: a CPU list, housekeeping, vcpus, off.
+    #[arg(long, value_name = "LIST|housekeeping|vcpus|off", value_parser = crate::launch::parse_irq)]
+    pub irq: Option<crate::domain::metadata::IrqChoice>,
+    /// The QEMU program and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "QEMU [ARGS]")]
+    pub command: Vec<String>,
+}
+
 /// Run kvmtune with these arguments; returns the exit status.
 pub fn main(argv: Vec<OsString>) -> i32 {
     let args: Vec<String> = argv
@@ -125,6 +151,9 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .collect();
     if is_hook_name(args.first().map(String::as_str).unwrap_or("")) {
         return hook_mode(&args[1..], &Roots::from_env());
+    }
+    if crate::launch::emulator::is_emulator_name(args.first().map(String::as_str).unwrap_or("")) {
+        return crate::launch::emulator::main(&argv);
     }
     // `kvmtune [ROOT FLAGS] hook …` is parsed by position too, before clap can see a `--help`.
     if let Some((roots, rest)) = split_hook_args(&args[1..]) {
@@ -139,6 +168,19 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         }
     };
     log::init(&cli.roots.root);
+    if let Command::Run(run) = &cli.command {
+        return crate::launch::run(
+            &cli.roots,
+            &crate::launch::RunOptions {
+                name: run.name.clone(),
+                xml: run.xml.clone(),
+                hugepages: run.hugepages,
+                isolate: run.isolate.clone(),
+                irq: run.irq.clone(),
+                command: run.command.clone(),
+            },
+        );
+    }
     match run_command(&cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -256,6 +298,7 @@ fn run_command(cli: &Cli) -> Result<()> {
     let roots = &cli.roots;
     match &cli.command {
         Command::Hook { .. } => unreachable!("hook is parsed by position before clap"),
+        Command::Run(_) => unreachable!("run returns QEMU's status, handled in main"),
         Command::Plan { xml, name, json } => {
             let policy = Policy::load(&roots.config)?;
             let fs = RootFs::new(&roots.root);

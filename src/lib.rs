@@ -14,6 +14,7 @@ pub mod host;
 pub mod irq;
 pub mod isolation;
 pub mod knobs;
+pub mod launch;
 pub mod log;
 pub mod plan;
 pub mod policy;

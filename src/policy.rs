@@ -26,6 +26,21 @@ struct PolicyFile {
     thp: crate::knobs::policy::ThpSection,
     sysctl: crate::knobs::policy::SysctlSection,
     balance: BalanceSection,
+    emulator: EmulatorSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EmulatorSection {
+    qemu: String,
+}
+
+impl Default for EmulatorSection {
+    fn default() -> Self {
+        EmulatorSection {
+            qemu: "auto".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +176,9 @@ pub struct Policy {
     pub knobs: crate::knobs::KnobPolicy,
     /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
     pub balance: BalancePolicy,
+    /// The real QEMU the emulator mode runs; `None` = `auto` (`/usr/bin/` + the name kvmtune
+    /// was started as, `qemu-system-x86_64` for `kvmtune-qemu`).
+    pub emulator_qemu: Option<std::path::PathBuf>,
 }
 
 impl Default for Policy {
@@ -274,6 +292,15 @@ impl Policy {
             },
             knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
             balance: BalancePolicy::from_section(f.balance)?,
+            emulator_qemu: match f.emulator.qemu.trim() {
+                "auto" => None,
+                p if p.starts_with('/') => Some(p.into()),
+                p => {
+                    return Err(format!(
+                        "emulator.qemu = '{p}': expected \"auto\" or an absolute path"
+                    ))
+                }
+            },
         })
     }
 }
@@ -370,6 +397,18 @@ mod tests {
         assert_eq!(p.reserve_timeout, Duration::from_millis(500));
         assert_eq!(p.max_per_vm, Some(64 << 30));
         assert_eq!(p.default_isolate, IsolateChoice::Vcpus);
+    }
+
+    #[test]
+    fn emulator_qemu_is_auto_or_an_absolute_path() {
+        assert_eq!(Policy::parse("").unwrap().emulator_qemu, None);
+        let p = Policy::parse("[emulator]\nqemu = \"/opt/qemu/bin/qemu-system-x86_64\"\n").unwrap();
+        assert_eq!(
+            p.emulator_qemu.as_deref(),
+            Some(Path::new("/opt/qemu/bin/qemu-system-x86_64"))
+        );
+        let err = Policy::parse("[emulator]\nqemu = \"qemu-system-x86_64\"\n").unwrap_err();
+        assert!(err.contains("emulator.qemu"), "{err}");
     }
 
     #[test]

@@ -927,6 +927,11 @@ test_isolated_vm_irqs() {
 # What /proc/interrupts calls IRQ N (its last column).
 irq_name() { awk -v i="$1:" '$1 == i { print $NF }' /proc/interrupts; }
 
+# ---- kvmtune run and the emulator mode (issue 6) -----------------------------------------------
+
+# shellcheck source=tests/libvirt/launch.sh
+source "$here/launch.sh"
+
 # ---- main ------------------------------------------------------------------------------------
 
 T0=$(date +%s)
@@ -974,6 +979,12 @@ run_test test_isolated_busy_host
 run_test test_started_hook_fast
 run_test test_isolated_vm_irqs
 run_test test_balance_vm
+run_test test_run_hugepage_qemu
+run_test test_run_exit_status
+run_test test_run_wrapper_killed
+run_test test_run_isolated
+run_test test_emulator_probe
+run_test test_emulator_vm
 capture_hostdev
 if [ "$CAPTURE" = 1 ]; then
   for f in huge.prepare.begin huge.start.begin huge.started.begin huge.reconnect.begin \
