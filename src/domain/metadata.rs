@@ -45,6 +45,9 @@ pub struct Tune {
     pub hugepages: Option<Reserve>,
     pub isolate: Option<IsolateChoice>,
     pub irq: Option<IrqChoice>,
+    /// `<kvmtune:migrate remap="on|off">`: rewrite pins and node sets to fit the destination
+    /// host at `migrate begin` (see `advisor::remap`).
+    pub migrate_remap: Option<bool>,
 }
 
 /// Find and parse `<metadata><kvmtune:tune>` under the domain root. Other tools' metadata is
@@ -112,9 +115,17 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
                     v => IrqChoice::List(cpu_list(child, v)?),
                 });
             }
+            "migrate" => {
+                expect_attr(child, "remap")?;
+                out.migrate_remap = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(bad_value(child, "remap", v, "on or off")),
+                });
+            }
             other => {
                 return Err(format!(
-                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq)"
+                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq, migrate)"
                 ))
             }
         }
