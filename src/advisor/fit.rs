@@ -276,16 +276,26 @@ pub fn fit(req: &Request, facts: &HostFacts, occ: &Occupancy) -> Result<Layout, 
 }
 
 /// A VM of `vcpus` and `memory` as `cells` guest cells of (nearly) equal size, one per node:
-/// vCPUs and pages spread evenly, the remainder to the first cells.
-pub fn split(vcpus: u32, memory: u64, page_kib: Option<u64>, cells: u32) -> Vec<CellRequest> {
+/// vCPUs spread in whole cores of `threads` (so no cell leaves a sibling idle that another
+/// could have used), pages spread evenly, remainders to the first cells.
+pub fn split(
+    vcpus: u32,
+    memory: u64,
+    page_kib: Option<u64>,
+    cells: u32,
+    threads: u32,
+) -> Vec<CellRequest> {
+    let threads = threads.max(1);
+    let cores = vcpus.div_ceil(threads);
     let unit = page_kib.map_or(1 << 20, |k| k * 1024);
     let units = memory / unit;
     let rest = memory % unit;
     let mut next = 0;
     (0..cells)
         .map(|i| {
-            let n = vcpus / cells + u32::from(i < vcpus % cells);
-            let vcpus: Vec<u32> = (next..next + n).collect();
+            let my_cores = cores / cells + u32::from(i < cores % cells);
+            let n = (my_cores * threads).min(vcpus - next);
+            let ids: Vec<u32> = (next..next + n).collect();
             next += n;
             let mut bytes =
                 (units / cells as u64 + u64::from((i as u64) < units % cells as u64)) * unit;
@@ -294,7 +304,7 @@ pub fn split(vcpus: u32, memory: u64, page_kib: Option<u64>, cells: u32) -> Vec<
             }
             CellRequest {
                 id: i,
-                vcpus,
+                vcpus: ids,
                 memory_bytes: bytes,
                 page_kib,
             }
@@ -437,7 +447,7 @@ mod tests {
 
     fn one(vcpus: u32, gib: u64, page_kib: Option<u64>) -> Request {
         Request {
-            cells: split(vcpus, gib * GIB, page_kib, 1),
+            cells: split(vcpus, gib * GIB, page_kib, 1, 2),
             node: None,
             distinct_nodes: false,
             isolate: false,
@@ -583,7 +593,7 @@ mod tests {
     fn distinct_cells_go_to_distinct_nodes() {
         let facts = two_nodes_smt();
         let req = Request {
-            cells: split(8, 8 * GIB, None, 2),
+            cells: split(8, 8 * GIB, None, 2, 2),
             node: None,
             distinct_nodes: true,
             isolate: false,
@@ -596,13 +606,19 @@ mod tests {
 
     #[test]
     fn split_spreads_vcpus_and_pages() {
-        let cells = split(5, 3 * GIB, Some(1 << 20), 2);
+        let cells = split(5, 3 * GIB, Some(1 << 20), 2, 1);
         assert_eq!(cells[0].vcpus, vec![0, 1, 2]);
         assert_eq!(cells[1].vcpus, vec![3, 4]);
         assert_eq!(
             (cells[0].memory_bytes, cells[1].memory_bytes),
             (2 * GIB, GIB)
         );
+        // In whole cores of 2 threads: 5 cores = 3 + 2.
+        let cells = split(10, 3 * GIB, None, 2, 2);
+        assert_eq!(cells[0].vcpus, (0..6).collect::<Vec<_>>());
+        assert_eq!(cells[1].vcpus, (6..10).collect::<Vec<_>>());
+        let cells = split(5, GIB, None, 2, 2);
+        assert_eq!((cells[0].vcpus.len(), cells[1].vcpus.len()), (4, 1));
     }
 
     #[test]

@@ -48,8 +48,9 @@ pub fn suggest(args: &SuggestArgs, facts: &HostFacts, peers: &[Peer]) -> Result<
         )));
     }
     let occ = Occupancy::from_peers(peers, facts);
+    let threads = facts.threads_per_core() as u32;
     let mut req = Request {
-        cells: fit::split(args.vcpus, args.memory_bytes, args.page_kib, 1),
+        cells: fit::split(args.vcpus, args.memory_bytes, args.page_kib, 1, threads),
         node: args.node,
         distinct_nodes: false,
         isolate: args.isolate,
@@ -62,7 +63,7 @@ pub fn suggest(args: &SuggestArgs, facts: &HostFacts, peers: &[Peer]) -> Result<
     if args.node.is_none() {
         req.distinct_nodes = true;
         for k in 2..=nodes.min(args.vcpus) {
-            req.cells = fit::split(args.vcpus, args.memory_bytes, args.page_kib, k);
+            req.cells = fit::split(args.vcpus, args.memory_bytes, args.page_kib, k, threads);
             if req.cells.iter().any(|c| c.memory_bytes % unit != 0) {
                 continue;
             }
@@ -95,8 +96,13 @@ pub fn render(args: &SuggestArgs, layout: &Layout) -> String {
         layout.emulator
     ));
     if !layout.idle.is_empty() {
+        let fate = if args.isolate {
+            "isolated with the vCPUs' CPUs, so nothing else runs on the VM's cores"
+        } else {
+            "host tasks may run there (an even vCPU count, or --isolate, keeps the cores whole)"
+        };
         out.push_str(&format!(
-            "<!-- CPUs {} stay idle: SMT siblings of the VM's cores, kept from other VMs and the host -->\n",
+            "<!-- CPU(s) {} on the VM's cores without a vCPU (SMT siblings): {fate} -->\n",
             layout.idle
         ));
     }
@@ -116,9 +122,15 @@ pub fn render(args: &SuggestArgs, layout: &Layout) -> String {
     out.push_str(&format!("<vcpu placement='static'>{}</vcpu>\n", args.vcpus));
     out.push_str(&cells_xml(layout));
     if args.isolate {
-        out.push_str(
-            "<metadata>\n  <kvmtune:tune xmlns:kvmtune=\"urn:kvmtune:1\">\n    <kvmtune:isolate cpus=\"vcpus\"/>\n  </kvmtune:tune>\n</metadata>\n",
-        );
+        // The vCPUs' CPUs, or explicitly with the idle siblings so the cores stay whole.
+        let cpus = if layout.idle.is_empty() {
+            "vcpus".to_string()
+        } else {
+            cpus.union(&layout.idle).to_string()
+        };
+        out.push_str(&format!(
+            "<metadata>\n  <kvmtune:tune xmlns:kvmtune=\"urn:kvmtune:1\">\n    <kvmtune:isolate cpus=\"{cpus}\"/>\n  </kvmtune:tune>\n</metadata>\n",
+        ));
     }
     out
 }

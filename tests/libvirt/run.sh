@@ -14,6 +14,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/libvirt/lib.sh
 source "$here/lib.sh"
+# shellcheck source=tests/libvirt/migrate.sh
+source "$here/migrate.sh"
 
 CAPTURE=0
 [ "${1:-}" = --capture-fixtures ] && CAPTURE=1
@@ -929,7 +931,7 @@ if [ "$CAPTURE" = 1 ]; then
 fi
 lt_setup "$BIN"
 WORK=$(mktemp -d /tmp/kvmtune-libvirt.XXXXXX)
-trap 'lt_teardown; rm -rf "$WORK"' EXIT
+trap 'mig_teardown; lt_teardown; rm -rf "$WORK"' EXIT
 echo "libvirt tier: $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor|Using library/' | tr -s ' ' | paste -sd';'), hook $LT_HOOK -> $(readlink -f "$LT_HOOK")"
 
 # LT_ONLY='test_isolated_*' runs only the tests whose function names match (status-json and
@@ -952,6 +954,7 @@ run_test test_isolated_overlap_refused
 run_test test_isolated_busy_host
 run_test test_started_hook_fast
 run_test test_isolated_vm_irqs
+run_test test_migrate_remap
 capture_hostdev
 if [ "$CAPTURE" = 1 ]; then
   for f in huge.prepare.begin huge.start.begin huge.started.begin huge.reconnect.begin \

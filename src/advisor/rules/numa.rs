@@ -103,7 +103,8 @@ fn exceeds_node(s: &Subject, cpus: u32, memory: u64, out: &mut Vec<Finding>) {
     let k = per_cpu.max(per_mem).clamp(2, nodes);
     let mut req = s.request.clone();
     let page = req.cells.first().and_then(|c| c.page_kib);
-    req.cells = fit::split(s.domain.vcpus, s.domain.memory_bytes, page, k);
+    let threads = s.facts.threads_per_core() as u32;
+    req.cells = fit::split(s.domain.vcpus, s.domain.memory_bytes, page, k, threads);
     req.distinct_nodes = true;
     let fix = match fit::fit(&req, s.facts, &s.occupancy) {
         Ok(l) => crate::advisor::suggest::cells_xml(&l),

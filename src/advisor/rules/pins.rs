@@ -147,7 +147,12 @@ fn smt(s: &Subject, mine: &CpuSet, out: &mut Vec<Finding>) {
             ));
         }
     }
-    let host = others.difference(&by_vms);
+    // Siblings the VM has kvmtune isolate with its vCPUs' CPUs run nothing of the host's.
+    let isolated = match &s.domain.tune.isolate {
+        Some(crate::domain::metadata::IsolateChoice::List(set)) => set.clone(),
+        _ => CpuSet::new(),
+    };
+    let host = others.difference(&by_vms).difference(&isolated);
     if !host.is_empty() {
         out.push(Finding::new(
             Severity::Warning,
