@@ -79,12 +79,14 @@ impl Report {
         self.errors > 0
     }
 
-    /// The text form: one block per finding, the fix indented under it.
+    /// The text form: one block per finding, the fix indented under it (a fix already shown
+    /// for an earlier finding is named, not repeated: placement fixes are often the same).
     pub fn render(&self) -> String {
         let mut out = format!("VM '{}' on {}\n", self.vm, self.host);
         for note in &self.notes {
             out.push_str(&format!("note: {note}\n"));
         }
+        let mut shown: Vec<(&str, &str)> = Vec::new();
         for f in &self.findings {
             out.push_str(&format!(
                 "{:<8} {:<24} {}\n",
@@ -92,6 +94,11 @@ impl Report {
                 f.rule,
                 f.why
             ));
+            if let Some((_, rule)) = shown.iter().find(|(fix, _)| *fix == f.fix) {
+                out.push_str(&format!("{:9}fix: as for {rule} above\n", ""));
+                continue;
+            }
+            shown.push((&f.fix, f.rule));
             for (i, line) in f.fix.lines().enumerate() {
                 let lead = if i == 0 { "fix: " } else { "     " };
                 out.push_str(&format!("{:9}{lead}{line}\n", ""));
@@ -118,7 +125,7 @@ mod tests {
             "vm",
             "host".into(),
             vec![
-                Finding::new(Severity::Info, "b", "i".into(), String::new()),
+                Finding::new(Severity::Info, "b", "i".into(), "<x/>\n<y/>".into()),
                 Finding::new(Severity::Error, "a", "e".into(), "<x/>\n<y/>".into()),
             ],
             vec![],
@@ -129,6 +136,8 @@ mod tests {
         let text = r.render();
         assert!(text.contains("error    a"), "{text}");
         assert!(text.contains("fix: <x/>\n              <y/>"), "{text}");
+        assert!(text.contains("info     b"), "{text}");
+        assert!(text.contains("fix: as for a above\n"), "{text}");
         assert!(
             text.ends_with("1 error(s), 0 warning(s), 1 info\n"),
             "{text}"

@@ -227,7 +227,8 @@ fn cpu(s: &Subject, out: &mut Vec<Finding>) {
         return; // host-passthrough needs KVM
     }
     let mode = s.design.cpu_mode.as_deref().unwrap_or("custom");
-    if mode == "host-passthrough" {
+    // `maximum` is host-passthrough under KVM (libvirt ≥ 7.1).
+    if matches!(mode, "host-passthrough" | "maximum") {
         return;
     }
     let (severity, why) = if mode == "host-model" {
