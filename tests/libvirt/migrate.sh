@@ -14,6 +14,7 @@
 MIG_DIR=
 MIG_URI=
 MIG_PORT=49152
+MIG_DEST_IDS=0   # domains started on the destination so far: it gives out ids 1, 2, …
 
 mig_virsh() { virsh -q -c "$MIG_URI" "$@"; }
 
@@ -97,21 +98,24 @@ mig_domain() {  # NAME UUID METADATA
   printf '%s\n' "${xml/<vcpupin vcpu=\'0\' cpuset=\'1\'\/>/<vcpupin vcpu=\'0\' cpuset=\'0\'\/><emulatorpin cpuset=\'1\'\/>}"
 }
 
-# Start NAME on the source (not as domain id 1, which the fresh destination gives out first:
-# both daemons name their cgroups qemu-ID-NAME), migrate it live; sets REASON on failure.
+# Start NAME on the source, not under the id the destination gives out next (both daemons
+# name their cgroups qemu-ID-NAME in the same hierarchy), and migrate it live. Sets REASON and
+# MIG_OUT (what virsh migrate said) on failure.
 mig_migrate() {  # NAME
   local out id
+  MIG_OUT=
   out=$(virsh_ start "$1" 2>&1) || { REASON="virsh start failed: $(echo "$out" | tr '\n' ' ')"; return 1; }
   id=$(virsh_ domid "$1")
-  if [ "$id" = 1 ]; then
+  if [ "$id" = $((MIG_DEST_IDS + 1)) ]; then
     virsh_ destroy "$1" >/dev/null 2>&1
     out=$(virsh_ start "$1" 2>&1) || { REASON="virsh start failed: $(echo "$out" | tr '\n' ' ')"; return 1; }
   fi
-  if ! out=$(timeout 120 virsh -q -c "$LT_URI" migrate --live "$1" "$MIG_URI" "tcp://127.0.0.1:$MIG_PORT" 2>&1); then
-    REASON="virsh migrate failed: $(echo "$out" | tr '\n' ' ')"
+  MIG_PORT=$((MIG_PORT + 1))
+  if ! MIG_OUT=$(timeout 120 virsh -q -c "$LT_URI" migrate --live "$1" "$MIG_URI" "tcp://127.0.0.1:$MIG_PORT" 2>&1); then
+    REASON="virsh migrate failed: $(echo "$MIG_OUT" | tr '\n' ' ')"
     return 1
   fi
-  MIG_PORT=$((MIG_PORT + 1))
+  MIG_DEST_IDS=$((MIG_DEST_IDS + 1))
 }
 
 test_migrate_remap() {
@@ -159,6 +163,25 @@ test_migrate_remap() {
   fi
   plain_xml=$(mig_virsh dumpxml "$plain")
   mig_virsh destroy "$plain" >/dev/null 2>&1
+
+  # A destination where nothing fits (a VM there holds the one CPU that is not housekeeping):
+  # the hook refuses, libvirt refuses the migration, the VM keeps running on the source.
+  local blocker=${LT_DOMAIN_PREFIX}blocker refused_rc refused_state refused_out
+  lt_domain_xml "$blocker" 6b0c7a52-0000-4000-8000-00000000000f 128 none \
+    | sed "s/cpuset='1'/cpuset='$want_vcpu'/" >"$WORK/blocker.xml"
+  if ! refused_out=$(mig_virsh create "$WORK/blocker.xml" 2>&1); then
+    fail $t "could not start a VM on the destination: $(echo "$refused_out" | tr '\n' ' ')"
+    mig_teardown
+    return
+  fi
+  MIG_DEST_IDS=$((MIG_DEST_IDS + 1))
+  local t0=$SECONDS
+  mig_migrate "$name"
+  refused_rc=$?
+  local refused_s=$((SECONDS - t0))
+  refused_out=$MIG_OUT
+  refused_state=$(lt_domain_state "$name")
+  lt_destroy_quiet "$name"
   mig_teardown
 
   info $t "source pins vCPU 0 -> CPU 0, emulator -> 1; destination: vCPU 0 -> $vcpu (thread on $thread_cpus), emulator -> $emu; kvmtune suggest: $want_vcpu / $want_emu"
@@ -170,7 +193,14 @@ test_migrate_remap() {
     fail $t "the destination QEMU's vCPU 0 thread may run on '$thread_cpus', not $want_vcpu"
   elif ! grep -q "<vcpupin vcpu='0' cpuset='0'/>" <<<"$plain_xml" || ! grep -q "<emulatorpin cpuset='1'/>" <<<"$plain_xml"; then
     fail $t "a VM without remap=\"on\" arrived with other pins (the hook must print nothing, and libvirt then keeps its XML): $(grep -E 'vcpupin|emulatorpin' <<<"$plain_xml" | tr -d ' ' | paste -sd' ')"
+  elif [ "$refused_rc" = 0 ]; then
+    fail $t "the migration to a destination where nothing fits succeeded"
+  elif ! grep -q 'kvmtune: .*nothing fits' <<<"$refused_out"; then
+    fail $t "the refused migration does not carry kvmtune's reason: $(echo "$refused_out" | tr '\n' ' ')"
+  elif [ "$refused_state" != running ]; then
+    fail $t "after the refused migration the source says '$refused_state' for $name, not running"
   else
+    info $t "refused in ${refused_s} s (start on the source included) where nothing fits: $(grep -o 'kvmtune: .*' <<<"$refused_out" | head -1)"
     pass $t
   fi
 }
