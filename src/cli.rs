@@ -283,14 +283,15 @@ fn run_command(cli: &Cli) -> Result<()> {
                 None => Default::default(),
             };
             let host = Host::read(&fs)?;
-            let plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
+            let mut plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
+            plan.knobs = crate::apply::knobs::check(&fs, &vm, std::mem::take(&mut plan.knobs))?;
             if *json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&plan).expect("plan serializes")
                 );
             } else {
-                print!("{}", render_plan(&plan));
+                print!("{}", render_plan(&plan, &fs));
             }
             Ok(())
         }
@@ -424,7 +425,7 @@ fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<
     ))
 }
 
-fn render_plan(plan: &Plan) -> String {
+fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
     let mut out = format!("VM {:?}:\n", plan.vm);
     if plan.hugepages.is_empty() {
         out.push_str("  hugepages: none reserved (not hugepage-backed, or reserve=off)\n");
@@ -450,6 +451,16 @@ fn render_plan(plan: &Plan) -> String {
         out.push_str(&format!(
             "  irq: IRQs of passthrough devices {} go to CPUs {irq} from started on\n",
             plan.devices.join(", ")
+        ));
+    }
+    for k in &plan.knobs {
+        let now = crate::host::knobs::read_value(fs, &k.path)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  knob: /{} = {} while the VM runs ({}; now {now})\n",
+            k.path, k.value, k.why
         ));
     }
     let changes = plan.changes();

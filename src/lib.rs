@@ -13,6 +13,7 @@ pub mod hook;
 pub mod host;
 pub mod irq;
 pub mod isolation;
+pub mod knobs;
 pub mod log;
 pub mod plan;
 pub mod policy;

@@ -21,6 +21,9 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
+    ksm: crate::knobs::policy::KsmSection,
+    thp: crate::knobs::policy::ThpSection,
+    sysctl: crate::knobs::policy::SysctlSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +155,8 @@ pub struct Policy {
     pub default_hugepages: Reserve,
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
+    /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
+    pub knobs: crate::knobs::KnobPolicy,
 }
 
 impl Default for Policy {
@@ -263,6 +268,7 @@ impl Policy {
                     CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
                 ),
             },
+            knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
         })
     }
 }

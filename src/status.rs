@@ -23,6 +23,8 @@ pub struct Status {
     pub isolation: Option<IsolationStatus>,
     /// While kvmtune holds IRQ affinities.
     pub irqs: Option<IrqStatus>,
+    /// KSM and THP now, and the host knobs kvmtune holds.
+    pub knobs: crate::knobs::status::KnobsStatus,
     /// VMs with an operation that was interrupted and not yet finished or undone.
     pub interrupted: Vec<String>,
 }
@@ -33,6 +35,8 @@ pub struct VmStatus {
     pub phase: Phase,
     pub hugepages: Vec<PoolHold>,
     pub isolate: CpuSet,
+    /// Host knobs held for it: file → value.
+    pub knobs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +121,11 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
                 isolate: hold.isolate.clone(),
+                knobs: hold
+                    .knobs
+                    .iter()
+                    .map(|(path, value)| (crate::host::knobs::shown(path), value.clone()))
+                    .collect(),
             })
             .collect(),
         pools,
@@ -134,6 +143,7 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
             .irq
             .as_ref()
             .map(|hold| irq_status(fs, &ledger, hold)),
+        knobs: crate::knobs::status::gather(fs, &ledger)?,
         interrupted,
     })
 }
@@ -247,6 +257,9 @@ pub fn render(status: &Status) -> String {
         if !vm.isolate.is_empty() {
             out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
         }
+        for (path, value) in &vm.knobs {
+            out.push_str(&format!("    holds {path} = {value}\n"));
+        }
         for h in &vm.hugepages {
             out.push_str(&format!(
                 "    node {} {}: {} pages, {} added for it\n",
@@ -310,6 +323,7 @@ pub fn render(status: &Status) -> String {
             out.push_str(&format!("  irqbalance: {note}\n"));
         }
     }
+    out.push_str(&crate::knobs::status::render(&status.knobs));
     if !status.interrupted.is_empty() {
         out.push_str(&format!(
             "Interrupted operations (run `kvmtune recover`): {}\n",

@@ -208,7 +208,7 @@ fn device_numa_node_and_ksm_come_from_sysfs() {
     assert!(text.contains("ksm-latency"), "{text}");
     assert!(text.contains("ksm-merge-across-nodes"), "{text}");
     assert!(
-        text.contains("echo 0 > /sys/kernel/mm/ksm/merge_across_nodes"),
+        text.contains("[ksm]\n              merge_across_nodes = 0"),
         "{text}"
     );
     // A device that is not there: the VM will not start.

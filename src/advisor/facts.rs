@@ -13,8 +13,6 @@ use crate::plan::bounds;
 use crate::policy::Policy;
 use crate::size::human;
 
-pub const KSM_DIR: &str = "sys/kernel/mm/ksm";
-
 #[derive(Debug, Clone)]
 pub struct HostFacts {
     /// Topology (nodes, CPUs, siblings, memory) and hugepage pools.
@@ -24,6 +22,8 @@ pub struct HostFacts {
     pub isolatable: CpuSet,
     /// Memory each node keeps for the host (`hugepages.node_memory_floor`).
     pub floor: u64,
+    /// The host policy (what kvmtune itself will hold for the VM: KSM, isolation).
+    pub policy: Policy,
     /// `None` when the kernel has no KSM.
     pub ksm: Option<Ksm>,
     /// The NUMA node of each passthrough device the VM names.
@@ -83,6 +83,7 @@ impl HostFacts {
             housekeeping,
             isolatable,
             floor: policy.node_memory_floor,
+            policy: policy.clone(),
             ksm: read_ksm(fs),
             devices: devices
                 .iter()
@@ -139,16 +140,12 @@ impl HostFacts {
 }
 
 fn read_ksm(fs: &dyn HostFs) -> Option<Ksm> {
-    let run = fs
-        .read(&format!("{KSM_DIR}/run"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let merge_across_nodes = fs
-        .read(&format!("{KSM_DIR}/merge_across_nodes"))
+    use crate::host::knobs::{read_value, KSM_MERGE_ACROSS_NODES, KSM_RUN};
+    let run = read_value(fs, KSM_RUN).ok()??.parse().ok()?;
+    let merge_across_nodes = read_value(fs, KSM_MERGE_ACROSS_NODES)
         .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
+        .flatten()
+        .and_then(|v| v.parse::<u32>().ok())
         .map(|v| v != 0);
     Some(Ksm {
         run,
@@ -286,6 +283,7 @@ pub mod testing {
                 reserved: BTreeMap::new(),
             },
             floor: policy.node_memory_floor,
+            policy: policy.clone(),
             ksm: Some(Ksm {
                 run: 0,
                 merge_across_nodes: Some(true),

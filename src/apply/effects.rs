@@ -4,6 +4,7 @@
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
+use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
 use crate::host::tasks::{read_task, TaskAffinity};
 use crate::host::HostFs;
 use crate::irq::irqbalance::IrqBalancer;
@@ -33,6 +34,9 @@ impl Effects<'_> {
     /// Make the change.
     pub fn apply(&self, change: &Change) -> Result<()> {
         match change {
+            Change::File { path, after, .. } if path == KSM_MERGE_ACROSS_NODES => {
+                super::knobs::write_merge_across_nodes(self.fs, after)
+            }
             Change::File { path, after, .. } => match self.fs.write(path, after) {
                 // An IRQ that went away (a VFIO vector freed with its VM): nothing to set.
                 Err(e) if path.starts_with("proc/irq/") && !self.fs.exists(path) => {

@@ -6,6 +6,7 @@ pub mod effects;
 pub mod hugepages;
 pub mod irq;
 pub mod isolation;
+pub mod knobs;
 
 use std::time::Instant;
 
@@ -70,30 +71,15 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         release_held(ctx, vm, &mut ledger)?;
     }
     let host = Host::read(ctx.fs)?;
-    let plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
+    let mut plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
+    plan.knobs = knobs::check(ctx.fs, vm, std::mem::take(&mut plan.knobs))?;
     if plan.hugepages.is_empty()
         && plan.isolate.is_empty()
         && (plan.irq.is_none() || plan.devices.is_empty())
+        && plan.knobs.is_empty()
         && ledger.isolation.is_none()
     {
         return Ok(plan);
-    }
-
-    let deadline = Instant::now() + ctx.policy.reserve_timeout;
-    let mut journal = Journal::new(vm, Operation::Prepare);
-    for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
-        journal.changes.extend(growth.change());
-        ctx.state.save_journal(&journal)?;
-        let shortfall = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
-            Ok(None) => continue,
-            Ok(Some(shortfall)) => shortfall,
-            Err(e) => {
-                undo_prepare(ctx, &journal)?;
-                return Err(e);
-            }
-        };
-        undo_prepare(ctx, &journal)?;
-        return Err(shortfall_error(ctx, vm, &shortfall));
     }
 
     let mut next = ledger.clone();
@@ -101,7 +87,11 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         next.keep_baseline(g.pool, g.before.persistent());
     }
     let places_irqs = plan.irq.is_some() && !plan.devices.is_empty();
-    if !plan.hugepages.is_empty() || !plan.isolate.is_empty() || places_irqs {
+    if !plan.hugepages.is_empty()
+        || !plan.isolate.is_empty()
+        || places_irqs
+        || !plan.knobs.is_empty()
+    {
         next.vms.insert(
             vm.to_string(),
             VmHold {
@@ -122,9 +112,38 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
                 } else {
                     Vec::new()
                 },
+                knobs: plan
+                    .knobs
+                    .iter()
+                    .map(|k| (k.path.clone(), k.value.clone()))
+                    .collect(),
             },
         );
     }
+    let deadline = Instant::now() + ctx.policy.reserve_timeout;
+    let mut journal = Journal::new(vm, Operation::Prepare);
+    // Knobs before pages: unmerging KSM's pages (for merge_across_nodes) takes memory that the
+    // reservation would otherwise count as free.
+    let knob_changes = knobs::changes(ctx.fs, &mut next)?;
+    if let Err(e) = knobs::make(ctx, &mut journal, knob_changes) {
+        undo_prepare(ctx, &journal)?;
+        return Err(e);
+    }
+    for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
+        journal.changes.extend(growth.change());
+        ctx.state.save_journal(&journal)?;
+        let shortfall = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
+            Ok(None) => continue,
+            Ok(Some(shortfall)) => shortfall,
+            Err(e) => {
+                undo_prepare(ctx, &journal)?;
+                return Err(e);
+            }
+        };
+        undo_prepare(ctx, &journal)?;
+        return Err(shortfall_error(ctx, vm, &shortfall));
+    }
+
     // Isolation also sweeps host processes started since the last VM event into place.
     let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
     let result = make_isolation(ctx, &mut journal, changes, &next);
@@ -193,6 +212,8 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // is put back.
     let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
     let result = make_isolation(ctx, &mut journal, changes, &next)
+        .and_then(|()| knobs::changes(ctx.fs, &mut next))
+        .and_then(|changes| knobs::make(ctx, &mut journal, changes))
         .and_then(|()| irq::place(ctx, &mut next, &mut journal));
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
@@ -297,6 +318,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
+    journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
     let (changes, pins) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
     journal.changes.extend(changes);
@@ -362,11 +384,12 @@ fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
         ctx.effects().apply(change)?;
         if let Change::File { path, after, .. } = change {
             let now = ctx.fs.read(path).unwrap_or_default();
-            if now.trim() != after {
+            // A choice file (THP's `always [madvise] never`) shows its value in brackets.
+            if !crate::host::knobs::same_value(&now, after) {
                 // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.
                 log::warn(&format!(
                     "{change}: the kernel shows {} for now",
-                    now.trim()
+                    crate::host::knobs::value_of(&now)
                 ));
             }
         }
@@ -404,6 +427,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                 next.vms.remove(&journal.vm);
                 next.drop_unheld_baselines();
                 // The journal's changes are made; the holds must say so too.
+                let _ = knobs::changes(ctx.fs, &mut next)?;
                 let _ = irq::give_back(ctx, &mut next)?;
                 let _ = isolation::changes(ctx, &mut next)?;
                 commit(ctx, journal, &next)?;

@@ -39,12 +39,29 @@ pub enum IrqChoice {
     Off,
 }
 
+/// `<kvmtune:thp apply=…>`, `<kvmtune:sysctl apply=…>` and (as `on`) `<kvmtune:ksm
+/// run="off">`: whether the policy's host knobs of that group are held while the VM runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Apply {
+    /// Held for this VM (the policy must list `metadata` for the group).
+    On,
+    /// Not for this VM, whatever the policy's `for` list says of it.
+    Off,
+    /// As the policy's `for` list says.
+    Auto,
+}
+
 /// Everything a VM's metadata says; `None` = not said, the policy's `[defaults]` decide.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tune {
     pub hugepages: Option<Reserve>,
     pub isolate: Option<IsolateChoice>,
     pub irq: Option<IrqChoice>,
+    /// `<kvmtune:ksm run="off|auto">`: `On` = stop KSM while the VM runs.
+    pub ksm: Option<Apply>,
+    pub thp: Option<Apply>,
+    pub sysctl: Option<Apply>,
     /// `<kvmtune:migrate remap="on|off">`: rewrite pins and node sets to fit the destination
     /// host at `migrate begin` (see `advisor::remap`).
     pub migrate_remap: Option<bool>,
@@ -123,9 +140,31 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
                     v => return Err(bad_value(child, "remap", v, "on or off")),
                 });
             }
+            "ksm" => {
+                expect_attr(child, "run")?;
+                out.ksm = Some(match value {
+                    "off" => Apply::On,
+                    "auto" => Apply::Auto,
+                    v => return Err(bad_value(child, "run", v, "off or auto")),
+                });
+            }
+            "thp" | "sysctl" => {
+                expect_attr(child, "apply")?;
+                let apply = match value {
+                    "on" => Apply::On,
+                    "off" => Apply::Off,
+                    "auto" => Apply::Auto,
+                    v => return Err(bad_value(child, "apply", v, "on, off or auto")),
+                };
+                if child.name == "thp" {
+                    out.thp = Some(apply);
+                } else {
+                    out.sysctl = Some(apply);
+                }
+            }
             other => {
                 return Err(format!(
-                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq, migrate)"
+                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq, ksm, thp, sysctl, migrate)"
                 ))
             }
         }

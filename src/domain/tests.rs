@@ -190,6 +190,33 @@ fn metadata_mistakes_are_errors_naming_the_mistake() {
 }
 
 #[test]
+fn host_knob_metadata_is_read_and_checked() {
+    use crate::domain::metadata::Apply;
+    let xml = with_metadata(
+        r#"<k:tune xmlns:k="urn:kvmtune:1"><k:ksm run="off"/><k:thp apply="on"/><k:sysctl apply="off"/></k:tune>"#,
+    );
+    let tune = Domain::parse(&xml).unwrap().tune;
+    assert_eq!(
+        (tune.ksm, tune.thp, tune.sysctl),
+        (Some(Apply::On), Some(Apply::On), Some(Apply::Off))
+    );
+    for (inner, expected) in [
+        (
+            r#"<k:ksm run="on"/>"#,
+            "<ksm run='on'> is not valid (expected off or auto)",
+        ),
+        (r#"<k:thp enabled="never"/>"#, "unknown attribute 'enabled'"),
+        (r#"<k:sysctl apply="yes"/>"#, "(expected on, off or auto)"),
+    ] {
+        let xml = with_metadata(&format!(
+            r#"<k:tune xmlns:k="urn:kvmtune:1">{inner}</k:tune>"#
+        ));
+        let err = Domain::parse(&xml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{inner}: {err}");
+    }
+}
+
+#[test]
 fn memory_units_follow_libvirt() {
     for (xml, bytes) in [
         ("<memory>1024</memory>", 1u64 << 20),

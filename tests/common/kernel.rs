@@ -26,6 +26,7 @@ use kvmtune::isolation::systemd::Systemctl;
 
 pub use super::cgroupfs::{CgroupModel, Layout};
 pub use super::irqs::IrqModel;
+pub use super::knobs::KnobModel;
 use kvmtune::irq::irqbalance::IrqBalancer;
 
 pub const MIB: u64 = 1 << 20;
@@ -65,6 +66,8 @@ struct Model {
     cgroups: Option<CgroupModel>,
     /// IRQs, PCI devices and irqbalance, when a test asks for them.
     irqs: Option<IrqModel>,
+    /// KSM, transparent hugepages and sysctls (always: every kernel has some).
+    knobs: KnobModel,
 }
 
 pub struct FakeKernel {
@@ -151,6 +154,13 @@ impl FakeKernel {
     /// Look at (or change) the IRQ model.
     pub fn irqs<T>(&self, f: impl FnOnce(&mut IrqModel) -> T) -> T {
         let out = f(self.model.borrow_mut().irqs.as_mut().expect("with_irqs"));
+        self.render();
+        out
+    }
+
+    /// Look at (or change, as another program or the admin would) the host knobs.
+    pub fn knobs<T>(&self, f: impl FnOnce(&mut KnobModel) -> T) -> T {
+        let out = f(&mut self.model.borrow_mut().knobs);
         self.render();
         out
     }
@@ -338,6 +348,12 @@ impl FakeKernel {
                 put(self.path(), &rel, &contents);
             }
         }
+        // Files of knobs the kernel lacks vanish (a test can take KSM or THP away).
+        let _ = fs::remove_dir_all(self.path().join(super::knobs::KSM));
+        let _ = fs::remove_dir_all(self.path().join(super::knobs::THP));
+        for (rel, contents) in model.knobs.files() {
+            put(self.path(), &rel, &contents);
+        }
         if let Some(i) = &model.irqs {
             let _ = fs::remove_dir_all(self.path().join("proc/irq"));
             let _ = fs::remove_dir_all(self.path().join("sys/bus/pci/devices"));
@@ -433,6 +449,9 @@ impl HostFs for FakeKernel {
     }
 
     fn read(&self, rel: &str) -> Result<String> {
+        if let Some(errno) = self.model.borrow().knobs.read(rel) {
+            return Err(errno_error("read", self.path().join(rel), errno));
+        }
         self.plain.read(rel)
     }
 
@@ -454,6 +473,7 @@ impl HostFs for FakeKernel {
                 .as_mut()
                 .and_then(|i| i.write(rel, value))
         });
+        let handled = handled.or_else(|| self.model.borrow_mut().knobs.write(rel, value));
         if let Some(result) = handled {
             self.render();
             return result.map_err(|errno| errno_error("write", self.path().join(rel), errno));

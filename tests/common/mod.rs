@@ -5,6 +5,7 @@
 pub mod cgroupfs;
 pub mod irqs;
 pub mod kernel;
+pub mod knobs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -150,4 +151,17 @@ pub fn diff(
 /// The state directory kvmtune creates (0700) inside the test's tempdir.
 pub fn state_path(b: &Bench) -> PathBuf {
     b.state_dir.path().join("kvmtune")
+}
+
+/// Compare `lines` with `tests/golden/<case>.txt` (rewritten with UPDATE_GOLDEN=1).
+pub fn assert_golden(case: &str, lines: &[String]) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.txt"));
+    let actual = lines.join("\n") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "changes differ from {}", path.display());
 }

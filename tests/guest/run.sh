@@ -14,7 +14,7 @@
 #   KVMTUNE_GUEST_CACHE    where the kernel and busybox are kept (default /var/cache/kvmtune-tests/guest)
 #   KVMTUNE_GUEST_LOGS     where the serial console logs go (default: a fresh dir under /tmp)
 #   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node")
-#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 200; a scenario may take 60)
+#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 600, a bound for a hung guest, not a target; a scenario may take 60)
 #   KVMTUNE_GUEST_VERBOSE  1: the guest prints every scenario's log, not only failing ones
 set -euo pipefail
 
@@ -22,7 +22,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${KVMTUNE_BIN:-}
 cache=${KVMTUNE_GUEST_CACHE:-/var/cache/kvmtune-tests/guest}
 topos=${KVMTUNE_GUEST_TOPOS:-2node 3node}
-boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-200}
+boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-600}
 verbose=${KVMTUNE_GUEST_VERBOSE:-0}
 filters=("$@")
 
@@ -31,7 +31,7 @@ die() { echo "guest: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 [ -n "$bin" ] || die "KVMTUNE_BIN is not set (path to the kvmtune binary to test)"
 [ -x "$bin" ] || die "KVMTUNE_BIN=$bin is not an executable file"
 bin=$(realpath "$bin")
-for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get; do
+for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get cc; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run tests/deps.sh)"
 done
 
@@ -132,6 +132,9 @@ if ldd_out=$(ldd "$bin" 2>&1); then
     cp -L "$lib" "$root$lib"
   done < <(printf '%s\n' "$ldd_out" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]+ \(/{print $1}')
 fi
+# What the host-knob scenario runs to give ksmd pages to merge (busybox has nothing like it).
+cc -static -O2 -o "$root/usr/bin/ksm-pages" "$here/ksm-pages.c" 2>"$work/cc.log" ||
+  { cat "$work/cc.log" >&2; die "cannot build tests/guest/ksm-pages.c (cc with a static libc: gcc, libc6-dev)"; }
 cp "$here/init" "$root/init"
 cp "$here/lib.sh" "$root/tests/lib.sh"
 cp "$here/isolation.sh" "$root/tests/isolation.sh"

@@ -2,8 +2,9 @@
 //! (page merging) where a latency-critical VM runs or across NUMA nodes.
 
 use super::Subject;
-use crate::advisor::facts::KSM_DIR;
 use crate::advisor::findings::{Finding, Severity};
+use crate::host::knobs::{KSM_MERGE_ACROSS_NODES, KSM_RUN};
+use crate::plan::knobs::{wanted, Traits};
 use crate::size::human;
 
 pub const OVERCOMMIT: &str = "memory-overcommit";
@@ -20,22 +21,44 @@ pub fn check(s: &Subject, out: &mut Vec<Finding>) {
     if ksm.run != 1 || !mergeable {
         return;
     }
-    if s.latency_critical() {
+    // What kvmtune itself will hold while the VM runs (the policy's [ksm], its metadata).
+    let holds = |path: &str| held_knobs(s).iter().any(|(p, v)| p == path && v == "0");
+    if s.latency_critical() && !holds(KSM_RUN) {
         out.push(Finding::new(
             Severity::Warning,
             KSM_LATENCY,
             "KSM is merging pages (ksm/run = 1) and this pinned VM's memory may be merged: a write to a merged page faults and copies".into(),
-            "<memoryBacking>\n  <nosharepages/>\n</memoryBacking>".into(),
+            "<memoryBacking>\n  <nosharepages/>\n</memoryBacking>\n<!-- or, with \"metadata\" in the policy's ksm.stop_for, KSM stopped while the VM runs: -->\n<kvmtune:ksm run=\"off\"/>".into(),
         ));
     }
-    if s.multi_node() && ksm.merge_across_nodes == Some(true) {
+    if s.multi_node() && ksm.merge_across_nodes == Some(true) && !holds(KSM_MERGE_ACROSS_NODES) {
         out.push(Finding::new(
             Severity::Warning,
             KSM_MERGE,
             "KSM merges pages across NUMA nodes (merge_across_nodes = 1): a merged page is remote to every VM but one".into(),
-            format!("echo 2 > /{KSM_DIR}/run   # unmerge; the kernel refuses the change while pages are shared\necho 0 > /{KSM_DIR}/merge_across_nodes\necho 1 > /{KSM_DIR}/run"),
+            "# /etc/kvmtune/kvmtune.toml: kvmtune unmerges, then holds it while the VMs of merge_for run\n[ksm]\nmerge_across_nodes = 0".into(),
         ));
     }
+}
+
+/// The knobs kvmtune would hold for this VM, as (path, value); none when its metadata asks
+/// what the policy refuses (prepare says so).
+fn held_knobs(s: &Subject) -> Vec<(String, String)> {
+    let policy = &s.facts.policy;
+    let isolated =
+        crate::plan::bounds::cpu_settings(s.domain, &s.domain.name, policy, s.facts.topology())
+            .is_ok_and(|c| !c.isolate.is_empty());
+    let traits = Traits {
+        isolated,
+        hugepages: s.domain.hugepages.is_some(),
+        nosharepages: s.domain.nosharepages,
+        multi_node: s.multi_node(),
+    };
+    wanted(&s.domain.tune, &s.domain.name, &policy.knobs, &traits)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| (w.path, w.value))
+        .collect()
 }
 
 fn overcommit(s: &Subject, out: &mut Vec<Finding>) {

@@ -362,6 +362,17 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            rule: memory::KSM_LATENCY,
+            severity: Warning,
+            host: ksm_on,
+            peers: &[],
+            fires: || GOOD.into(),
+            // kvmtune stops KSM while it runs (the policy's default ksm.stop_for = ["metadata"]).
+            quiet: || {
+                vm(&[("<memory unit", "<metadata><kvmtune:tune xmlns:kvmtune='urn:kvmtune:1'><kvmtune:ksm run='off'/></kvmtune:tune></metadata><memory unit")])
+            },
+        },
+        Row {
             rule: memory::KSM_MERGE,
             severity: Warning,
             host: ksm_on,
@@ -607,5 +618,23 @@ fn hostdev_fix_places_the_vm_on_the_devices_node() {
         f.fix.contains("<memory mode='strict' nodeset='0'/>"),
         "{}",
         f.fix
+    );
+}
+
+#[test]
+fn ksm_held_by_kvmtune_policy_is_not_a_finding() {
+    let mut facts = ksm_on();
+    let found = run(&facts, &[], GOOD);
+    assert!(found.iter().any(|f| f.rule == memory::KSM_MERGE));
+    assert!(found.iter().any(|f| f.rule == memory::KSM_LATENCY));
+    // kvmtune unmerges and holds merge_across_nodes = 0, and stops KSM, for every VM it runs.
+    facts.policy = crate::policy::Policy::parse(
+        "[ksm]\nmerge_across_nodes = 0\nmerge_for = [\"all\"]\nstop_for = [\"all\"]\n",
+    )
+    .unwrap();
+    let found = run(&facts, &[], GOOD);
+    assert!(
+        found.iter().all(|f| !f.rule.starts_with("ksm-")),
+        "{found:#?}"
     );
 }
