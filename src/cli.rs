@@ -111,6 +111,35 @@ pub enum Command {
     /// needs come from QEMU's arguments (-m, -smp, -numa, -object memory-backend-*,
     /// -mem-path, -device vfio-pci) or from --xml; QEMU's exit status becomes kvmtune's.
     Run(RunArgs),
+    /// Judge a VM's design against this host: NUMA placement, pins, hugepages, memory,
+    /// devices. Exits 1 when an error-level finding exists.
+    Check {
+        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        #[arg(long, value_name = "FILE")]
+        xml: Option<PathBuf>,
+        /// The VM's name (default: the <name> in the XML).
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the placement XML (<vcpu>, <cputune>, <numatune>, <cpu><numa>, <memoryBacking>)
+    /// of a VM that fits this host now.
+    Suggest {
+        #[arg(long, value_name = "N")]
+        vcpus: u32,
+        /// e.g. 16G, 8192M.
+        #[arg(long, value_name = "SIZE")]
+        memory: String,
+        /// Back the memory with hugepages of this size.
+        #[arg(long, value_name = "2M|1G")]
+        hugepages: Option<String>,
+        /// The host node to use; auto: the node with room.
+        #[arg(long, value_name = "auto|N", default_value = "auto")]
+        node: String,
+        /// Only isolatable CPUs, and ask kvmtune to isolate them (metadata).
+        #[arg(long)]
+        isolate: bool,
+    },
     /// Finish or undo interrupted operations and release what stopped VMs still hold.
     Recover {
         /// Release every VM whose QEMU process no longer runs (default when no NAME is given).
@@ -217,7 +246,8 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
         return 0;
     }
     let build = || -> Result<ContextOwner> { roots.context() };
-    match hook::run(&call, &mut input as &mut dyn Read, &build) {
+    let mut out = io::stdout().lock();
+    match hook::run(&call, &mut input as &mut dyn Read, &mut out, &build) {
         Ok(()) => 0,
         Err(e) => {
             // syslog gets the context; stderr (which libvirt shows to whoever ran `virsh
@@ -364,6 +394,43 @@ fn run_command(cli: &Cli) -> Result<()> {
             let fs = RootFs::new(&roots.root);
             let mut virsh = crate::balance::virsh::Virsh::new(connect);
             crate::balance::run(&mut virsh, &fs, &policy.balance, *once, *dry_run)
+        }
+        Command::Check { xml, name, json } => {
+            let policy = Policy::load(&roots.config)?;
+            let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
+            crate::advisor::run_check(
+                &RootFs::new(&roots.root),
+                &policy,
+                &text,
+                vm.as_deref(),
+                *json,
+            )
+        }
+        Command::Suggest {
+            vcpus,
+            memory,
+            hugepages,
+            node,
+            isolate,
+        } => {
+            let policy = Policy::load(&roots.config)?;
+            let args = crate::advisor::suggest::SuggestArgs {
+                vcpus: *vcpus,
+                memory_bytes: crate::size::parse_size(memory)
+                    .map_err(|e| Error::Usage(format!("--memory: {e}")))?,
+                page_kib: hugepages
+                    .as_deref()
+                    .map(crate::advisor::suggest::parse_page_size)
+                    .transpose()?,
+                node: match node.as_str() {
+                    "auto" => None,
+                    n => Some(n.parse().map_err(|_| {
+                        Error::Usage(format!("--node {n:?}: expected auto or a node number"))
+                    })?),
+                },
+                isolate: *isolate,
+            };
+            crate::advisor::run_suggest(&RootFs::new(&roots.root), &policy, &args)
         }
         Command::Recover { all: _, name } => {
             require_root("recover")?;

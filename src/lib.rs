@@ -2,6 +2,7 @@
 //! stops. See SPEC.md for the contract and DESIGN.md for the data flow:
 //! domain XML + policy + host snapshot → `plan` (pure) → `apply` (journaled) → `release`.
 
+pub mod advisor;
 pub mod apply;
 pub mod balance;
 pub mod change;

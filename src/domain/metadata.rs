@@ -72,6 +72,9 @@ pub struct Tune {
     pub thp: Option<Apply>,
     pub sysctl: Option<Apply>,
     pub balloon: Option<BalloonBounds>,
+    /// `<kvmtune:migrate remap="on|off">`: rewrite pins and node sets to fit the destination
+    /// host at `migrate begin` (see `advisor::remap`).
+    pub migrate_remap: Option<bool>,
 }
 
 /// Find and parse `<metadata><kvmtune:tune>` under the domain root. Other tools' metadata is
@@ -144,6 +147,14 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
                     v => IrqChoice::List(cpu_list(child, v)?),
                 });
             }
+            "migrate" => {
+                expect_attr(child, "remap")?;
+                out.migrate_remap = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(bad_value(child, "remap", v, "on or off")),
+                });
+            }
             "ksm" => {
                 expect_attr(child, "run")?;
                 out.ksm = Some(match value {
@@ -168,7 +179,7 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
             }
             other => {
                 return Err(format!(
-                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq, ksm, thp, sysctl, balloon)"
+                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq, ksm, thp, sysctl, balloon, migrate)"
                 ))
             }
         }

@@ -17,6 +17,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 # shellcheck source=tests/libvirt/balance.sh
 source "$here/balance.sh"
+# shellcheck source=tests/libvirt/migrate.sh
+source "$here/migrate.sh"
 
 CAPTURE=0
 [ "${1:-}" = --capture-fixtures ] && CAPTURE=1
@@ -942,7 +944,7 @@ if [ "$CAPTURE" = 1 ]; then
 fi
 lt_setup "$BIN"
 WORK=$(mktemp -d /tmp/kvmtune-libvirt.XXXXXX)
-trap 'lt_teardown; rm -rf "$WORK"' EXIT
+trap 'mig_teardown; lt_teardown; rm -rf "$WORK"' EXIT
 echo "libvirt tier: $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor|Using library/' | tr -s ' ' | paste -sd';'), hook $LT_HOOK -> $(readlink -f "$LT_HOOK")"
 
 if [ "$LT_INSTALLED" = 1 ] && ! lt_hook_is_package; then
@@ -985,6 +987,7 @@ run_test test_run_wrapper_killed
 run_test test_run_isolated
 run_test test_emulator_probe
 run_test test_emulator_vm
+run_test test_migrate_remap
 capture_hostdev
 if [ "$CAPTURE" = 1 ]; then
   for f in huge.prepare.begin huge.start.begin huge.started.begin huge.reconnect.begin \
