@@ -12,7 +12,7 @@ if [ "$1" -eq 0 ]; then
         fi
     fi
     if [ -d /run/systemd/system ]; then
-        systemctl --no-reload disable --now kvmtune-irq-watch.service kvmtune-recover.service >/dev/null 2>&1 || :
+        systemctl --no-reload disable --now kvmtune-irq-watch.service kvmtune-recover.service kvmtune-balance.service >/dev/null 2>&1 || :
     fi
 fi
 exit 0

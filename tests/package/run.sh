@@ -76,6 +76,7 @@ test_deb_contents() {
     "- /etc/kvmtune/kvmtune.toml"
     "- /lib/systemd/system/kvmtune-recover.service"
     "- /lib/systemd/system/kvmtune-irq-watch.service"
+    "- /lib/systemd/system/kvmtune-balance.service"
     "- /usr/share/man/man8/kvmtune.8.gz"
     "- /usr/share/man/man5/kvmtune.toml.5.gz"
     "- /usr/share/bash-completion/completions/kvmtune"
@@ -171,7 +172,8 @@ test_rpm() {
   fi
   files=$(rpm -qlp "$RPM" 2>/dev/null)
   want=(/usr/sbin/kvmtune /etc/kvmtune/kvmtune.toml /usr/lib/systemd/system/kvmtune-recover.service
-    /usr/lib/systemd/system/kvmtune-irq-watch.service /usr/share/man/man8/kvmtune.8.gz
+    /usr/lib/systemd/system/kvmtune-irq-watch.service /usr/lib/systemd/system/kvmtune-balance.service
+    /usr/share/man/man8/kvmtune.8.gz
     /usr/share/man/man5/kvmtune.toml.5.gz /usr/share/bash-completion/completions/kvmtune)
   for p in "${want[@]}"; do grep -qxF "$p" <<<"$files" || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
