@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::error::{Error, Result};
@@ -27,6 +28,22 @@ struct PolicyFile {
     ksm: crate::knobs::policy::KsmSection,
     thp: crate::knobs::policy::ThpSection,
     sysctl: crate::knobs::policy::SysctlSection,
+    balance: BalanceSection,
+    emulator: EmulatorSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EmulatorSection {
+    qemu: String,
+}
+
+impl Default for EmulatorSection {
+    fn default() -> Self {
+        EmulatorSection {
+            qemu: "auto".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +177,11 @@ pub struct Policy {
     pub default_irq: IrqChoice,
     /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
     pub knobs: crate::knobs::KnobPolicy,
+    /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
+    pub balance: BalancePolicy,
+    /// The real QEMU the emulator mode runs; `None` = `auto` (`/usr/bin/` + the name kvmtune
+    /// was started as, `qemu-system-x86_64` for `kvmtune-qemu`).
+    pub emulator_qemu: Option<std::path::PathBuf>,
 }
 
 impl Default for Policy {
@@ -321,6 +343,16 @@ impl Policy {
                 ),
             },
             knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
+            balance: BalancePolicy::from_section(f.balance)?,
+            emulator_qemu: match f.emulator.qemu.trim() {
+                "auto" => None,
+                p if p.starts_with('/') => Some(p.into()),
+                p => {
+                    return Err(format!(
+                        "emulator.qemu = '{p}': expected \"auto\" or an absolute path"
+                    ))
+                }
+            },
         })
     }
 }
@@ -357,7 +389,7 @@ fn bounded_duration(text: &str, key: &str, min: Duration) -> Result<Duration, St
 }
 
 /// `10s`, `500ms`, `2m`; a bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -438,6 +470,18 @@ mod tests {
         assert_eq!(p.reserve_timeout, Duration::from_millis(500));
         assert_eq!(p.max_per_vm, Some(64 << 30));
         assert_eq!(p.default_isolate, IsolateChoice::Vcpus);
+    }
+
+    #[test]
+    fn emulator_qemu_is_auto_or_an_absolute_path() {
+        assert_eq!(Policy::parse("").unwrap().emulator_qemu, None);
+        let p = Policy::parse("[emulator]\nqemu = \"/opt/qemu/bin/qemu-system-x86_64\"\n").unwrap();
+        assert_eq!(
+            p.emulator_qemu.as_deref(),
+            Some(Path::new("/opt/qemu/bin/qemu-system-x86_64"))
+        );
+        let err = Policy::parse("[emulator]\nqemu = \"qemu-system-x86_64\"\n").unwrap_err();
+        assert!(err.contains("emulator.qemu"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct VmStatus {
     pub phase: Phase,
     pub hugepages: Vec<PoolHold>,
     pub isolate: CpuSet,
+    /// The QEMU process, for an isolating VM started by `kvmtune run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// Host knobs held for it: file → value.
     pub knobs: std::collections::BTreeMap<String, String>,
 }
@@ -121,6 +124,7 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
                 isolate: hold.isolate.clone(),
+                pid: hold.pid,
                 knobs: hold
                     .knobs
                     .iter()
@@ -137,6 +141,7 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 hold.method,
                 &ledger.isolated_except(""),
                 &hold.housekeeping,
+                &ledger.isolated_vm_pids(),
             )
         }),
         irqs: ledger
@@ -191,6 +196,7 @@ fn isolation_status(
     method: Method,
     isolated: &CpuSet,
     housekeeping: &CpuSet,
+    vm_pids: &[u32],
 ) -> IsolationStatus {
     let mut unconfined = Vec::new();
     let mut per_cpu_kernel_threads = 0;
@@ -205,8 +211,8 @@ fn isolation_status(
         let cgroup = fs
             .read(&format!("proc/{}/cgroup", task.pid))
             .unwrap_or_default();
-        if cgroup.contains("/machine") {
-            continue; // a VM's own process, placed by libvirt
+        if cgroup.contains("/machine") || vm_pids.contains(&task.pid) {
+            continue; // a VM's own process, placed by libvirt or started by `kvmtune run`
         }
         unconfined.push(TaskStatus {
             pid: task.pid,
@@ -253,7 +259,11 @@ pub fn render(status: &Status) -> String {
             Phase::Prepared => "prepared",
             Phase::Running => "running",
         };
-        out.push_str(&format!("  {:?} ({phase})\n", vm.name));
+        let qemu = vm
+            .pid
+            .map(|pid| format!(", QEMU pid {pid} under kvmtune run"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {:?} ({phase}{qemu})\n", vm.name));
         if !vm.isolate.is_empty() {
             out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
         }

@@ -56,8 +56,8 @@ impl Effects<'_> {
                 Ok(())
             }
             Change::RemoveCgroup { path, parent } => self.remove_cgroup(path, parent),
-            Change::MoveProcesses { from, to } => {
-                self.move_processes(from, to);
+            Change::MoveProcesses { from, to, keep } => {
+                self.move_processes(from, to, keep);
                 Ok(())
             }
             Change::Controller {
@@ -142,9 +142,10 @@ impl Effects<'_> {
     }
 
     /// Move host processes of `from` into `to`: not kernel threads (their cgroup cannot change
-    /// or they are not ours to move), not the virtualization daemons, not ourselves. Passes
-    /// repeat until one finds nothing new: processes fork while they are being moved.
-    fn move_processes(&self, from: &str, to: &str) {
+    /// or they are not ours to move), not the virtualization daemons, not ourselves, not the
+    /// VM processes in `keep`. Passes repeat until one finds nothing new: processes fork while
+    /// they are being moved.
+    fn move_processes(&self, from: &str, to: &str, keep: &[u32]) {
         let me = std::process::id();
         let mut seen = std::collections::BTreeSet::new();
         let mut moved = 0;
@@ -167,6 +168,7 @@ impl Effects<'_> {
                     continue;
                 };
                 if pid == me
+                    || keep.contains(&pid)
                     || task.is_kernel_thread()
                     || UNCONFINED_DAEMONS.contains(&task.comm.as_str())
                 {

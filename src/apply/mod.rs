@@ -113,6 +113,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
                 } else {
                     Vec::new()
                 },
+                pid: None,
                 knobs: plan
                     .knobs
                     .iter()

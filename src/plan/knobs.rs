@@ -288,6 +288,7 @@ mod tests {
                 irq: None,
                 devices: vec![],
                 knobs: [(THP_ENABLED.to_string(), "never".to_string())].into(),
+                pid: None,
             },
         );
         let want = |value: &str| KnobWant {

@@ -52,6 +52,10 @@ pub struct VmHold {
     /// Its PCI passthrough devices (`DDDD:BB:DD.F`, validated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// The QEMU process `kvmtune run` started for this VM, when the VM isolates CPUs: it runs
+    /// on them, so confining host tasks leaves it where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// Host knobs held while it runs: file → value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub knobs: BTreeMap<String, String>,
@@ -132,6 +136,16 @@ impl Ledger {
             .iter()
             .filter(|(name, h)| name.as_str() != except && !h.isolate.intersection(cpus).is_empty())
             .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The QEMU processes of VMs that isolate CPUs and that `kvmtune run` started: VM
+    /// processes, never confined to the housekeeping CPUs.
+    pub fn isolated_vm_pids(&self) -> Vec<u32> {
+        self.vms
+            .values()
+            .filter(|h| !h.isolate.is_empty())
+            .filter_map(|h| h.pid)
             .collect()
     }
 

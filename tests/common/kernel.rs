@@ -156,6 +156,21 @@ impl FakeKernel {
         self
     }
 
+    /// SMT: each group of CPUs (`"0,8"`) shares a core; CPUs in no group stay single-threaded.
+    pub fn with_smt(self, groups: &[&str]) -> FakeKernel {
+        for group in groups {
+            let set = CpuSet::parse(group).unwrap();
+            for cpu in set.iter() {
+                put(
+                    self.path(),
+                    &format!("sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"),
+                    &format!("{set}\n"),
+                );
+            }
+        }
+        self
+    }
+
     /// Add IRQs, a passthrough device and (not running) irqbalance to the model.
     pub fn with_irqs(self) -> FakeKernel {
         let online = {

@@ -9,6 +9,8 @@
 # then `N passed, M failed`. Exits non-zero if any scenario failed or was not reported.
 #
 # Usage: KVMTUNE_BIN=/path/to/kvmtune tests/guest/run.sh [SCENARIO-SUBSTRING...]
+#        tests/guest/run.sh --fetch-only   (only fill the cache: kernel, modules, busybox; the
+#                                          libvirt tier boots the same kernel as a balloon guest)
 # Environment:
 #   KVMTUNE_BIN            the kvmtune binary to test (required)
 #   KVMTUNE_GUEST_CACHE    where the kernel and busybox are kept (default /var/cache/kvmtune-tests/guest)
@@ -24,13 +26,17 @@ cache=${KVMTUNE_GUEST_CACHE:-/var/cache/kvmtune-tests/guest}
 topos=${KVMTUNE_GUEST_TOPOS:-2node 3node}
 boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-600}
 verbose=${KVMTUNE_GUEST_VERBOSE:-0}
+fetch_only=0
+if [ "${1:-}" = --fetch-only ]; then fetch_only=1; shift; fi
 filters=("$@")
 
 die() { echo "guest: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
-[ -n "$bin" ] || die "KVMTUNE_BIN is not set (path to the kvmtune binary to test)"
-[ -x "$bin" ] || die "KVMTUNE_BIN=$bin is not an executable file"
-bin=$(realpath "$bin")
+if [ "$fetch_only" = 0 ]; then
+  [ -n "$bin" ] || die "KVMTUNE_BIN is not set (path to the kvmtune binary to test)"
+  [ -x "$bin" ] || die "KVMTUNE_BIN=$bin is not an executable file"
+  bin=$(realpath "$bin")
+fi
 for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get cc; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run tests/deps.sh)"
 done
@@ -39,9 +45,11 @@ done
 # Modules the IRQ scenarios load (with modprobe, after a depmod in the guest): the virtio PCI
 # transport and virtio-rng, the driver of the guest's one PCI device (all modules in Debian's
 # config, so nothing binds the device until a scenario loads them). Paths under kernel/.
+# virtio_balloon is for the libvirt tier's balloon guest (tests/libvirt/balloon-guest.sh).
 guest_modules="drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko
   drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko
-  drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko"
+  drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko
+  drivers/virtio/virtio_balloon.ko"
 have_modules() {
   local m
   [ -s "$cache/modules/version" ] || return 1
@@ -90,6 +98,7 @@ fetch_guest_bits() {
   rm -rf "$dl"
 }
 fetch_guest_bits
+[ "$fetch_only" = 0 ] || exit 0
 
 work=$(mktemp -d /tmp/kvmtune-guest.XXXXXX)
 logs=${KVMTUNE_GUEST_LOGS:-$work/logs}
