@@ -64,15 +64,21 @@ const VM_PAGES: u64 = 128; // 256 MiB
 fn qemu_runs(b: &Bench, pid: u32, vm: &str, pages: u64) {
     b.kernel.consume(1, 2048, pages);
     b.kernel.cgroups(|c| {
-        let mut t = c.tasks[&300].clone();
-        t.cmdline = format!("/usr/bin/qemu-system-x86_64\0-name\0guest={vm},debug-threads=on\0");
+        let t = c.tasks[&300].clone();
         c.tasks.insert(pid, t);
+        c.cmdlines.insert(
+            pid,
+            format!("/usr/bin/qemu-system-x86_64\0-name\0guest={vm},debug-threads=on\0"),
+        );
     });
 }
 
 /// That QEMU exits: its pages are free again.
 fn qemu_exits(b: &Bench, pid: u32, pages: u64) {
-    b.kernel.cgroups(|c| c.tasks.remove(&pid));
+    b.kernel.cgroups(|c| {
+        c.cmdlines.remove(&pid);
+        c.tasks.remove(&pid)
+    });
     b.kernel.give_back(1, 2048, pages);
 }
 

@@ -148,17 +148,23 @@ impl World {
             self.b.kernel.consume(node, 2048, n);
         }
         self.b.kernel.cgroups(|c| {
-            let mut t = c.tasks[&300].clone();
-            t.cmdline = format!(
-                "/usr/bin/qemu-system-x86_64\0-name\0guest={},debug-threads=on\0",
-                NAMES[v]
-            );
+            let t = c.tasks[&300].clone();
             c.tasks.insert(400 + v as u32, t);
+            c.cmdlines.insert(
+                400 + v as u32,
+                format!(
+                    "/usr/bin/qemu-system-x86_64\0-name\0guest={},debug-threads=on\0",
+                    NAMES[v]
+                ),
+            );
         });
     }
 
     fn qemu_exits(&self, v: usize) {
-        self.b.kernel.cgroups(|c| c.tasks.remove(&(400 + v as u32)));
+        self.b.kernel.cgroups(|c| {
+            c.cmdlines.remove(&(400 + v as u32));
+            c.tasks.remove(&(400 + v as u32))
+        });
         for (node, n) in pages(v) {
             self.b.kernel.give_back(node, 2048, n);
         }

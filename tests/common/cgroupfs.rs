@@ -37,8 +37,6 @@ pub struct TaskModel {
     pub mask: CpuSet,
     /// cgroup (path relative to the root, the mount itself for the root cgroup).
     pub cgroup: String,
-    /// `/proc/PID/cmdline` (arguments joined by NUL); empty: not written.
-    pub cmdline: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -66,6 +64,9 @@ pub struct CgroupModel {
     /// A busy host: this many moves each leave a freshly forked child behind in the cgroup
     /// the task left (forked after the mover read `cgroup.procs`).
     pub forks_during_moves: u32,
+    /// `/proc/PID/cmdline` of the tasks that have one (arguments joined by NUL): a VM's QEMU,
+    /// which `recover` looks for.
+    pub cmdlines: BTreeMap<u32, String>,
 }
 
 pub type Errno = i32;
@@ -132,7 +133,6 @@ impl CgroupModel {
             flags,
             mask: online.clone(),
             cgroup,
-            cmdline: String::new(),
         };
         let mut tasks = BTreeMap::new();
         let init_cgroup = match layout {
@@ -167,6 +167,7 @@ impl CgroupModel {
             systemctl_calls: Vec::new(),
             resets_masks: false,
             forks_during_moves: 0,
+            cmdlines: BTreeMap::new(),
         }
     }
 
@@ -441,8 +442,8 @@ impl CgroupModel {
                 t.comm,
                 self.allowed(*pid)
             );
-            if !t.cmdline.is_empty() {
-                out.push((format!("proc/{pid}/cmdline"), t.cmdline.clone()));
+            if let Some(cmdline) = self.cmdlines.get(pid) {
+                out.push((format!("proc/{pid}/cmdline"), cmdline.clone()));
             }
             out.push((format!("proc/{pid}/status"), status.clone()));
             out.push((format!("proc/{pid}/task/{pid}/status"), status));
