@@ -259,7 +259,7 @@ fn cases() -> Vec<Case> {
         case("nesting 500 deep", deep, 1, "nested too deeply"),
         case("a root that is not <domain>", "<network><name>n</name></network>".into(), 1, "not <domain>"),
         case("empty stdin", String::new(), 1, "no domain XML"),
-        // Found by fuzzing: the VM's total overflowed (a panic; wrapped in a release build).
+        // Found through the domain_xml fuzz target: the VM's total overflowed (a panic; wrapped in a release build).
         case(
             "two guest cells of 2^63 bytes each",
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions/domain_xml/u63-memory-cells")).unwrap(),

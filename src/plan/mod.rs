@@ -155,7 +155,7 @@ pub fn plan(
     named.name = vm.to_string();
     let need = hugepages::need(&named, reserve, host).map_err(Error::Refused)?;
 
-    // Saturating: a domain may claim memory near 2^64 bytes (found by fuzzing); such a total
+    // Saturating: a domain may claim memory near 2^64 bytes (found through the fuzz target); such a total
     // is refused below, never wrapped into a small one.
     let total = need
         .iter()
