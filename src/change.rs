@@ -25,10 +25,15 @@ pub enum Change {
     },
     /// Move the processes of a cgroup kvmtune created back to `parent`, and remove it.
     RemoveCgroup { path: String, parent: String },
-    /// Move the host's processes from cgroup `from` into `to`, except kernel threads and the
-    /// virtualization daemons. Nothing to undo on its own: undoing the `CreateCgroup` of `to`
-    /// moves everything back.
-    MoveProcesses { from: String, to: String },
+    /// Move the host's processes from cgroup `from` into `to`, except kernel threads, the
+    /// virtualization daemons and the VM processes in `keep`. Nothing to undo on its own:
+    /// undoing the `CreateCgroup` of `to` moves everything back.
+    MoveProcesses {
+        from: String,
+        to: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keep: Vec<u32>,
+    },
     /// Enable (or disable) a controller for a cgroup's children (`cgroup.subtree_control`).
     Controller {
         cgroup: String,
@@ -146,7 +151,7 @@ impl std::fmt::Display for Change {
             Change::RemoveCgroup { path, parent } => {
                 write!(f, "move processes of /{path} back to /{parent}, remove it")
             }
-            Change::MoveProcesses { from, to } => {
+            Change::MoveProcesses { from, to, .. } => {
                 write!(f, "move host processes from /{from} to /{to}")
             }
             Change::Controller {

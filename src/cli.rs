@@ -93,6 +93,53 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Move memory between running VMs through their balloons: give idle memory back to a
+    /// host that runs short, and hand it out again when memory is plentiful, within each VM's
+    /// <kvmtune:balloon min max> bounds. A daemon; SIGTERM ends it.
+    Balance {
+        /// One pass, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// libvirt connection URI.
+        #[arg(long, value_name = "URI", default_value = "qemu:///system")]
+        connect: String,
+    },
+    /// Run QEMU with the hook's tuning: prepare, start QEMU, started, wait, release. The VM's
+    /// needs come from QEMU's arguments (-m, -smp, -numa, -object memory-backend-*,
+    /// -mem-path, -device vfio-pci) or from --xml; QEMU's exit status becomes kvmtune's.
+    Run(RunArgs),
+    /// Judge a VM's design against this host: NUMA placement, pins, hugepages, memory,
+    /// devices. Exits 1 when an error-level finding exists.
+    Check {
+        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        #[arg(long, value_name = "FILE")]
+        xml: Option<PathBuf>,
+        /// The VM's name (default: the <name> in the XML).
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the placement XML (<vcpu>, <cputune>, <numatune>, <cpu><numa>, <memoryBacking>)
+    /// of a VM that fits this host now.
+    Suggest {
+        #[arg(long, value_name = "N")]
+        vcpus: u32,
+        /// e.g. 16G, 8192M.
+        #[arg(long, value_name = "SIZE")]
+        memory: String,
+        /// Back the memory with hugepages of this size.
+        #[arg(long, value_name = "2M|1G")]
+        hugepages: Option<String>,
+        /// The host node to use; auto: the node with room.
+        #[arg(long, value_name = "auto|N", default_value = "auto")]
+        node: String,
+        /// Only isolatable CPUs, and ask kvmtune to isolate them (metadata).
+        #[arg(long)]
+        isolate: bool,
+    },
     /// Finish or undo interrupted operations and release what stopped VMs still hold.
     Recover {
         /// Release every VM whose QEMU process no longer runs (default when no NAME is given).
@@ -103,6 +150,28 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The VM's name (default: the XML's <name>, else QEMU's -name, else qemu-PID).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Take the VM's needs from this domain XML instead of QEMU's arguments.
+    #[arg(long, value_name = "FILE")]
+    pub xml: Option<PathBuf>,
+    /// Reserve hugepages: auto (when the memory is hugepage-backed), on, off.
+    #[arg(long, value_name = "auto|on|off", value_parser = crate::launch::parse_reserve)]
+    pub hugepages: Option<crate::domain::metadata::Reserve>,
+    /// Isolate CPUs while QEMU runs (QEMU runs on them): a CPU list, vcpus (--xml), off.
+    #[arg(long, value_name = "LIST|vcpus|off", value_parser = crate::launch::parse_isolate)]
+    pub isolate: Option<crate::domain::metadata::IsolateChoice>,
+    /// Where the IRQs of -device vfio-pci devices go: a CPU list, housekeeping, vcpus, off.
+    #[arg(long, value_name = "LIST|housekeeping|vcpus|off", value_parser = crate::launch::parse_irq)]
+    pub irq: Option<crate::domain::metadata::IrqChoice>,
+    /// The QEMU program and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "QEMU [ARGS]")]
+    pub command: Vec<String>,
+}
+
 /// Run kvmtune with these arguments; returns the exit status.
 pub fn main(argv: Vec<OsString>) -> i32 {
     let args: Vec<String> = argv
@@ -111,6 +180,9 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .collect();
     if is_hook_name(args.first().map(String::as_str).unwrap_or("")) {
         return hook_mode(&args[1..], &Roots::from_env());
+    }
+    if crate::launch::emulator::is_emulator_name(args.first().map(String::as_str).unwrap_or("")) {
+        return crate::launch::emulator::main(&argv);
     }
     // `kvmtune [ROOT FLAGS] hook …` is parsed by position too, before clap can see a `--help`.
     if let Some((roots, rest)) = split_hook_args(&args[1..]) {
@@ -125,6 +197,19 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         }
     };
     log::init(&cli.roots.root);
+    if let Command::Run(run) = &cli.command {
+        return crate::launch::run(
+            &cli.roots,
+            &crate::launch::RunOptions {
+                name: run.name.clone(),
+                xml: run.xml.clone(),
+                hugepages: run.hugepages,
+                isolate: run.isolate.clone(),
+                irq: run.irq.clone(),
+                command: run.command.clone(),
+            },
+        );
+    }
     match run_command(&cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -149,10 +234,11 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
     let call = match HookCall::from_args(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("kvmtune: {e}");
+            say(&e.to_string());
             return e.exit_code();
         }
     };
+    exit_on_panic(if call.may_fail() { 1 } else { 0 });
     let stdin = io::stdin();
     let mut input = stdin.lock();
     // libvirt's session daemon runs the same hook as an unprivileged user: nothing to do.
@@ -161,7 +247,8 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
         return 0;
     }
     let build = || -> Result<ContextOwner> { roots.context() };
-    match hook::run(&call, &mut input as &mut dyn Read, &build) {
+    let mut out = io::stdout().lock();
+    match hook::run(&call, &mut input as &mut dyn Read, &mut out, &build) {
         Ok(()) => 0,
         Err(e) => {
             // syslog gets the context; stderr (which libvirt shows to whoever ran `virsh
@@ -170,7 +257,7 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
                 "{} {} of VM {:?} failed: {e}",
                 call.op, call.subop, call.vm
             ));
-            eprintln!("kvmtune: {e}");
+            say(&e.to_string());
             if call.may_fail() {
                 e.exit_code()
             } else {
@@ -178,6 +265,26 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
             }
         }
     }
+}
+
+/// The one line libvirt shows. A closed or broken stderr is no reason to fail (eprintln!
+/// would panic): the detail is in syslog.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "kvmtune: {}", line.replace(['\n', '\r'], " "));
+}
+
+/// A bug must not change the exit status libvirt acts on: a failed `reconnect` makes libvirt
+/// kill a running VM. A panic exits with `code` (0 for the operations that always exit 0)
+/// after one line; what it was doing is journaled and finished or undone by the next call,
+/// exactly as after a `kill -9`.
+fn exit_on_panic(code: i32) {
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info.to_string();
+        log::to_syslog_only(&format!("internal error: {what}"));
+        say(&format!("internal error: {what}"));
+        std::process::exit(code);
+    }));
 }
 
 /// Parse `[--root D] [--state-dir D] [--config F] hook ARGS…` by hand.
@@ -242,6 +349,7 @@ fn run_command(cli: &Cli) -> Result<()> {
     let roots = &cli.roots;
     match &cli.command {
         Command::Hook { .. } => unreachable!("hook is parsed by position before clap"),
+        Command::Run(_) => unreachable!("run returns QEMU's status, handled in main"),
         Command::Plan { xml, name, json } => {
             let policy = Policy::load(&roots.config)?;
             let fs = RootFs::new(&roots.root);
@@ -253,14 +361,15 @@ fn run_command(cli: &Cli) -> Result<()> {
                 None => Default::default(),
             };
             let host = Host::read(&fs)?;
-            let plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
+            let mut plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
+            plan.knobs = crate::apply::knobs::check(&fs, &vm, std::mem::take(&mut plan.knobs))?;
             if *json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&plan).expect("plan serializes")
                 );
             } else {
-                print!("{}", render_plan(&plan));
+                print!("{}", render_plan(&plan, &fs));
             }
             Ok(())
         }
@@ -296,6 +405,53 @@ fn run_command(cli: &Cli) -> Result<()> {
                 }
                 std::thread::sleep(owner.policy.irq_watch_interval);
             }
+        }
+        Command::Balance {
+            once,
+            dry_run,
+            connect,
+        } => {
+            let policy = Policy::load(&roots.config)?;
+            let fs = RootFs::new(&roots.root);
+            let mut virsh = crate::balance::virsh::Virsh::new(connect);
+            crate::balance::run(&mut virsh, &fs, &policy.balance, *once, *dry_run)
+        }
+        Command::Check { xml, name, json } => {
+            let policy = Policy::load(&roots.config)?;
+            let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
+            crate::advisor::run_check(
+                &RootFs::new(&roots.root),
+                &policy,
+                &text,
+                vm.as_deref(),
+                *json,
+            )
+        }
+        Command::Suggest {
+            vcpus,
+            memory,
+            hugepages,
+            node,
+            isolate,
+        } => {
+            let policy = Policy::load(&roots.config)?;
+            let args = crate::advisor::suggest::SuggestArgs {
+                vcpus: *vcpus,
+                memory_bytes: crate::size::parse_size(memory)
+                    .map_err(|e| Error::Usage(format!("--memory: {e}")))?,
+                page_kib: hugepages
+                    .as_deref()
+                    .map(crate::advisor::suggest::parse_page_size)
+                    .transpose()?,
+                node: match node.as_str() {
+                    "auto" => None,
+                    n => Some(n.parse().map_err(|_| {
+                        Error::Usage(format!("--node {n:?}: expected auto or a node number"))
+                    })?),
+                },
+                isolate: *isolate,
+            };
+            crate::advisor::run_suggest(&RootFs::new(&roots.root), &policy, &args)
         }
         Command::Recover { all: _, name } => {
             require_root("recover")?;
@@ -357,7 +513,7 @@ fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<
     ))
 }
 
-fn render_plan(plan: &Plan) -> String {
+fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
     let mut out = format!("VM {:?}:\n", plan.vm);
     if plan.hugepages.is_empty() {
         out.push_str("  hugepages: none reserved (not hugepage-backed, or reserve=off)\n");
@@ -383,6 +539,16 @@ fn render_plan(plan: &Plan) -> String {
         out.push_str(&format!(
             "  irq: IRQs of passthrough devices {} go to CPUs {irq} from started on\n",
             plan.devices.join(", ")
+        ));
+    }
+    for k in &plan.knobs {
+        let now = crate::host::knobs::read_value(fs, &k.path)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  knob: /{} = {} while the VM runs ({}; now {now})\n",
+            k.path, k.value, k.why
         ));
     }
     let changes = plan.changes();

@@ -1,7 +1,7 @@
 //! libvirt's QEMU hook: `NAME OP SUBOP EXTRA`, the domain XML on stdin.
 //! Which operations act, which may fail the start, which always exit 0.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use crate::apply::{self, Context};
 use crate::domain::xml::MAX_XML_BYTES;
@@ -38,14 +38,21 @@ impl HookCall {
     /// Operations whose failure aborts the VM start; for every other one libvirt ignores the
     /// exit status or (for `reconnect`) kills the running VM, so those always exit 0.
     pub fn may_fail(&self) -> bool {
-        matches!(self.op.as_str(), "prepare" | "start" | "started")
+        // `migrate` fails only when a VM asked to be remapped and nothing fits (see
+        // `migrate_begin`); libvirt then refuses the incoming migration.
+        matches!(
+            self.op.as_str(),
+            "prepare" | "start" | "started" | "migrate"
+        )
     }
 }
 
 /// Run one hook call. `ctx` is built lazily: most operations need nothing from the host.
+/// `stdout` is written only by `migrate begin`, with a rewritten domain XML.
 pub fn run(
     call: &HookCall,
     stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
     ctx: &dyn Fn() -> Result<ContextOwner>,
 ) -> Result<()> {
     match (call.op.as_str(), call.subop.as_str()) {
@@ -73,14 +80,52 @@ pub fn run(
             let owner = ctx()?;
             apply::release(&owner.context(), &call.vm)
         }
+        ("migrate", "begin") => migrate_begin(call, stdin, stdout, ctx),
         _ => {
-            // start, stopped, migrate, restore, attach, and operations of future libvirt
-            // versions: nothing to do. migrate and restore read our stdout as a replacement
-            // XML, so nothing is printed.
+            // start, stopped, restore, attach, and operations of future libvirt versions:
+            // nothing to do. restore reads our stdout as a replacement XML: nothing is printed.
             drain(stdin);
             Ok(())
         }
     }
+}
+
+/// `migrate begin` on the destination: a VM with `<kvmtune:migrate remap="on"/>` gets its pins
+/// and node sets fitted to this host, printed as the whole rewritten XML. Anything else prints
+/// nothing (libvirt keeps its XML) and exits 0: only a remap that was asked for and cannot be
+/// done refuses the migration.
+fn migrate_begin(
+    call: &HookCall,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    ctx: &dyn Fn() -> Result<ContextOwner>,
+) -> Result<()> {
+    use crate::advisor::remap;
+    let parsed = read_xml(stdin).and_then(|xml| {
+        let (domain, design) = Domain::parse_with_design(&xml)?;
+        Ok((xml, remap::wanted(&domain, &design)))
+    });
+    let xml = match parsed {
+        Ok((xml, true)) => xml,
+        Ok((_, false)) => return Ok(()),
+        Err(e) => {
+            log::warn(&format!("migrate of VM '{}': not remapped: {e}", call.vm));
+            return Ok(());
+        }
+    };
+    let owner = ctx()?;
+    let held = owner.state.load_ledger()?.isolated_except(&call.vm);
+    if let Some(new) = remap::for_host(&call.vm, &xml, &owner.fs, &owner.policy, &held)? {
+        stdout
+            .write_all(new.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Error::io("write the remapped domain XML to", "stdout", e))?;
+        log::info(&format!(
+            "VM '{}': pins and node sets remapped for this host",
+            call.vm
+        ));
+    }
+    Ok(())
 }
 
 /// Read the domain XML from stdin, refusing absurd sizes before they are held in memory.
@@ -166,6 +211,7 @@ mod tests {
         for (op, fails) in [
             ("prepare", true),
             ("started", true),
+            ("migrate", true),
             ("release", false),
             ("reconnect", false),
             ("stopped", false),
@@ -187,7 +233,9 @@ mod tests {
             "future-op",
         ] {
             let call = HookCall::from_args(&args(&["vm", op, "begin", "-"])).unwrap();
-            run(&call, &mut "<domain/>".as_bytes(), &never).unwrap();
+            let mut out = Vec::new();
+            run(&call, &mut "<domain/>".as_bytes(), &mut out, &never).unwrap();
+            assert!(out.is_empty(), "{op} printed something");
         }
     }
 
@@ -195,7 +243,7 @@ mod tests {
     fn prepare_without_xml_is_a_clear_error() {
         let never = || -> Result<ContextOwner> { panic!("context built") };
         let call = HookCall::from_args(&args(&["vm", "prepare", "begin", "-"])).unwrap();
-        let err = run(&call, &mut "".as_bytes(), &never).unwrap_err();
+        let err = run(&call, &mut "".as_bytes(), &mut Vec::new(), &never).unwrap_err();
         assert!(err.to_string().contains("no domain XML"), "{err}");
     }
 }

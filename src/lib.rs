@@ -2,7 +2,9 @@
 //! stops. See SPEC.md for the contract and DESIGN.md for the data flow:
 //! domain XML + policy + host snapshot → `plan` (pure) → `apply` (journaled) → `release`.
 
+pub mod advisor;
 pub mod apply;
+pub mod balance;
 pub mod change;
 pub mod cli;
 pub mod cpulist;
@@ -12,9 +14,12 @@ pub mod hook;
 pub mod host;
 pub mod irq;
 pub mod isolation;
+pub mod knobs;
+pub mod launch;
 pub mod log;
 pub mod plan;
 pub mod policy;
+pub mod privilege;
 pub mod size;
 pub mod state;
 pub mod status;

@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::error::{Error, Result};
 use crate::size::parse_size;
+
+/// Largest policy file read.
+const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 /// The file as written, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +25,25 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
+    ksm: crate::knobs::policy::KsmSection,
+    thp: crate::knobs::policy::ThpSection,
+    sysctl: crate::knobs::policy::SysctlSection,
+    balance: BalanceSection,
+    emulator: EmulatorSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct EmulatorSection {
+    qemu: String,
+}
+
+impl Default for EmulatorSection {
+    fn default() -> Self {
+        EmulatorSection {
+            qemu: "auto".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +175,13 @@ pub struct Policy {
     pub default_hugepages: Reserve,
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
+    /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
+    pub knobs: crate::knobs::KnobPolicy,
+    /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
+    pub balance: BalancePolicy,
+    /// The real QEMU the emulator mode runs; `None` = `auto` (`/usr/bin/` + the name kvmtune
+    /// was started as, `qemu-system-x86_64` for `kvmtune-qemu`).
+    pub emulator_qemu: Option<std::path::PathBuf>,
 }
 
 impl Default for Policy {
@@ -164,12 +194,28 @@ impl Policy {
     /// Read the policy at `path`; a missing file means the built-in defaults. The file decides
     /// what less trusted domain editors may do, so one that others could write is refused.
     pub fn load(path: &Path) -> Result<Policy> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: a FIFO in the policy's place must not hang the hook.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
             Err(e) => return Err(Error::io("read policy", path, e)),
         };
-        let meta = std::fs::metadata(path).map_err(|e| Error::io("stat policy", path, e))?;
+        // The checks look at the file that is read (not at a path someone may swap meanwhile).
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat policy", path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Config(format!(
+                "policy {} is not a regular file",
+                path.display()
+            )));
+        }
         if meta.mode() & 0o022 != 0 {
             return Err(Error::Config(format!(
                 "policy {} is writable by group or others (mode {:o}); chmod go-w it",
@@ -182,6 +228,33 @@ impl Policy {
                 "policy {} is owned by uid {}, not root",
                 path.display(),
                 meta.uid()
+            )));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let dmeta = std::fs::metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
+            // Whoever can write the directory can put another file in the policy's place.
+            if dmeta.mode() & 0o022 != 0 && dmeta.mode() & 0o1000 == 0 {
+                return Err(Error::Config(format!(
+                    "policy directory {} is writable by group or others (mode {:o}); chmod go-w it",
+                    dir.display(),
+                    dmeta.mode() & 0o7777
+                )));
+            }
+        }
+        // A policy is a page of TOML: more is not a policy.
+        let mut text = String::new();
+        file.take(MAX_POLICY_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    Error::Config(format!("policy {} is not UTF-8 text", path.display()))
+                }
+                _ => Error::io("read policy", path, e),
+            })?;
+        if text.len() as u64 > MAX_POLICY_BYTES {
+            return Err(Error::Config(format!(
+                "policy {} is larger than {MAX_POLICY_BYTES} bytes",
+                path.display()
             )));
         }
         Policy::parse(&text).map_err(|e| Error::Config(format!("policy {}: {e}", path.display())))
@@ -220,8 +293,11 @@ impl Policy {
                 "off" => false,
                 v => return Err(format!("irq.irqbalance = '{v}': expected auto or off")),
             },
-            irq_watch_interval: parse_duration(&f.irq.watch_interval)
-                .map_err(|e| format!("irq.watch_interval: {e}"))?,
+            irq_watch_interval: bounded_duration(
+                &f.irq.watch_interval,
+                "irq.watch_interval",
+                Duration::from_millis(10),
+            )?,
             governor: match f.cpus.governor.trim() {
                 "" => None,
                 g if g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
@@ -232,8 +308,11 @@ impl Policy {
             node_memory_floor: parse_size(&f.hugepages.node_memory_floor)
                 .map_err(|e| format!("hugepages.node_memory_floor: {e}"))?,
             compaction: f.hugepages.compaction,
-            reserve_timeout: parse_duration(&f.hugepages.timeout)
-                .map_err(|e| format!("hugepages.timeout: {e}"))?,
+            reserve_timeout: bounded_duration(
+                &f.hugepages.timeout,
+                "hugepages.timeout",
+                Duration::ZERO,
+            )?,
             max_per_vm: match f.hugepages.max_per_vm.trim() {
                 "unlimited" => None,
                 s => Some(parse_size(s).map_err(|e| format!("hugepages.max_per_vm: {e}"))?),
@@ -263,6 +342,17 @@ impl Policy {
                     CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
                 ),
             },
+            knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
+            balance: BalancePolicy::from_section(f.balance)?,
+            emulator_qemu: match f.emulator.qemu.trim() {
+                "auto" => None,
+                p if p.starts_with('/') => Some(p.into()),
+                p => {
+                    return Err(format!(
+                        "emulator.qemu = '{p}': expected \"auto\" or an absolute path"
+                    ))
+                }
+            },
         })
     }
 }
@@ -280,8 +370,26 @@ fn cpu_policy(value: &str, key: &str) -> Result<CpuPolicy, String> {
     }
 }
 
+/// Longest duration the policy takes: libvirt waits for the hook without a time limit, and
+/// `irq-watch` must notice a new VM; anything longer is a typo (and a huge one would overflow
+/// the clock arithmetic).
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// A duration between `min` and `MAX_DURATION`.
+fn bounded_duration(text: &str, key: &str, min: Duration) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| format!("{key}: {e}"))?;
+    if d < min || d > MAX_DURATION {
+        return Err(format!(
+            "{key} = '{}' is out of range ({}ms to 1h)",
+            text.trim(),
+            min.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
 /// `10s`, `500ms`, `2m`; a bare number is seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -291,7 +399,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match unit.trim() {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
-        "m" | "min" => Ok(Duration::from_secs(n * 60)),
+        "m" | "min" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("'{t}' is too long")),
         u => Err(format!("'{t}': unknown unit '{u}' (ms, s or m)")),
     }
 }
@@ -359,6 +470,18 @@ mod tests {
         assert_eq!(p.reserve_timeout, Duration::from_millis(500));
         assert_eq!(p.max_per_vm, Some(64 << 30));
         assert_eq!(p.default_isolate, IsolateChoice::Vcpus);
+    }
+
+    #[test]
+    fn emulator_qemu_is_auto_or_an_absolute_path() {
+        assert_eq!(Policy::parse("").unwrap().emulator_qemu, None);
+        let p = Policy::parse("[emulator]\nqemu = \"/opt/qemu/bin/qemu-system-x86_64\"\n").unwrap();
+        assert_eq!(
+            p.emulator_qemu.as_deref(),
+            Some(Path::new("/opt/qemu/bin/qemu-system-x86_64"))
+        );
+        let err = Policy::parse("[emulator]\nqemu = \"qemu-system-x86_64\"\n").unwrap_err();
+        assert!(err.contains("emulator.qemu"), "{err}");
     }
 
     #[test]

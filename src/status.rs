@@ -23,6 +23,8 @@ pub struct Status {
     pub isolation: Option<IsolationStatus>,
     /// While kvmtune holds IRQ affinities.
     pub irqs: Option<IrqStatus>,
+    /// KSM and THP now, and the host knobs kvmtune holds.
+    pub knobs: crate::knobs::status::KnobsStatus,
     /// VMs with an operation that was interrupted and not yet finished or undone.
     pub interrupted: Vec<String>,
 }
@@ -33,6 +35,11 @@ pub struct VmStatus {
     pub phase: Phase,
     pub hugepages: Vec<PoolHold>,
     pub isolate: CpuSet,
+    /// The QEMU process, for an isolating VM started by `kvmtune run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Host knobs held for it: file → value.
+    pub knobs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +124,12 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
                 isolate: hold.isolate.clone(),
+                pid: hold.pid,
+                knobs: hold
+                    .knobs
+                    .iter()
+                    .map(|(path, value)| (crate::host::knobs::shown(path), value.clone()))
+                    .collect(),
             })
             .collect(),
         pools,
@@ -128,12 +141,14 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                 hold.method,
                 &ledger.isolated_except(""),
                 &hold.housekeeping,
+                &ledger.isolated_vm_pids(),
             )
         }),
         irqs: ledger
             .irq
             .as_ref()
             .map(|hold| irq_status(fs, &ledger, hold)),
+        knobs: crate::knobs::status::gather(fs, &ledger)?,
         interrupted,
     })
 }
@@ -181,6 +196,7 @@ fn isolation_status(
     method: Method,
     isolated: &CpuSet,
     housekeeping: &CpuSet,
+    vm_pids: &[u32],
 ) -> IsolationStatus {
     let mut unconfined = Vec::new();
     let mut per_cpu_kernel_threads = 0;
@@ -195,8 +211,8 @@ fn isolation_status(
         let cgroup = fs
             .read(&format!("proc/{}/cgroup", task.pid))
             .unwrap_or_default();
-        if cgroup.contains("/machine") {
-            continue; // a VM's own process, placed by libvirt
+        if cgroup.contains("/machine") || vm_pids.contains(&task.pid) {
+            continue; // a VM's own process, placed by libvirt or started by `kvmtune run`
         }
         unconfined.push(TaskStatus {
             pid: task.pid,
@@ -243,9 +259,16 @@ pub fn render(status: &Status) -> String {
             Phase::Prepared => "prepared",
             Phase::Running => "running",
         };
-        out.push_str(&format!("  {:?} ({phase})\n", vm.name));
+        let qemu = vm
+            .pid
+            .map(|pid| format!(", QEMU pid {pid} under kvmtune run"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {:?} ({phase}{qemu})\n", vm.name));
         if !vm.isolate.is_empty() {
             out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
+        }
+        for (path, value) in &vm.knobs {
+            out.push_str(&format!("    holds {path} = {value}\n"));
         }
         for h in &vm.hugepages {
             out.push_str(&format!(
@@ -310,6 +333,7 @@ pub fn render(status: &Status) -> String {
             out.push_str(&format!("  irqbalance: {note}\n"));
         }
     }
+    out.push_str(&crate::knobs::status::render(&status.knobs));
     if !status.interrupted.is_empty() {
         out.push_str(&format!(
             "Interrupted operations (run `kvmtune recover`): {}\n",

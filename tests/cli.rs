@@ -348,3 +348,50 @@ fn failures_reach_syslog_at_facility_daemon() {
         "{msg}"
     );
 }
+
+#[test]
+fn plan_and_status_show_host_knobs_and_an_unknown_thp_word_is_a_configuration_error() {
+    let h = Host::new();
+    let xml_path = h.tmp.path().join("vm.xml");
+    std::fs::write(
+        &xml_path,
+        "<domain><name>k</name><memory unit='MiB'>64</memory></domain>",
+    )
+    .unwrap();
+    std::fs::write(h.config(), "[thp]\nenabled = \"never\"\nfor = [\"all\"]\n").unwrap();
+    let out = h.run(
+        Path::new(BIN),
+        &["plan", "--xml", xml_path.to_str().unwrap()],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  knob: /sys/kernel/mm/transparent_hugepage/enabled = never while the VM runs (thp.for: all; now always)\n"),
+        "{text}"
+    );
+
+    std::fs::write(
+        h.config(),
+        "[thp]\nenabled = \"sometimes\"\nfor = [\"all\"]\n",
+    )
+    .unwrap();
+    let start = h.kernel.snapshot();
+    let out = h.hook(
+        &["k", "prepare", "begin", "-"],
+        &std::fs::read_to_string(&xml_path).unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "kvmtune: VM 'k' wants /sys/kernel/mm/transparent_hugepage/enabled = sometimes (thp.for: all), but the kernel offers only always, madvise, never\n"
+    );
+    assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
+
+    let out = h.run(Path::new(BIN), &["status"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Host knobs:\n  KSM: run 0, merge_across_nodes 1, 0 page(s) shared, 0 sharing\n  THP: enabled always, defrag madvise\n  none held by kvmtune\n"),
+        "{text}"
+    );
+}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what the tests need, then runs the four tiers of
-# DESIGN.md and ends with one line `total: N passed, M failed`.
+# DESIGN.md, then the packages, and ends with one line `total: N passed, M failed`.
 #   1-2. unit tests, golden trees on the kernel-modelling fake root, the binary's contract
 #   3.   the real kernel: a 2- and 3-node Debian guest under QEMU/TCG   (tests/guest/run.sh)
 #   4.   the real libvirtd on this machine, kvmtune installed as its hook (tests/libvirt/run.sh)
-#   and a short run of the benchmarks on a fake root (bench/run.sh --quick), so they cannot rot.
-# Tiers 3 and 4 change the real host (they start daemons, write hugepage pools); each restores
-# what it changed and stops only the processes it started. Run as root.
+#   5.   the packages: the .deb installed with dpkg, tier 4's core run against it, upgrade,
+#        purge, the machine as before; the .rpm built and inspected  (tests/package/run.sh)
+# Tiers 3 to 5 change the real host (they start daemons, write hugepage pools; 5 installs and
+# purges the package); each restores what it changed and stops only the processes it started.
+# Last, a short run of the benchmarks on a fake root (bench/run.sh --quick), so they cannot rot.
+# Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +51,7 @@ tier build cargo build --release --quiet
 export KVMTUNE_BIN=$PWD/target/release/kvmtune
 tier guest tests/guest/run.sh
 tier libvirt tests/libvirt/run.sh
+tier package tests/package/run.sh
 tier bench bench/run.sh --quick
 
 echo

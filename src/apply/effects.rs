@@ -4,6 +4,7 @@
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
+use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
 use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD};
 use crate::host::HostFs;
 use crate::irq::irqbalance::IrqBalancer;
@@ -39,6 +40,9 @@ impl Effects<'_> {
     /// Make the change.
     pub fn apply(&self, change: &Change) -> Result<()> {
         match change {
+            Change::File { path, after, .. } if path == KSM_MERGE_ACROSS_NODES => {
+                super::knobs::write_merge_across_nodes(self.fs, after)
+            }
             Change::File { path, after, .. } => match self.fs.write(path, after) {
                 // An IRQ that went away (a VFIO vector freed with its VM): nothing to set.
                 Err(e) if path.starts_with("proc/irq/") && !self.fs.exists(path) => {
@@ -58,8 +62,8 @@ impl Effects<'_> {
                 Ok(())
             }
             Change::RemoveCgroup { path, parent } => self.remove_cgroup(path, parent),
-            Change::MoveProcesses { from, to } => {
-                self.move_processes(from, to);
+            Change::MoveProcesses { from, to, keep } => {
+                self.move_processes(from, to, keep);
                 Ok(())
             }
             Change::Controller {
@@ -144,9 +148,10 @@ impl Effects<'_> {
     }
 
     /// Move host processes of `from` into `to`: not kernel threads (their cgroup cannot change
-    /// or they are not ours to move), not the virtualization daemons, not ourselves. Passes
-    /// repeat until one finds nothing new: processes fork while they are being moved.
-    fn move_processes(&self, from: &str, to: &str) {
+    /// or they are not ours to move), not the virtualization daemons, not ourselves, not the
+    /// VM processes in `keep`. Passes repeat until one finds nothing new: processes fork while
+    /// they are being moved.
+    fn move_processes(&self, from: &str, to: &str, keep: &[u32]) {
         let me = std::process::id();
         let mut seen = std::collections::BTreeSet::new();
         let mut moved = 0;
@@ -170,6 +175,7 @@ impl Effects<'_> {
                     continue;
                 };
                 if pid == me
+                    || keep.contains(&pid)
                     || flags & PF_KTHREAD != 0
                     || UNCONFINED_DAEMONS.contains(&comm.as_str())
                 {

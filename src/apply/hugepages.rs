@@ -7,11 +7,14 @@
 
 use std::time::Instant;
 
+use super::Context;
+use crate::change::Change;
 use crate::error::Result;
 use crate::host::hugepages::{compact_node, read_pool};
 use crate::host::HostFs;
 use crate::log;
 use crate::plan::PoolGrowth;
+use crate::state::{Journal, Ledger};
 
 /// A pool could not be grown far enough.
 #[derive(Debug, Clone)]
@@ -65,4 +68,38 @@ pub fn grow(
         obtainable: growth.covered() + got.saturating_sub(growth.before.persistent()),
         compacted,
     }))
+}
+
+/// Put back pools that hold fewer persistent pages than kvmtune left there (an admin or a
+/// script shrank one while its VMs run: their pages became surplus and would vanish when the
+/// VM stops, or a restarted VM would not find them). Each write is journaled first. The kernel
+/// turns surplus pages back into persistent ones first; if it gives less than asked, that is
+/// logged, not fatal: the VM runs already.
+pub fn restore_drifted(ctx: &Context, ledger: &Ledger, journal: &mut Journal) -> Result<()> {
+    for baseline in &ledger.pools {
+        let pool = baseline.pool;
+        let want = baseline.persistent + ledger.added(pool);
+        let state = read_pool(ctx.fs, pool)?;
+        if state.persistent() >= want {
+            continue;
+        }
+        // The written value is the persistent count the kernel is to keep.
+        let change = Change::File {
+            path: pool.nr_path(),
+            before: state.persistent().to_string(),
+            after: want.to_string(),
+        };
+        log::warn(&format!(
+            "{pool} holds {} persistent pages, {want} expected while its VMs run: putting it back",
+            state.persistent()
+        ));
+        journal.changes.push(change.clone());
+        ctx.state.save_journal(journal)?;
+        ctx.effects().apply(&change)?;
+        let got = read_pool(ctx.fs, pool)?.persistent();
+        if got < want {
+            log::warn(&format!("{pool}: the kernel gave {got} of {want} pages"));
+        }
+    }
+    Ok(())
 }

@@ -102,13 +102,19 @@ fn changes_with(ctx: &Context, next: &mut Ledger, scan: &mut Scan) -> Result<Vec
         }
         return set_up(ctx, next, &isolated, scan);
     };
+    let keep = next.isolated_vm_pids();
     if isolated.is_empty() {
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
     let view = scan.view(ctx)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
-    let confine = isolation::confine(&inputs(ctx, view), hold.method, &housekeeping, &isolated)?;
+    let confine = isolation::confine(
+        &inputs(ctx, view, &keep),
+        hold.method,
+        &housekeeping,
+        &isolated,
+    )?;
     isolation::remember(&mut hold.baseline, &confine);
     changes.extend(confine);
     hold.housekeeping = housekeeping;
@@ -134,7 +140,8 @@ fn set_up(
             "isolating CPUs {isolated} would leave the host no CPU. Nothing was changed."
         )));
     }
-    let changes = isolation::confine(&inputs(ctx, view), method, &housekeeping, isolated)?;
+    let keep = next.isolated_vm_pids();
+    let changes = isolation::confine(&inputs(ctx, view, &keep), method, &housekeeping, isolated)?;
     let mut baseline = Vec::new();
     isolation::remember(&mut baseline, &changes);
     log::info(&format!(
@@ -149,12 +156,13 @@ fn set_up(
     Ok(changes)
 }
 
-fn inputs<'a>(ctx: &'a Context, view: &'a View) -> Inputs<'a> {
+fn inputs<'a>(ctx: &'a Context, view: &'a View, keep: &'a [u32]) -> Inputs<'a> {
     Inputs {
         fs: ctx.fs,
         systemctl: ctx.systemctl,
         policy: ctx.policy,
         view,
+        keep,
     }
 }
 

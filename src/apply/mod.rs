@@ -6,6 +6,7 @@ pub mod effects;
 pub mod hugepages;
 pub mod irq;
 pub mod isolation;
+pub mod knobs;
 
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
 use crate::size::{human, page_size_name};
-use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, VmHold};
+use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, StateLock, VmHold};
 use effects::Effects;
 
 /// What every operation works with: the host (its files, systemd, task affinity), the state
@@ -53,14 +54,15 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     // Most VMs ask for nothing: answer them without the lock or a look at the host, so
     // libvirt's start path is not held up behind another VM's reservation.
     // While CPUs are isolated, every VM event also sweeps new host processes into place.
+    // An unreadable ledger is left to the locked path, which sets it aside.
     if plan::asks_nothing(domain, ctx.policy) {
-        let ledger = ctx.state.load_ledger()?;
-        if !ledger.vms.contains_key(vm) && ledger.isolation.is_none() {
-            return Ok(Plan::nothing(vm));
+        if let Ok(ledger) = ctx.state.load_ledger() {
+            if !ledger.vms.contains_key(vm) && ledger.isolation.is_none() {
+                return Ok(Plan::nothing(vm));
+            }
         }
     }
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     if ledger.vms.contains_key(vm) {
         // libvirt never prepares a running VM; an entry left here is from a run whose release
@@ -71,30 +73,15 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         release_held(ctx, vm, &mut ledger)?;
     }
     let host = Host::read(ctx.fs)?;
-    let plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
+    let mut plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
+    plan.knobs = knobs::check(ctx.fs, vm, std::mem::take(&mut plan.knobs))?;
     if plan.hugepages.is_empty()
         && plan.isolate.is_empty()
         && (plan.irq.is_none() || plan.devices.is_empty())
+        && plan.knobs.is_empty()
         && ledger.isolation.is_none()
     {
         return Ok(plan);
-    }
-
-    let deadline = Instant::now() + ctx.policy.reserve_timeout;
-    let mut journal = Journal::new(vm, Operation::Prepare);
-    for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
-        journal.changes.extend(growth.change());
-        ctx.state.save_journal(&journal)?;
-        let shortfall = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
-            Ok(None) => continue,
-            Ok(Some(shortfall)) => shortfall,
-            Err(e) => {
-                undo_prepare(ctx, &journal)?;
-                return Err(e);
-            }
-        };
-        undo_prepare(ctx, &journal)?;
-        return Err(shortfall_error(ctx, vm, &shortfall));
     }
 
     let mut next = ledger.clone();
@@ -102,7 +89,11 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         next.keep_baseline(g.pool, g.before.persistent());
     }
     let places_irqs = plan.irq.is_some() && !plan.devices.is_empty();
-    if !plan.hugepages.is_empty() || !plan.isolate.is_empty() || places_irqs {
+    if !plan.hugepages.is_empty()
+        || !plan.isolate.is_empty()
+        || places_irqs
+        || !plan.knobs.is_empty()
+    {
         next.vms.insert(
             vm.to_string(),
             VmHold {
@@ -123,9 +114,39 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
                 } else {
                     Vec::new()
                 },
+                pid: None,
+                knobs: plan
+                    .knobs
+                    .iter()
+                    .map(|k| (k.path.clone(), k.value.clone()))
+                    .collect(),
             },
         );
     }
+    let deadline = Instant::now() + ctx.policy.reserve_timeout;
+    let mut journal = Journal::new(vm, Operation::Prepare);
+    // Knobs before pages: unmerging KSM's pages (for merge_across_nodes) takes memory that the
+    // reservation would otherwise count as free.
+    let knob_changes = knobs::changes(ctx.fs, &mut next)?;
+    if let Err(e) = knobs::make(ctx, &mut journal, knob_changes) {
+        undo_prepare(ctx, &journal)?;
+        return Err(e);
+    }
+    for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
+        journal.changes.extend(growth.change());
+        ctx.state.save_journal(&journal)?;
+        let shortfall = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
+            Ok(None) => continue,
+            Ok(Some(shortfall)) => shortfall,
+            Err(e) => {
+                undo_prepare(ctx, &journal)?;
+                return Err(e);
+            }
+        };
+        undo_prepare(ctx, &journal)?;
+        return Err(shortfall_error(ctx, vm, &shortfall));
+    }
+
     // Isolation also sweeps host processes started since the last VM event into place.
     let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
     let result = make_isolation(ctx, &mut journal, changes, &next, &known);
@@ -175,12 +196,12 @@ fn shortfall_error(ctx: &Context, vm: &str, s: &hugepages::Shortfall) -> Error {
 /// has opened its devices: their IRQs go where the policy says, other IRQs off isolated CPUs.
 pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // A VM kvmtune holds nothing for, while nothing is isolated: nothing to place, no lock.
-    let peek = ctx.state.load_ledger()?;
-    if !peek.vms.contains_key(vm) && peek.isolation.is_none() {
-        return Ok(());
+    if let Ok(peek) = ctx.state.load_ledger() {
+        if !peek.vms.contains_key(vm) && peek.isolation.is_none() {
+            return Ok(());
+        }
     }
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let ledger = ctx.state.load_ledger()?;
     let mut next = ledger.clone();
     match next.vms.get_mut(vm) {
@@ -189,11 +210,15 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
         None => {}
     }
     let mut journal = Journal::new(vm, Operation::Started);
+    // At a reconnect after a libvirtd restart, a pool someone shrank meanwhile is put back.
+    hugepages::restore_drifted(ctx, &ledger, &mut journal)?;
     // Isolation is checked again: processes started meanwhile are swept into place and, at a
     // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
     // is put back.
     let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
     let result = make_isolation(ctx, &mut journal, changes, &next, &known)
+        .and_then(|()| knobs::changes(ctx.fs, &mut next))
+        .and_then(|changes| knobs::make(ctx, &mut journal, changes))
         .and_then(|()| irq::place(ctx, &mut next, &mut journal));
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
@@ -210,11 +235,12 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
 /// The `irq-watch` daemon's pass: pin device IRQs that appeared (or were reset) since the last
 /// look. Cheap when nothing changed: no lock, no write.
 pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
-    if !irq::needs_refresh(ctx, &ctx.state.load_ledger()?) {
-        return Ok(0);
+    if let Ok(ledger) = ctx.state.load_ledger() {
+        if !irq::needs_refresh(ctx, &ledger) {
+            return Ok(0);
+        }
     }
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let ledger = ctx.state.load_ledger()?;
     let mut next = ledger.clone();
     // No domain name holds a `/`: this journal can never be a VM's.
@@ -231,8 +257,7 @@ pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
 /// `release`: give back what the VM held. A VM kvmtune holds nothing for is a no-op (a failed
 /// or absent prepare).
 pub fn release(ctx: &Context, vm: &str) -> Result<()> {
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     if !ledger.vms.contains_key(vm) {
         return Ok(());
@@ -250,8 +275,7 @@ pub enum Recover<'a> {
 /// Finish or undo interrupted operations, then release VMs that no longer run. Idempotent.
 /// Returns the names released.
 pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
-    let _lock = ctx.state.lock()?;
-    finish_interrupted(ctx)?;
+    let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     let names: Vec<String> = match which {
         Recover::One(vm) => ledger
@@ -298,6 +322,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
+    journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
     let (changes, pins, _) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
     journal.changes.extend(changes);
@@ -370,23 +395,34 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
 fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
     for change in &journal.changes {
         ctx.effects().apply(change)?;
-        // A pool is read back: the kernel keeps pages still in use. (Other files take the
-        // value or fail the write; reading back thousands of IRQs would double the cost.)
+        // Read back what the kernel may keep otherwise: pages still in use, a knob. (An IRQ
+        // takes the value or fails the write; reading back thousands would double the cost.)
         if let Change::File { path, after, .. } = change {
-            if !path.ends_with("/nr_hugepages") {
+            if path.starts_with("proc/irq/") {
                 continue;
             }
             let now = ctx.fs.read(path).unwrap_or_default();
-            if now.trim() != after {
+            // A choice file (THP's `always [madvise] never`) shows its value in brackets.
+            if !crate::host::knobs::same_value(&now, after) {
                 // Pages still in use (a QEMU not yet gone) stay as surplus and drain when freed.
                 log::warn(&format!(
                     "{change}: the kernel shows {} for now",
-                    now.trim()
+                    crate::host::knobs::value_of(&now)
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// Take the host-wide lock, once kvmtune is known to be allowed to change the host, and
+/// clear what an interrupted run left: damaged state files, then interrupted operations.
+fn lock(ctx: &Context) -> Result<StateLock> {
+    crate::privilege::require()?;
+    let lock = ctx.state.lock()?;
+    ctx.state.repair(&lock)?;
+    finish_interrupted(ctx)?;
+    Ok(lock)
 }
 
 /// Finish what a killed kvmtune left: committed journals only need their ledger saved; an
@@ -419,6 +455,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                 next.vms.remove(&journal.vm);
                 next.drop_unheld_baselines();
                 // The journal's changes are made; the holds must say so too.
+                let _ = knobs::changes(ctx.fs, &mut next)?;
                 let _ = irq::give_back(ctx, &mut next)?;
                 let _ = isolation::changes(ctx, &mut next)?;
                 commit(ctx, journal, &next)?;

@@ -3,6 +3,7 @@
 
 use super::xml::Element;
 use crate::cpulist::CpuSet;
+use crate::size::parse_size;
 
 /// The namespace of kvmtune's metadata, as set with `virsh metadata --uri`.
 pub const NAMESPACE: &str = "urn:kvmtune:1";
@@ -39,12 +40,41 @@ pub enum IrqChoice {
     Off,
 }
 
+/// `<kvmtune:balloon min=… max=…>`: the VM takes part in `kvmtune balance`, within these
+/// bounds (an absent one: the policy's floor, the VM's `<memory>`). Sizes as in the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BalloonBounds {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+/// `<kvmtune:thp apply=…>`, `<kvmtune:sysctl apply=…>` and (as `on`) `<kvmtune:ksm
+/// run="off">`: whether the policy's host knobs of that group are held while the VM runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Apply {
+    /// Held for this VM (the policy must list `metadata` for the group).
+    On,
+    /// Not for this VM, whatever the policy's `for` list says of it.
+    Off,
+    /// As the policy's `for` list says.
+    Auto,
+}
+
 /// Everything a VM's metadata says; `None` = not said, the policy's `[defaults]` decide.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tune {
     pub hugepages: Option<Reserve>,
     pub isolate: Option<IsolateChoice>,
     pub irq: Option<IrqChoice>,
+    /// `<kvmtune:ksm run="off|auto">`: `On` = stop KSM while the VM runs.
+    pub ksm: Option<Apply>,
+    pub thp: Option<Apply>,
+    pub sysctl: Option<Apply>,
+    pub balloon: Option<BalloonBounds>,
+    /// `<kvmtune:migrate remap="on|off">`: rewrite pins and node sets to fit the destination
+    /// host at `migrate begin` (see `advisor::remap`).
+    pub migrate_remap: Option<bool>,
 }
 
 /// Find and parse `<metadata><kvmtune:tune>` under the domain root. Other tools' metadata is
@@ -84,6 +114,11 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
         if child.ns.is_some() && !is_ours(child) {
             continue;
         }
+        // The one element with two attributes.
+        if child.name == "balloon" {
+            out.balloon = Some(balloon_bounds(child)?);
+            continue;
+        }
         let value = single_attribute(child)?;
         match child.name.as_str() {
             "hugepages" => {
@@ -112,14 +147,74 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
                     v => IrqChoice::List(cpu_list(child, v)?),
                 });
             }
+            "migrate" => {
+                expect_attr(child, "remap")?;
+                out.migrate_remap = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(bad_value(child, "remap", v, "on or off")),
+                });
+            }
+            "ksm" => {
+                expect_attr(child, "run")?;
+                out.ksm = Some(match value {
+                    "off" => Apply::On,
+                    "auto" => Apply::Auto,
+                    v => return Err(bad_value(child, "run", v, "off or auto")),
+                });
+            }
+            "thp" | "sysctl" => {
+                expect_attr(child, "apply")?;
+                let apply = match value {
+                    "on" => Apply::On,
+                    "off" => Apply::Off,
+                    "auto" => Apply::Auto,
+                    v => return Err(bad_value(child, "apply", v, "on, off or auto")),
+                };
+                if child.name == "thp" {
+                    out.thp = Some(apply);
+                } else {
+                    out.sysctl = Some(apply);
+                }
+            }
             other => {
                 return Err(format!(
-                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq)"
+                    "kvmtune metadata has an unknown element <{other}> (known: hugepages, isolate, irq, ksm, thp, sysctl, balloon, migrate)"
                 ))
             }
         }
     }
     Ok(out)
+}
+
+fn balloon_bounds(el: &Element) -> Result<BalloonBounds, String> {
+    let mut bounds = BalloonBounds::default();
+    for attr in &el.attrs {
+        let slot = match attr.name.as_str() {
+            "min" => &mut bounds.min,
+            "max" => &mut bounds.max,
+            other => {
+                return Err(format!(
+                    "kvmtune metadata <balloon> has an unknown attribute '{other}' (expected 'min', 'max')"
+                ))
+            }
+        };
+        let value = attr.value.trim();
+        *slot = Some(
+            parse_size(value)
+                .map_err(|e| format!("kvmtune metadata <balloon {}='{value}'>: {e}", attr.name))?,
+        );
+    }
+    if let (Some(min), Some(max)) = (bounds.min, bounds.max) {
+        if min > max {
+            return Err(format!(
+                "kvmtune metadata <balloon min='{}' max='{}'>: min is above max",
+                el.attr("min").unwrap_or_default().trim(),
+                el.attr("max").unwrap_or_default().trim()
+            ));
+        }
+    }
+    Ok(bounds)
 }
 
 fn single_attribute(el: &Element) -> Result<&str, String> {
@@ -162,4 +257,50 @@ fn cpu_list(el: &Element, value: &str) -> Result<CpuSet, String> {
         return Err(format!("kvmtune metadata <{} cpus=''> is empty", el.name));
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod balloon_tests {
+    use crate::domain::Domain;
+
+    fn tune(inner: &str) -> Result<super::Tune, String> {
+        Domain::parse(&format!(
+            "<domain><name>m</name><memory>1024</memory><metadata><k:tune xmlns:k=\"urn:kvmtune:1\">{inner}</k:tune></metadata></domain>"
+        ))
+        .map(|d| d.tune)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn balloon_bounds_are_read_with_either_or_both() {
+        let t = tune(r#"<k:balloon min="2GiB" max="8GiB"/>"#).unwrap();
+        assert_eq!(t.balloon.unwrap().min, Some(2 << 30));
+        assert_eq!(t.balloon.unwrap().max, Some(8 << 30));
+        let t = tune(r#"<k:balloon max="512MiB"/>"#).unwrap();
+        assert_eq!(t.balloon.unwrap().min, None);
+        assert_eq!(t.balloon.unwrap().max, Some(512 << 20));
+        assert_eq!(
+            tune("<k:balloon/>").unwrap().balloon,
+            Some(Default::default())
+        );
+        assert_eq!(tune("").unwrap().balloon, None);
+    }
+
+    #[test]
+    fn balloon_mistakes_name_the_attribute_and_value() {
+        for (inner, expected) in [
+            (r#"<k:balloon min="lots"/>"#, "<balloon min='lots'>"),
+            (
+                r#"<k:balloon minimum="1GiB"/>"#,
+                "unknown attribute 'minimum'",
+            ),
+            (
+                r#"<k:balloon min="4GiB" max="2GiB"/>"#,
+                "min='4GiB' max='2GiB'>: min is above max",
+            ),
+        ] {
+            let err = tune(inner).unwrap_err();
+            assert!(err.contains(expected), "{inner}: {err}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! backing, NUMA cells and bindings, vCPU pins, PCI passthrough devices, and our `<metadata>`.
 //! Everything else in the document is ignored.
 
+pub mod design;
 pub mod metadata;
 pub mod xml;
 
@@ -10,6 +11,7 @@ use std::fmt;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::size::libvirt_bytes;
+pub use design::Design;
 pub use metadata::Tune;
 use xml::Element;
 
@@ -104,6 +106,28 @@ impl Domain {
             )));
         }
         from_root(&root).map_err(Error::Domain)
+    }
+
+    /// Parse the document once into the model the hook acts on and the advisor's lenient view
+    /// of the rest. libvirt's status files (`/run/libvirt/qemu/NAME.xml`) wrap the domain in
+    /// `<domstatus>`; that wrapper is accepted here too.
+    pub fn parse_with_design(text: &str) -> Result<(Domain, Design)> {
+        let root = xml::parse(text).map_err(Error::Domain)?;
+        let root = match (root.name.as_str(), root.ns.is_none()) {
+            ("domstatus", true) => root
+                .child("domain")
+                .cloned()
+                .ok_or_else(|| Error::Domain("the XML's <domstatus> holds no <domain>".into()))?,
+            ("domain", true) => root,
+            _ => {
+                return Err(Error::Domain(format!(
+                    "the XML's root element is <{}>, not <domain>",
+                    root.name
+                )))
+            }
+        };
+        let domain = from_root(&root).map_err(Error::Domain)?;
+        Ok((domain, Design::from_root(&root)))
     }
 
     /// Host CPUs the vCPUs may run on, from `<vcpupin>`s, else `<vcpu cpuset>`; empty if unpinned.

@@ -128,6 +128,30 @@ fn metadata_children_without_prefix_are_accepted() {
 }
 
 #[test]
+fn migrate_remap_is_read_and_off_unless_said() {
+    let on = with_metadata(
+        r#"<kvmtune:tune xmlns:kvmtune="urn:kvmtune:1"><kvmtune:migrate remap="on"/></kvmtune:tune>"#,
+    );
+    assert_eq!(Domain::parse(&on).unwrap().tune.migrate_remap, Some(true));
+    let off = on.replace("\"on\"", "\"off\"");
+    assert_eq!(Domain::parse(&off).unwrap().tune.migrate_remap, Some(false));
+    assert_eq!(Domain::parse(FULL).unwrap().tune.migrate_remap, None);
+}
+
+#[test]
+fn status_files_wrap_the_domain_and_the_design_is_read_beside_it() {
+    let status = format!(
+        "<!-- generated -->\n<domstatus state='running'><taint flag='x'/>{FULL}</domstatus>"
+    );
+    let (d, design) = Domain::parse_with_design(&status).unwrap();
+    assert_eq!(d.name, "db1");
+    assert_eq!(design.live_id, Some(3));
+    assert_eq!(design.cpu_mode.as_deref(), Some("host-passthrough"));
+    assert!(Domain::parse_with_design("<domstatus/>").is_err());
+    assert!(Domain::parse_with_design("<network/>").is_err());
+}
+
+#[test]
 fn metadata_mistakes_are_errors_naming_the_mistake() {
     let cases = [
         (
@@ -151,6 +175,10 @@ fn metadata_mistakes_are_errors_naming_the_mistake() {
             "unknown element <pages>",
         ),
         (r#"<t:tune xmlns:t="urn:kvmtune:2"/>"#, "not supported"),
+        (
+            r#"<t:tune xmlns:t="urn:kvmtune:1"><t:migrate remap="yes"/></t:tune>"#,
+            "<migrate remap='yes'> is not valid (expected on or off)",
+        ),
     ];
     for (inner, expected) in cases {
         let err = Domain::parse(&with_metadata(inner))
@@ -158,6 +186,33 @@ fn metadata_mistakes_are_errors_naming_the_mistake() {
             .to_string();
         assert!(err.contains(expected), "{inner}: {err}");
         assert!(!err.contains('\n'));
+    }
+}
+
+#[test]
+fn host_knob_metadata_is_read_and_checked() {
+    use crate::domain::metadata::Apply;
+    let xml = with_metadata(
+        r#"<k:tune xmlns:k="urn:kvmtune:1"><k:ksm run="off"/><k:thp apply="on"/><k:sysctl apply="off"/></k:tune>"#,
+    );
+    let tune = Domain::parse(&xml).unwrap().tune;
+    assert_eq!(
+        (tune.ksm, tune.thp, tune.sysctl),
+        (Some(Apply::On), Some(Apply::On), Some(Apply::Off))
+    );
+    for (inner, expected) in [
+        (
+            r#"<k:ksm run="on"/>"#,
+            "<ksm run='on'> is not valid (expected off or auto)",
+        ),
+        (r#"<k:thp enabled="never"/>"#, "unknown attribute 'enabled'"),
+        (r#"<k:sysctl apply="yes"/>"#, "(expected on, off or auto)"),
+    ] {
+        let xml = with_metadata(&format!(
+            r#"<k:tune xmlns:k="urn:kvmtune:1">{inner}</k:tune>"#
+        ));
+        let err = Domain::parse(&xml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{inner}: {err}");
     }
 }
 

@@ -50,7 +50,7 @@ fn parse_mounts(text: &str) -> CgroupMounts {
 }
 
 /// /proc/mounts escapes spaces and other characters in paths as octal (`\040`).
-fn unescape(path: &str) -> String {
+pub(crate) fn unescape(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -31,6 +31,12 @@ pub trait HostFs {
     /// Remove one empty directory (a cgroup without processes or children).
     fn remove_dir(&self, rel: &str) -> Result<()>;
 
+    /// Where a symbolic link points (`/proc/PID/fd/N`, a device's `iommu_group`), as written.
+    fn read_link(&self, rel: &str) -> Result<PathBuf> {
+        let path = self.root().join(rel);
+        fs::read_link(&path).map_err(|e| Error::io("read link", path, e))
+    }
+
     /// The absolute path of `rel` under the root, for messages.
     fn display(&self, rel: &str) -> PathBuf {
         self.root().join(rel)

@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod fs;
 pub mod hugepages;
+pub mod knobs;
 pub mod process;
 pub mod tasks;
 pub mod topology;

@@ -5,14 +5,22 @@ use super::fs::HostFs;
 /// Whether a process runs whose command line names the VM as libvirt does
 /// (`-name guest=NAME,debug-threads=on`, commas in NAME doubled) or plainly (`-name NAME`).
 pub fn qemu_running(fs: &dyn HostFs, vm: &str) -> bool {
+    !processes_naming(fs, vm).is_empty()
+}
+
+/// The processes whose command line names the VM (see `qemu_running`).
+pub fn processes_naming(fs: &dyn HostFs, vm: &str) -> Vec<u32> {
     let Ok(entries) = fs.list("proc") else {
-        return false;
+        return Vec::new();
     };
     entries
         .iter()
-        .filter(|e| e.bytes().all(|b| b.is_ascii_digit()))
-        .filter_map(|pid| fs.read(&format!("proc/{pid}/cmdline")).ok())
-        .any(|cmdline| names_vm(&cmdline, vm))
+        .filter_map(|e| e.parse::<u32>().ok())
+        .filter(|pid| {
+            fs.read(&format!("proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| names_vm(&cmdline, vm))
+        })
+        .collect()
 }
 
 fn names_vm(cmdline: &str, vm: &str) -> bool {

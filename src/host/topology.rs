@@ -25,8 +25,7 @@ pub struct Node {
 pub struct Topology {
     pub nodes: Vec<Node>,
     pub online_cpus: CpuSet,
-    /// SMT siblings (itself included) of the first online CPU of each node: what the `auto`
-    /// housekeeping set needs.
+    /// Each online CPU's SMT siblings (itself included).
     pub siblings: BTreeMap<u32, CpuSet>,
 }
 
@@ -50,13 +49,8 @@ impl Topology {
             )));
         }
         nodes.sort_by_key(|n| n.id);
-        // Only the first CPU of each node needs its SMT siblings (the `auto` housekeeping
-        // set): reading them for every CPU of a large host is a thousand reads per call.
         let mut siblings = BTreeMap::new();
-        let firsts = nodes
-            .iter()
-            .filter_map(|n| n.cpus.intersection(&online_cpus).first());
-        for cpu in firsts {
+        for cpu in online_cpus.iter() {
             let rel = format!("{CPU_DIR}/cpu{cpu}/topology/thread_siblings_list");
             let set = if fs.exists(&rel) {
                 parse_list(fs, &rel)?

@@ -119,6 +119,8 @@ pub struct Inputs<'a> {
     pub systemctl: &'a dyn Systemctl,
     pub policy: &'a Policy,
     pub view: &'a View,
+    /// QEMU processes of isolated VMs that `kvmtune run` started (they are in no VM cgroup).
+    pub keep: &'a [u32],
 }
 
 /// The changes that confine host tasks to `housekeeping` from the host's state now, whether
@@ -179,6 +181,7 @@ fn cgroup_v1(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     changes.push(Change::MoveProcesses {
         from: mount,
         to: ours,
+        keep: input.keep.to_vec(),
     });
     Ok(changes)
 }
@@ -215,6 +218,7 @@ fn cgroup_v2(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     changes.push(Change::MoveProcesses {
         from: root.clone(),
         to: ours,
+        keep: input.keep.to_vec(),
     });
     // Processes already in other top-level cgroups (services a supervisor put there) are
     // confined where they are; libvirt's and the daemons' cgroups are left alone.

@@ -76,7 +76,7 @@ pub fn need(
 
 /// The page size for a guest cell: the `<page>` whose nodeset names the cell, else the one
 /// without a nodeset, else the host's default size.
-fn page_size_for(specs: &[PageSpec], cell: Option<u32>, default_kib: u64) -> u64 {
+pub(crate) fn page_size_for(specs: &[PageSpec], cell: Option<u32>, default_kib: u64) -> u64 {
     let by_cell = cell.and_then(|id| {
         specs
             .iter()

@@ -3,6 +3,7 @@
 
 pub mod bounds;
 pub mod hugepages;
+pub mod knobs;
 
 use serde::Serialize;
 
@@ -26,6 +27,8 @@ pub struct Plan {
     pub irq: Option<CpuSet>,
     /// Its PCI passthrough devices (`DDDD:BB:DD.F`).
     pub devices: Vec<String>,
+    /// Host knobs it wants held while it runs.
+    pub knobs: Vec<knobs::KnobWant>,
 }
 
 /// One pool the VM uses: what it needs, what the free pool covers, what must be added.
@@ -76,6 +79,7 @@ impl Plan {
             isolate: CpuSet::new(),
             irq: None,
             devices: Vec::new(),
+            knobs: Vec::new(),
         }
     }
 
@@ -108,7 +112,16 @@ pub fn asks_nothing(domain: &Domain, policy: &Policy) -> bool {
         .as_ref()
         .unwrap_or(&policy.default_isolate);
     let irq = domain.tune.irq.as_ref().unwrap_or(&policy.default_irq);
-    no_pages && *isolate == IsolateChoice::Off && *irq == IrqChoice::Off
+    // The host's node count is not known here: assume several, at worst a slower answer.
+    let traits = knobs::Traits {
+        isolated: false,
+        hugepages: !no_pages,
+        nosharepages: domain.nosharepages,
+        multi_node: true,
+    };
+    let no_knobs = knobs::wanted(&domain.tune, &domain.name, &policy.knobs, &traits)
+        .is_ok_and(|w| w.is_empty());
+    no_pages && *isolate == IsolateChoice::Off && *irq == IrqChoice::Off && no_knobs
 }
 
 /// Work out the plan, refusing (with one line) anything the policy or the host does not allow.
@@ -142,7 +155,12 @@ pub fn plan(
     named.name = vm.to_string();
     let need = hugepages::need(&named, reserve, host).map_err(Error::Refused)?;
 
-    let total: u64 = need.iter().map(|(k, pages)| k.page_bytes() * pages).sum();
+    // Saturating: a domain may claim memory near 2^64 bytes (found through the fuzz target); such a total
+    // is refused below, never wrapped into a small one.
+    let total = need
+        .iter()
+        .map(|(k, pages)| k.page_bytes().saturating_mul(*pages))
+        .fold(0u64, u64::saturating_add);
     if let Some(limit) = policy.max_per_vm {
         if total > limit {
             return Err(Error::Refused(format!(
@@ -171,12 +189,21 @@ pub fn plan(
         })
         .collect();
     check_memory_floor(vm, &growth, policy, host)?;
+    let traits = knobs::Traits {
+        isolated: !cpus.isolate.is_empty(),
+        hugepages: !growth.is_empty(),
+        nosharepages: domain.nosharepages,
+        multi_node: host.topology.nodes.len() > 1,
+    };
+    let knobs = knobs::wanted(&domain.tune, vm, &policy.knobs, &traits).map_err(Error::Refused)?;
+    knobs::check_held(vm, &knobs, ledger).map_err(Error::Refused)?;
     Ok(Plan {
         vm: vm.to_string(),
         hugepages: growth,
         isolate: cpus.isolate,
         irq: cpus.irq,
         devices: domain.hostdevs.iter().map(ToString::to_string).collect(),
+        knobs,
     })
 }
 
@@ -187,7 +214,10 @@ fn check_memory_floor(vm: &str, growth: &[PoolGrowth], policy: &Policy, host: &H
             .iter()
             .filter(|g| g.pool.node == node.id && g.grow > 0)
             .collect();
-        let bytes: u64 = on_node.iter().map(|g| g.grow * g.pool.page_bytes()).sum();
+        let bytes = on_node
+            .iter()
+            .map(|g| g.grow.saturating_mul(g.pool.page_bytes()))
+            .fold(0u64, u64::saturating_add);
         if bytes == 0 {
             continue;
         }

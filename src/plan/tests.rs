@@ -167,6 +167,8 @@ fn pages_promised_to_prepared_vms_and_reserved_mappings_are_not_counted_free() {
             isolate: CpuSet::new(),
             irq: None,
             devices: Vec::new(),
+            pid: None,
+            knobs: Default::default(),
         },
     );
     let d = domain(&format!("<memory unit='MiB'>64</memory>{HUGE}"));

@@ -23,6 +23,10 @@ pub struct Ledger {
     /// Present while kvmtune holds any IRQ affinity changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irq: Option<IrqHold>,
+    /// Host knobs kvmtune holds for VMs (file → the value found before the first VM wanted
+    /// it), written back when no VM's `knobs` names the file any more.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub knobs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +52,13 @@ pub struct VmHold {
     /// Its PCI passthrough devices (`DDDD:BB:DD.F`, validated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// The QEMU process `kvmtune run` started for this VM, when the VM isolates CPUs: it runs
+    /// on them, so confining host tasks leaves it where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Host knobs held while it runs: file → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub knobs: BTreeMap<String, String>,
 }
 
 /// A VM's use of one pool: the pages it needs and how many kvmtune added to the pool for it.
@@ -125,6 +136,25 @@ impl Ledger {
             .iter()
             .filter(|(name, h)| name.as_str() != except && !h.isolate.intersection(cpus).is_empty())
             .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The QEMU processes of VMs that isolate CPUs and that `kvmtune run` started: VM
+    /// processes, never confined to the housekeeping CPUs.
+    pub fn isolated_vm_pids(&self) -> Vec<u32> {
+        self.vms
+            .values()
+            .filter(|h| !h.isolate.is_empty())
+            .filter_map(|h| h.pid)
+            .collect()
+    }
+
+    /// The VMs other than `except` that hold the knob `path`, with the value each wants.
+    pub fn knob_holders(&self, path: &str, except: &str) -> Vec<(String, String)> {
+        self.vms
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .filter_map(|(name, h)| h.knobs.get(path).map(|v| (name.clone(), v.clone())))
             .collect()
     }
 

@@ -64,6 +64,9 @@ pub struct CgroupModel {
     /// A busy host: this many moves each leave a freshly forked child behind in the cgroup
     /// the task left (forked after the mover read `cgroup.procs`).
     pub forks_during_moves: u32,
+    /// `/proc/PID/cmdline` of the tasks that have one (arguments joined by NUL): a VM's QEMU,
+    /// which `recover` looks for.
+    pub cmdlines: BTreeMap<u32, String>,
 }
 
 pub type Errno = i32;
@@ -164,6 +167,7 @@ impl CgroupModel {
             systemctl_calls: Vec::new(),
             resets_masks: false,
             forks_during_moves: 0,
+            cmdlines: BTreeMap::new(),
         }
     }
 
@@ -438,6 +442,9 @@ impl CgroupModel {
                 t.comm,
                 self.allowed(*pid)
             );
+            if let Some(cmdline) = self.cmdlines.get(pid) {
+                out.push((format!("proc/{pid}/cmdline"), cmdline.clone()));
+            }
             out.push((format!("proc/{pid}/status"), status.clone()));
             out.push((format!("proc/{pid}/task/{pid}/status"), status));
             let rel = t.cgroup.strip_prefix(self.mount()).unwrap_or("");

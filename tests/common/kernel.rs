@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use kvmtune::cpulist::CpuSet;
 use kvmtune::error::{Error, Result};
@@ -26,6 +27,7 @@ use kvmtune::isolation::systemd::Systemctl;
 
 pub use super::cgroupfs::{CgroupModel, Layout};
 pub use super::irqs::IrqModel;
+pub use super::knobs::KnobModel;
 use kvmtune::irq::irqbalance::IrqBalancer;
 
 pub const MIB: u64 = 1 << 20;
@@ -65,17 +67,48 @@ struct Model {
     cgroups: Option<CgroupModel>,
     /// IRQs, PCI devices and irqbalance, when a test asks for them.
     irqs: Option<IrqModel>,
+    /// KSM, transparent hugepages and sysctls (always: every kernel has some).
+    knobs: KnobModel,
 }
 
 pub struct FakeKernel {
     dir: tempfile::TempDir,
     plain: RootFs,
     model: RefCell<Model>,
+    points: Arc<Mutex<Points>>,
+    /// The files of the cgroup and IRQ models as last written.
+    rendered: RefCell<BTreeMap<String, String>>,
+}
+
+/// Every point where kvmtune changes something: each kernel write, mkdir, rmdir, systemctl,
+/// affinity and irqbalance call (see `record`), and each state-file write (the state
+/// directory's checkpoint). A test kills kvmtune at any one of them.
+#[derive(Debug, Default)]
+pub struct Points {
+    /// Points passed so far.
+    pub count: usize,
+    /// Panic (a simulated `kill -9`) at this point.
+    pub crash_at: Option<usize>,
+    /// What each point was, in order.
+    pub names: Vec<String>,
+}
+
+/// Count one point, and crash there when asked to.
+fn pass_point(points: &Mutex<Points>, what: &str) {
+    let mut p = points.lock().unwrap_or_else(|e| e.into_inner());
+    let n = p.count;
+    p.count += 1;
+    p.names.push(what.to_string());
+    if p.crash_at == Some(n) {
+        p.crash_at = None;
+        drop(p);
+        panic!("injected crash at point {n}: before {what}");
+    }
 }
 
 /// Node memory sizes and CPU lists, e.g. `&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]`.
 pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = super::fast_tempdir();
     let plain = RootFs::new(dir.path());
     let mut model = Model::default();
     for (id, (total, cpus)) in nodes.iter().enumerate() {
@@ -98,6 +131,8 @@ pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
         dir,
         plain,
         model: RefCell::new(model),
+        points: Arc::default(),
+        rendered: RefCell::default(),
     };
     k.render_static();
     k.render();
@@ -121,6 +156,21 @@ impl FakeKernel {
         self
     }
 
+    /// SMT: each group of CPUs (`"0,8"`) shares a core; CPUs in no group stay single-threaded.
+    pub fn with_smt(self, groups: &[&str]) -> FakeKernel {
+        for group in groups {
+            let set = CpuSet::parse(group).unwrap();
+            for cpu in set.iter() {
+                put(
+                    self.path(),
+                    &format!("sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"),
+                    &format!("{set}\n"),
+                );
+            }
+        }
+        self
+    }
+
     /// Add IRQs, a passthrough device and (not running) irqbalance to the model.
     pub fn with_irqs(self) -> FakeKernel {
         let online = {
@@ -136,6 +186,13 @@ impl FakeKernel {
     /// Look at (or change) the IRQ model.
     pub fn irqs<T>(&self, f: impl FnOnce(&mut IrqModel) -> T) -> T {
         let out = f(self.model.borrow_mut().irqs.as_mut().expect("with_irqs"));
+        self.render();
+        out
+    }
+
+    /// Look at (or change, as another program or the admin would) the host knobs.
+    pub fn knobs<T>(&self, f: impl FnOnce(&mut KnobModel) -> T) -> T {
+        let out = f(&mut self.model.borrow_mut().knobs);
         self.render();
         out
     }
@@ -157,8 +214,32 @@ impl FakeKernel {
         self.model.borrow_mut().cgroups.as_mut().and_then(f)
     }
 
+    /// The state directory's checkpoint: state writes count as points too.
+    pub fn checkpoint(&self) -> kvmtune::state::Checkpoint {
+        let points = Arc::clone(&self.points);
+        Arc::new(move |what: &str| pass_point(&points, &format!("state: {what}")))
+    }
+
+    /// Points passed so far (kernel changes and state writes).
+    pub fn points(&self) -> usize {
+        self.points.lock().unwrap().count
+    }
+
+    /// The names of the points passed since `from`.
+    pub fn point_names(&self, from: usize) -> Vec<String> {
+        self.points.lock().unwrap().names[from..].to_vec()
+    }
+
+    /// Simulate kvmtune being killed at its `n`-th point from now (0-based): before a kernel
+    /// change or a state write.
+    pub fn crash_at_point(&self, n: Option<usize>) {
+        let mut p = self.points.lock().unwrap();
+        p.crash_at = n.map(|n| n + p.count);
+    }
+
     /// Record a change kvmtune makes (or crash before it, when asked to).
     fn record(&self, what: &str, value: &str) {
+        pass_point(&self.points, what);
         let mut m = self.model.borrow_mut();
         if m.crash_at_write == Some(m.writes.len()) {
             m.crash_at_write = None;
@@ -309,27 +390,36 @@ impl FakeKernel {
     fn render(&self) {
         self.render_pools();
         let model = self.model.borrow();
+        let mut files = BTreeMap::new();
         if let Some(c) = &model.cgroups {
-            // Cgroup trees and /proc/PID are rewritten whole: files vanish with their cgroup
-            // (or with the controller that provided them).
-            let _ = fs::remove_dir_all(self.path().join(c.mount()));
-            for entry in fs::read_dir(self.path().join("proc")).unwrap() {
-                let entry = entry.unwrap();
-                if entry.file_name().to_string_lossy().parse::<u32>().is_ok() {
-                    fs::remove_dir_all(entry.path()).unwrap();
-                }
-            }
-            for (rel, contents) in c.files() {
-                put(self.path(), &rel, &contents);
-            }
+            files.extend(c.files());
         }
+        // Files of knobs the kernel lacks vanish (a test can take KSM or THP away).
+        files.extend(model.knobs.files());
         if let Some(i) = &model.irqs {
-            let _ = fs::remove_dir_all(self.path().join("proc/irq"));
-            let _ = fs::remove_dir_all(self.path().join("sys/bus/pci/devices"));
-            for (rel, contents) in i.files() {
-                put(self.path(), &rel, &contents);
+            files.extend(i.files());
+        }
+        drop(model);
+        // Only what changed since the last render is written; files the model no longer has
+        // vanish, with the directories they leave empty (a cgroup, a task, a freed IRQ).
+        let mut rendered = self.rendered.borrow_mut();
+        for (rel, contents) in &files {
+            if rendered.get(rel) != Some(contents) {
+                put(self.path(), rel, contents);
             }
         }
+        for rel in rendered.keys().filter(|r| !files.contains_key(*r)) {
+            let path = self.path().join(rel);
+            let _ = fs::remove_file(&path);
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| *d != self.path()) {
+                if fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        *rendered = files;
     }
 
     fn render_pools(&self) {
@@ -418,6 +508,9 @@ impl HostFs for FakeKernel {
     }
 
     fn read(&self, rel: &str) -> Result<String> {
+        if let Some(errno) = self.model.borrow().knobs.read(rel) {
+            return Err(errno_error("read", self.path().join(rel), errno));
+        }
         self.plain.read(rel)
     }
 
@@ -439,6 +532,7 @@ impl HostFs for FakeKernel {
                 .as_mut()
                 .and_then(|i| i.write(rel, value))
         });
+        let handled = handled.or_else(|| self.model.borrow_mut().knobs.write(rel, value));
         if let Some(result) = handled {
             self.render();
             return result.map_err(|errno| errno_error("write", self.path().join(rel), errno));

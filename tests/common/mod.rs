@@ -5,6 +5,7 @@
 pub mod cgroupfs;
 pub mod irqs;
 pub mod kernel;
+pub mod knobs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ impl Bench {
     pub fn new(kernel: FakeKernel) -> Bench {
         Bench {
             kernel,
-            state_dir: tempfile::tempdir().unwrap(),
+            state_dir: fast_tempdir(),
             policy: Policy::default(),
         }
     }
@@ -40,7 +41,9 @@ impl Bench {
     }
 
     pub fn state(&self) -> StateDir {
-        StateDir::open(&state_path(self)).unwrap()
+        StateDir::open(&state_path(self))
+            .unwrap()
+            .with_checkpoint(self.kernel.checkpoint())
     }
 
     fn run<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
@@ -73,6 +76,10 @@ impl Bench {
         self.run(apply::refresh_irqs)
     }
 
+    pub fn recover_one(&self, vm: &str) -> Result<Vec<String>> {
+        self.run(|ctx| apply::recover(ctx, apply::Recover::One(vm)))
+    }
+
     pub fn recover_all(&self) -> Result<Vec<String>> {
         self.run(|ctx| apply::recover(ctx, apply::Recover::AllStopped))
     }
@@ -97,6 +104,40 @@ impl Bench {
     pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         self.kernel.snapshot()
     }
+}
+
+/// A temporary directory on tmpfs when the machine has one: the state directory lives in /run
+/// (tmpfs) on a host, and its fsyncs are free there, while on a disk they would dominate the
+/// crash tests' time.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("kvmtune-test")
+            .tempdir_in(shm)
+        {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// Injected crashes are expected panics: keep them quiet (no message, no backtrace, which
+/// would cost seconds each with RUST_BACKTRACE set); every other panic is reported as usual.
+pub fn quiet_injected_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let injected = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|m| m.starts_with("injected crash"));
+            if !injected {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// A hugepage-backed domain of `mib` MiB with extra XML inside <domain>.
@@ -150,4 +191,17 @@ pub fn diff(
 /// The state directory kvmtune creates (0700) inside the test's tempdir.
 pub fn state_path(b: &Bench) -> PathBuf {
     b.state_dir.path().join("kvmtune")
+}
+
+/// Compare `lines` with `tests/golden/<case>.txt` (rewritten with UPDATE_GOLDEN=1).
+pub fn assert_golden(case: &str, lines: &[String]) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.txt"));
+    let actual = lines.join("\n") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "changes differ from {}", path.display());
 }

@@ -9,12 +9,14 @@
 # then `N passed, M failed`. Exits non-zero if any scenario failed or was not reported.
 #
 # Usage: KVMTUNE_BIN=/path/to/kvmtune tests/guest/run.sh [SCENARIO-SUBSTRING...]
+#        tests/guest/run.sh --fetch-only   (only fill the cache: kernel, modules, busybox; the
+#                                          libvirt tier boots the same kernel as a balloon guest)
 # Environment:
 #   KVMTUNE_BIN            the kvmtune binary to test (required)
 #   KVMTUNE_GUEST_CACHE    where the kernel and busybox are kept (default /var/cache/kvmtune-tests/guest)
 #   KVMTUNE_GUEST_LOGS     where the serial console logs go (default: a fresh dir under /tmp)
 #   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node")
-#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 200; a scenario may take 60)
+#   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 600, a bound for a hung guest, not a target; a scenario may take 60)
 #   KVMTUNE_GUEST_VERBOSE  1: the guest prints every scenario's log, not only failing ones
 #   KVMTUNE_GUEST_SCENARIOS  directory of scenarios to run instead of scenarios/ (bench/guest)
 #   KVMTUNE_GUEST_FILES    directory whose files go to /tests/files in the guest
@@ -25,18 +27,22 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${KVMTUNE_BIN:-}
 cache=${KVMTUNE_GUEST_CACHE:-/var/cache/kvmtune-tests/guest}
 topos=${KVMTUNE_GUEST_TOPOS:-2node 3node}
-boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-200}
+boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-600}
 verbose=${KVMTUNE_GUEST_VERBOSE:-0}
+fetch_only=0
+if [ "${1:-}" = --fetch-only ]; then fetch_only=1; shift; fi
 filters=("$@")
 scenarios=${KVMTUNE_GUEST_SCENARIOS:-$here/scenarios}
 scenario_timeout=${KVMTUNE_GUEST_SCENARIO_TIMEOUT:-60}
 
 die() { echo "guest: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
-[ -n "$bin" ] || die "KVMTUNE_BIN is not set (path to the kvmtune binary to test)"
-[ -x "$bin" ] || die "KVMTUNE_BIN=$bin is not an executable file"
-bin=$(realpath "$bin")
-for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get; do
+if [ "$fetch_only" = 0 ]; then
+  [ -n "$bin" ] || die "KVMTUNE_BIN is not set (path to the kvmtune binary to test)"
+  [ -x "$bin" ] || die "KVMTUNE_BIN=$bin is not an executable file"
+  bin=$(realpath "$bin")
+fi
+for cmd in qemu-system-x86_64 cpio gzip timeout dpkg apt-get cc; do
   command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run tests/deps.sh)"
 done
 
@@ -44,9 +50,12 @@ done
 # Modules the IRQ scenarios load (with modprobe, after a depmod in the guest): the virtio PCI
 # transport and virtio-rng, the driver of the guest's one PCI device (all modules in Debian's
 # config, so nothing binds the device until a scenario loads them). Paths under kernel/.
+# virtio_balloon is for the libvirt tier's balloon guest (tests/libvirt/balloon-guest.sh), brd
+# (a RAM disk: page cache without backing memory) for the benchmarks (bench/guest/).
 guest_modules="drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko
   drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko
-  drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko drivers/block/brd.ko"
+  drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko
+  drivers/virtio/virtio_balloon.ko drivers/block/brd.ko"
 have_modules() {
   local m
   [ -s "$cache/modules/version" ] || return 1
@@ -95,6 +104,7 @@ fetch_guest_bits() {
   rm -rf "$dl"
 }
 fetch_guest_bits
+[ "$fetch_only" = 0 ] || exit 0
 
 work=$(mktemp -d /tmp/kvmtune-guest.XXXXXX)
 logs=${KVMTUNE_GUEST_LOGS:-$work/logs}
@@ -137,6 +147,9 @@ if ldd_out=$(ldd "$bin" 2>&1); then
     cp -L "$lib" "$root$lib"
   done < <(printf '%s\n' "$ldd_out" | awk '/=> \//{print $3} /^[[:space:]]*\/[^ ]+ \(/{print $1}')
 fi
+# What the host-knob scenario runs to give ksmd pages to merge (busybox has nothing like it).
+cc -static -O2 -o "$root/usr/bin/ksm-pages" "$here/ksm-pages.c" 2>"$work/cc.log" ||
+  { cat "$work/cc.log" >&2; die "cannot build tests/guest/ksm-pages.c (cc with a static libc: gcc, libc6-dev)"; }
 cp "$here/init" "$root/init"
 cp "$here/lib.sh" "$root/tests/lib.sh"
 cp "$here/isolation.sh" "$root/tests/isolation.sh"

@@ -4,6 +4,8 @@
 #
 #   source tests/libvirt/lib.sh
 #   lt_setup /path/to/kvmtune        # deps, hugetlbfs, hook, virtlogd + libvirtd; installs an EXIT trap
+#   LT_INSTALLED=1 lt_setup /usr/sbin/kvmtune   # the same against the installed package: its hook
+#                                    # is used as it is, never created, replaced or removed here
 #   lt_define NAME FILE.xml          # define a domain; it is destroyed and undefined at teardown
 #   ...                               # lt_teardown runs on exit (or call it yourself)
 #
@@ -20,6 +22,10 @@ LT_HOOK=$LT_HOOK_DIR/kvmtune
 # /usr/sbin/kvmtune is never replaced. argv[0] stays .../qemu.d/kvmtune, which selects hook mode.
 LT_BIN_DIR=/usr/local/lib/kvmtune-test
 LT_BIN_COPY=$LT_BIN_DIR/kvmtune
+# LT_INSTALLED=1: test the installed package (tests/package/run.sh). Its hook is a symlink to
+# LT_PACKAGE_BIN that dpkg owns; this library leaves it alone.
+LT_INSTALLED=${LT_INSTALLED:-0}
+LT_PACKAGE_BIN=/usr/sbin/kvmtune
 LT_STATE_DIR=/run/kvmtune
 LT_LOG_DIR=${LT_LOG_DIR:-/tmp/kvmtune-libvirt-logs}
 LT_DOMAIN_PREFIX=kvmtune-test-
@@ -179,6 +185,24 @@ lt_copy_binary() {
   mv -f "$LT_BIN_COPY.tmp.$$" "$LT_BIN_COPY"
 }
 
+# The binary libvirt runs as the hook: the package's, or this test's private copy.
+lt_hook_bin() {
+  if [ "$LT_INSTALLED" = 1 ]; then echo "$LT_PACKAGE_BIN"; else echo "$LT_BIN_COPY"; fi
+}
+
+# Where symlink PATH points, as an absolute path without resolving further links.
+lt_link_target() {
+  local t
+  t=$(readlink "$1") || return 1
+  case "$t" in /*) ;; *) t=$(dirname "$1")/$t ;; esac
+  realpath -m -s "$t"
+}
+
+# True when the package's hook is in place (a symlink to the package's binary).
+lt_hook_is_package() {
+  [ -L "$LT_HOOK" ] && [ "$(lt_link_target "$LT_HOOK")" = "$LT_PACKAGE_BIN" ]
+}
+
 # True when the hook installed is ours (a symlink to the private copy, or the capture wrapper).
 lt_hook_is_ours() {
   { [ -L "$LT_HOOK" ] && [ "$(readlink "$LT_HOOK")" = "$LT_BIN_COPY" ]; } \
@@ -293,7 +317,7 @@ lt_isolation_record() {
     [ -r "$f" ] && LT_IRQS_AT_START[$f]=$(cat "$f")
   done
   for d in /proc/[0-9]*; do
-    read -r stat <"$d/stat" 2>/dev/null || continue
+    read -r stat 2>/dev/null <"$d/stat" || continue   # the process may be gone: quietly
     rest=${stat##*) }
     read -ra fld <<<"$rest"
     [ "${#fld[@]}" -ge 20 ] || continue
@@ -314,7 +338,7 @@ lt_isolation_safety_net() {
   for name in "${LT_DOMAINS[@]}"; do
     grep -rqsF -- "\"$name\"" "$LT_STATE_DIR" || continue
     lt_log "lib.sh: $LT_STATE_DIR still holds state for $name; kvmtune recover $name"
-    "$LT_BIN_COPY" recover "$name" >&2
+    "$(lt_hook_bin)" recover "$name" >&2
   done
   if [ "$LT_ISO_CPUSET_EXISTED" = 0 ] && [ -d "$LT_ISO_CPUSET" ]; then
     lt_log "lib.sh: $LT_ISO_CPUSET is still there after our VMs stopped; moving its tasks back to the root cpuset and removing it"
@@ -335,7 +359,7 @@ lt_isolation_safety_net() {
   done
   for key in "${!LT_KTHREADS_AT_START[@]}"; do
     pid=${key%%:*} start=${key#*:}
-    read -r stat <"/proc/$pid/stat" 2>/dev/null || continue
+    read -r stat 2>/dev/null <"/proc/$pid/stat" || continue
     rest=${stat##*) }
     read -ra fld <<<"$rest"
     if [ "${#fld[@]}" -lt 20 ] || [ "${fld[19]}" != "$start" ]; then continue; fi
@@ -362,7 +386,8 @@ lt_isolation_safety_net() {
 lt_setup() {
   local bin=$1 f name pid
   [ "$(id -u)" = 0 ] || lt_die "needs root (it starts libvirtd and resizes hugepage pools)"
-  [ -x "$bin" ] || lt_die "no kvmtune binary at '$bin'"
+  # The package's binary may come only later (tests/package/run.sh installs it after libvirtd runs).
+  [ "$LT_INSTALLED" = 1 ] || [ -x "$bin" ] || lt_die "no kvmtune binary at '$bin'"
   if [ "${LT_SKIP_DEPS:-0}" != 1 ]; then
     "$LT_REPO/tests/deps.sh" >&2 || lt_die "tests/deps.sh failed"
   fi
@@ -370,8 +395,14 @@ lt_setup() {
   # One user of the real host at a time: two runs (a test tier and the demo, or two worktrees)
   # would share libvirtd, the pools and the cpusets, and each would restore the other's changes.
   # The lock is on an fd this shell keeps, so it ends with the process; wait for it, don't fail.
-  exec {LT_LOCK_FD}>"${LT_HOST_LOCK:-/run/lock/kvmtune-real-host.lock}"
-  flock "$LT_LOCK_FD"
+  # A caller that holds the lock already (tests/package/run.sh, around dpkg and this tier) hands
+  # down its descriptor in LT_HOST_LOCK_FD: flock on that same open file succeeds at once.
+  if [ -n "${LT_HOST_LOCK_FD:-}" ]; then
+    LT_LOCK_FD=$LT_HOST_LOCK_FD
+  else
+    exec {LT_LOCK_FD}>"${LT_HOST_LOCK:-/run/lock/kvmtune-real-host.lock}"
+  fi
+  flock "$LT_LOCK_FD" || lt_die "cannot take the host lock on fd $LT_LOCK_FD"
 
   trap lt_teardown EXIT
   trap 'exit 130' INT TERM
@@ -383,7 +414,13 @@ lt_setup() {
   if lt_libvirt_answers; then
     # A libvirtd we did not start. It sees only the hooks that existed when it started.
     pid=$(lt_daemon_pid libvirtd) || pid=
-    if lt_hook_is_ours && [ -n "$pid" ] && lt_hook_older_than "$pid"; then
+    if [ "$LT_INSTALLED" = 1 ]; then
+      if ! { [ -n "$pid" ] && lt_hook_is_package && lt_hook_older_than "$pid"; }; then
+        lt_die "libvirtd is already running, and was not started after the package's hook $LT_HOOK was installed.
+  libvirtd reads its hooks when it starts (or on SIGHUP): restart it, then rerun."
+      fi
+      lt_log "lib.sh: reusing the running libvirtd ($pid) with the package's hook"
+    elif lt_hook_is_ours && [ -n "$pid" ] && lt_hook_older_than "$pid"; then
       lt_log "lib.sh: reusing the running libvirtd ($pid) with kvmtune's test hook; refreshing the binary"
       lt_copy_binary "$bin"
     elif [ -e "$LT_HOOK" ] && [ -n "$pid" ] && cmp -s "$(readlink -f "$LT_HOOK")" "$bin" \
@@ -394,16 +431,22 @@ lt_setup() {
   libvirtd reads its hooks when it starts: stop it, or install the hook and restart it, then rerun."
     fi
   else
-    if [ -e "$LT_HOOK" ] || [ -L "$LT_HOOK" ]; then
-      lt_hook_is_ours || lt_die "$LT_HOOK exists and is not this test's hook; not overwriting it"
-      rm -f "$LT_HOOK"   # left over from an interrupted run: take it over
+    if [ "$LT_INSTALLED" = 1 ]; then
+      # The package's hook, as dpkg left it; tests/package/run.sh may install the package only
+      # after libvirtd started, to check that a reload makes it see the hook.
+      lt_hook_is_package || lt_log "lib.sh: $LT_HOOK is not the package's hook (yet)"
+    else
+      if [ -e "$LT_HOOK" ] || [ -L "$LT_HOOK" ]; then
+        lt_hook_is_ours || lt_die "$LT_HOOK exists and is not this test's hook; not overwriting it"
+        rm -f "$LT_HOOK"   # left over from an interrupted run: take it over
+      fi
+      lt_copy_binary "$bin"
+      lt_mkdir "$LT_HOOK_DIR"
+      ln -s "$LT_BIN_COPY" "$LT_HOOK"
+      LT_CREATED+=("$LT_HOOK")
+      # /etc/libvirt/hooks/qemu, if any, is someone else's: it runs before ours; we leave it be.
+      [ -z "${LT_CAPTURE_STDIN_DIR:-}" ] || lt_install_capture_wrapper "$LT_CAPTURE_STDIN_DIR"
     fi
-    lt_copy_binary "$bin"
-    lt_mkdir "$LT_HOOK_DIR"
-    ln -s "$LT_BIN_COPY" "$LT_HOOK"
-    LT_CREATED+=("$LT_HOOK")
-    # /etc/libvirt/hooks/qemu, if any, is someone else's: it runs before ours; we leave it be.
-    [ -z "${LT_CAPTURE_STDIN_DIR:-}" ] || lt_install_capture_wrapper "$LT_CAPTURE_STDIN_DIR"
 
     if ! grep -qs ' /dev/hugepages hugetlbfs ' /proc/mounts; then
       lt_mkdir /dev/hugepages

@@ -4,6 +4,7 @@
 # kernel pools of node 0.
 #
 #   KVMTUNE_BIN=/path/to/kvmtune tests/libvirt/run.sh [--capture-fixtures]
+#   LT_INSTALLED=1 tests/libvirt/run.sh     # against the installed package (tests/package/run.sh)
 #
 # --capture-fixtures also saves the XML libvirt produces for the test domains into
 # tests/fixtures/libvirt/ (for the unit tests of the domain parser).
@@ -14,13 +15,22 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/libvirt/lib.sh
 source "$here/lib.sh"
+# shellcheck source=tests/libvirt/balance.sh
+source "$here/balance.sh"
+# shellcheck source=tests/libvirt/migrate.sh
+source "$here/migrate.sh"
 
 CAPTURE=0
 [ "${1:-}" = --capture-fixtures ] && CAPTURE=1
 FIXTURES=$LT_REPO/tests/fixtures/libvirt
 
-BIN=${KVMTUNE_BIN:?set KVMTUNE_BIN to the kvmtune binary under test}
-BIN=$(readlink -f "$BIN")
+if [ "${LT_INSTALLED:-0}" = 1 ]; then
+  # The package's binary, through the package's hook: nothing of the build tree is used.
+  BIN=$LT_PACKAGE_BIN
+else
+  BIN=${KVMTUNE_BIN:?set KVMTUNE_BIN to the kvmtune binary under test}
+  BIN=$(readlink -f "$BIN")
+fi
 
 PASSED=0
 FAILED=0
@@ -919,6 +929,11 @@ test_isolated_vm_irqs() {
 # What /proc/interrupts calls IRQ N (its last column).
 irq_name() { awk -v i="$1:" '$1 == i { print $NF }' /proc/interrupts; }
 
+# ---- kvmtune run and the emulator mode (issue 6) -----------------------------------------------
+
+# shellcheck source=tests/libvirt/launch.sh
+source "$here/launch.sh"
+
 # ---- main ------------------------------------------------------------------------------------
 
 T0=$(date +%s)
@@ -929,13 +944,26 @@ if [ "$CAPTURE" = 1 ]; then
 fi
 lt_setup "$BIN"
 WORK=$(mktemp -d /tmp/kvmtune-libvirt.XXXXXX)
-trap 'lt_teardown; rm -rf "$WORK"' EXIT
+trap 'mig_teardown; lt_teardown; rm -rf "$WORK"' EXIT
 echo "libvirt tier: $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor|Using library/' | tr -s ' ' | paste -sd';'), hook $LT_HOOK -> $(readlink -f "$LT_HOOK")"
 
-# LT_ONLY='test_isolated_*' runs only the tests whose function names match (status-json and
-# libvirtd-restart use the domain hugepage-vm defines).
-# shellcheck disable=SC2254 # LT_ONLY is a pattern
-run_test() { case "$1" in ${LT_ONLY:-*}) "$1" ;; esac; }
+if [ "$LT_INSTALLED" = 1 ] && ! lt_hook_is_package; then
+  fail installed-hook "LT_INSTALLED=1, but $LT_HOOK is not the package's symlink to $LT_PACKAGE_BIN: $(ls -l "$LT_HOOK" 2>&1)"
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+fi
+
+# LT_ONLY='test_isolated_*' runs only the tests whose function names match one of its patterns
+# (separated by spaces or commas; status-json and libvirtd-restart use the domain hugepage-vm
+# defines).
+IFS=', ' read -ra LT_ONLY_PATTERNS <<<"${LT_ONLY:-*}"
+# shellcheck disable=SC2254 # the patterns are patterns
+run_test() {
+  local p
+  for p in "${LT_ONLY_PATTERNS[@]}"; do
+    case "$1" in $p) "$1"; return ;; esac
+  done
+}
 run_test test_hugepage_vm
 run_test test_too_big_vm
 run_test test_no_hugepages_vm
@@ -952,6 +980,14 @@ run_test test_isolated_overlap_refused
 run_test test_isolated_busy_host
 run_test test_started_hook_fast
 run_test test_isolated_vm_irqs
+run_test test_balance_vm
+run_test test_run_hugepage_qemu
+run_test test_run_exit_status
+run_test test_run_wrapper_killed
+run_test test_run_isolated
+run_test test_emulator_probe
+run_test test_emulator_vm
+run_test test_migrate_remap
 capture_hostdev
 if [ "$CAPTURE" = 1 ]; then
   for f in huge.prepare.begin huge.start.begin huge.started.begin huge.reconnect.begin \
