@@ -638,11 +638,11 @@ CAVEATS = """## Caveats
   load average is in the machine table. Wall times include waiting for a CPU; the CPU times and
   the file-operation counts do not, and ratios are taken within one run, variants interleaved.
 - **Fake root.** Sections 1 and 4 run on a tree of plain files on tmpfs laid out like /sys and
-  /proc (benches/fakehost/layout.rs); the kernel's own work (allocating pages, moving tasks,
+  /proc (bench/fakehost/layout.rs); the kernel's own work (allocating pages, moving tasks,
   reprogramming IRQs, dropping caches) is not counted, for kvmtune or for the scripts. A file
   read there costs a few microseconds, as on procfs. kvmtune's library runs in the benchmark's
   own executable for the calls that change the host (a plain tree cannot create a cgroup's
-  files on mkdir; the fake root's file layer models that, benches/fakehost/model.rs); its
+  files on mkdir; the fake root's file layer models that, bench/fakehost/model.rs); its
   start-up is measured against the real binary's in section 1.
 - **The shell scripts are lean**: bash builtins where the guides use them, one `find`, a few
   `cat`/`grep`/`awk`; `cset` itself (Python) or `systemctl` would cost more per call. On plain
@@ -663,8 +663,8 @@ HOWTO = """## How to run
 It writes `BENCHMARKS.md`, `bench/*.svg` and `bench/results/*.json`. Profiling one hook call on
 the large fake host:
 
-    env $(target/release/deps/fakehost-* setup /tmp/h 16 1024 8192 5000) \\
-      valgrind --tool=callgrind target/release/deps/fakehost-* hook scale-vm prepare begin - < /tmp/h/vm.xml
+    env $(target/release/examples/fakehost setup /tmp/h 16 1024 8192 5000) \\
+      valgrind --tool=callgrind target/release/examples/fakehost hook scale-vm prepare begin - < /tmp/h/vm.xml
 """
 
 if __name__ == "__main__":

@@ -53,16 +53,11 @@ mkdir -p "$results"
 # ---- build
 command -v gcc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc >/dev/null; }
 command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
-log "building (cargo build --release, cargo bench --no-run --bench fakehost)"
+log "building (cargo build --release, cargo build --release --example fakehost)"
 cargo build --release --quiet
+cargo build --release --quiet --example fakehost
 kvmtune=${CARGO_TARGET_DIR:-$repo/target}/release/kvmtune
-fakehost=$(cargo bench --no-run --bench fakehost --quiet --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "fakehost":
-        print(m["executable"])')
-[ -x "$fakehost" ] || { log "cannot find the fakehost benchmark executable"; exit 1; }
+fakehost=${CARGO_TARGET_DIR:-$repo/target}/release/examples/fakehost
 gcc -O2 -static -o "$tmp/noop" bench/noop.c
 
 # ---- the machine

@@ -1,5 +1,5 @@
 //! Benchmarks of kvmtune's hook on a fake root (sections 1 and 4 of BENCHMARKS.md), driven by
-//! `bench/run.sh`. Nothing here is a test: it measures and writes JSON; the report is made by
+//! `bench/run.sh` (built with `cargo build --release --example fakehost`). Nothing here is a test: it measures and writes JSON; the report is made by
 //! `bench/report.py`.
 //!
 //!   fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick]
@@ -44,11 +44,7 @@ use model::{FakeAffinity, ModelFs};
 use timing::{both, Program, Sample, Series};
 
 fn main() {
-    // `cargo bench` appends `--bench`.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("hook") => std::process::exit(hook(&args[1..])),
         Some("run") => run(&args[1..]),
