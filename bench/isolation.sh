@@ -11,6 +11,8 @@
 # whose vCPU is pinned to CPU 1 with <kvmtune:isolate cpus='vcpus'/>: prepare, then started,
 # which also moves IRQs off CPU 1), alternating, ROUNDS times each.
 #
+# Also counted: interrupts delivered to CPU 1 and the block-I/O softirqs it runs (a managed IRQ,
+# such as a virtio disk's queue, cannot be moved; the kernel refuses, kvmtune says so).
 # Needs root and a cgroup v1 cpuset hierarchy (this project's machines). Takes the host lock;
 # kvmtune's release and the test tier's isolation safety net put every cpuset, kernel thread,
 # workqueue mask and IRQ back; only the processes started here are stopped, by PID.
@@ -80,6 +82,13 @@ sample() {
 $(awk '/^nonvoluntary_ctxt_switches/{n=$2} /^voluntary_ctxt_switches/{v=$2} END{print n, v}' "/proc/$1/status")"
 }
 
+# Interrupts delivered to CPU 1 (every IRQ's count in its column of /proc/interrupts) and the
+# block-I/O softirqs run there: what still reaches an isolated CPU.
+cpu1_irqs() {
+  awk 'NR > 1 && $1 ~ /^[0-9]+:$/ { s += $3 } END { print s + 0 }' /proc/interrupts
+}
+cpu1_block() { awk '$1 == "BLOCK:" { print $3 }' /proc/softirqs; }
+
 rows=()
 round() {
   local arm=$1 stress spin a b t0 t1 workers
@@ -97,10 +106,10 @@ round() {
   ours+=("$spin")
   sleep 1.5
   workers=$(for p in $(pgrep -P "$stress"); do awk '/^Cpus_allowed_list/{print $2}' "/proc/$p/status"; done | sort -u | paste -sd' ')
-  a=$(sample "$spin")
+  a="$(sample "$spin") $(cpu1_irqs) $(cpu1_block)"
   t0=$(bench_now)
   sleep "$secs"
-  b=$(sample "$spin")
+  b="$(sample "$spin") $(cpu1_irqs) $(cpu1_block)"
   t1=$(bench_now)
   wait "$spin" || true
   kill "$stress" 2>/dev/null || true
@@ -109,8 +118,8 @@ round() {
   if [ "$arm" = isolated ]; then hook release end; fi
   rows+=("$(awk -v arm="$arm" -v a="$a" -v b="$b" -v t0="$t0" -v t1="$t1" -v clk="$clk" -v w="$workers" 'BEGIN {
     split(a, x, " "); split(b, y, " "); s = (t1 - t0) / 1000
-    printf "{\"arm\": \"%s\", \"seconds\": %.3f, \"share_stat\": %.4f, \"share_schedstat\": %.5f, \"involuntary_per_s\": %.3f, \"voluntary_per_s\": %.3f, \"stress_workers_cpus\": \"%s\"}",
-      arm, s, (y[1] - x[1]) / clk / s, (y[2] - x[2]) / 1e9 / s, (y[3] - x[3]) / s, (y[4] - x[4]) / s, w }')")
+    printf "{\"arm\": \"%s\", \"seconds\": %.3f, \"share_stat\": %.4f, \"share_schedstat\": %.5f, \"involuntary_per_s\": %.3f, \"voluntary_per_s\": %.3f, \"cpu1_irqs_per_s\": %.1f, \"cpu1_block_softirqs_per_s\": %.1f, \"stress_workers_cpus\": \"%s\"}",
+      arm, s, (y[1] - x[1]) / clk / s, (y[2] - x[2]) / 1e9 / s, (y[3] - x[3]) / s, (y[4] - x[4]) / s, (y[5] - x[5]) / s, (y[6] - x[6]) / s, w }')")
   bench_log "bench: isolation $arm: ${rows[-1]}"
 }
 

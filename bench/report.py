@@ -46,7 +46,11 @@ def met(ok):
 # SVG: small, dependency-free charts.
 
 PALETTE = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#718096"]
-FONT = "font-family='sans-serif' font-size='12'"
+FONT = "font-family='sans-serif'"
+
+
+def font(size=12):
+    return f"{FONT} font-size='{size}'"
 
 
 def esc(s):
@@ -67,15 +71,15 @@ def svg_doc(w, h, body, title):
     return (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}'>\n"
         f"<title>{esc(title)}</title>\n<rect width='{w}' height='{h}' fill='white'/>\n"
-        f"<text x='{w / 2}' y='20' text-anchor='middle' {FONT} font-size='14' font-weight='bold'>{esc(title)}</text>\n"
+        f"<text x='{w / 2}' y='20' text-anchor='middle' {font(14)} font-weight='bold'>{esc(title)}</text>\n"
         + body
         + "</svg>\n"
     )
 
 
-def bars(title, groups, series, values, unit, log=False, w=760, h=340):
-    """Grouped horizontal-axis bar chart: values[s][g]."""
-    left, right, top, bottom = 70, 20, 50, 70
+def bars(title, groups, series, values, unit, log=False, w=760, h=340, failed=None):
+    """Grouped bar chart: values[s][g]; failed[s][g] True draws that bar pale, marked ✗."""
+    left, right, top, bottom = 70, 20, 50, 80
     pw, ph = w - left - right, h - top - bottom
     vmax = max((v for row in values for v in row if v is not None), default=1)
     out = []
@@ -102,9 +106,9 @@ def bars(title, groups, series, values, unit, log=False, w=760, h=340):
     for t in ticks:
         out.append(f"<line x1='{left}' x2='{left + pw}' y1='{y(t):.1f}' y2='{y(t):.1f}' stroke='#e2e8f0'/>")
         label = f"{t:g}"
-        out.append(f"<text x='{left - 6}' y='{y(t) + 4:.1f}' text-anchor='end' {FONT}>{label}</text>")
+        out.append(f"<text x='{left - 6}' y='{y(t) + 4:.1f}' text-anchor='end' {font()}>{label}</text>")
     out.append(
-        f"<text x='16' y='{top + ph / 2}' transform='rotate(-90 16 {top + ph / 2})' text-anchor='middle' {FONT}>{esc(unit)}</text>"
+        f"<text x='16' y='{top + ph / 2}' transform='rotate(-90 16 {top + ph / 2})' text-anchor='middle' {font()}>{esc(unit)}</text>"
     )
     gw = pw / len(groups)
     bw = gw * 0.8 / len(series)
@@ -115,15 +119,20 @@ def bars(title, groups, series, values, unit, log=False, w=760, h=340):
                 continue
             x = left + gi * gw + gw * 0.1 + si * bw
             y0 = y(v)
+            bad = bool(failed and failed[si][gi])
+            opacity = " fill-opacity='0.3'" if bad else ""
             out.append(
-                f"<rect x='{x:.1f}' y='{y0:.1f}' width='{bw - 1:.1f}' height='{top + ph - y0:.1f}' fill='{PALETTE[si % len(PALETTE)]}'><title>{esc(series[si])} {esc(g)}: {v:.3g} {esc(unit)}</title></rect>"
+                f"<rect x='{x:.1f}' y='{y0:.1f}' width='{bw - 1:.1f}' height='{top + ph - y0:.1f}' fill='{PALETTE[si % len(PALETTE)]}'{opacity}><title>{esc(series[si])} {esc(g)}: {v:.3g} {esc(unit)}</title></rect>"
             )
+            label = f"{v:.3g}" if v < 1000 else f"{v / 1000:.3g}k"
             out.append(
-                f"<text x='{x + bw / 2:.1f}' y='{y0 - 3:.1f}' text-anchor='middle' {FONT} font-size='9'>{v:.3g}</text>"
+                f"<text x='{x + bw / 2:.1f}' y='{y0 - 3:.1f}' text-anchor='middle' {font(9)}>{'✗ ' if bad else ''}{label}</text>"
             )
-        out.append(
-            f"<text x='{left + gi * gw + gw / 2:.1f}' y='{top + ph + 16}' text-anchor='middle' {FONT}>{esc(g)}</text>"
-        )
+        cx = left + gi * gw + gw / 2
+        for li, line in enumerate(str(g).split(": ")):
+            out.append(
+                f"<text x='{cx:.1f}' y='{top + ph + 16 + 14 * li}' text-anchor='middle' {font()}>{esc(line)}</text>"
+            )
     out.append(f"<line x1='{left}' x2='{left + pw}' y1='{top + ph}' y2='{top + ph}' stroke='black'/>")
     out.append(legend(series, left, h - 22))
     return svg_doc(w, h, "\n".join(out) + "\n", title)
@@ -133,14 +142,14 @@ def legend(series, x, y):
     parts = []
     for i, s in enumerate(series):
         parts.append(f"<rect x='{x}' y='{y - 10}' width='12' height='12' fill='{PALETTE[i % len(PALETTE)]}'/>")
-        parts.append(f"<text x='{x + 16}' y='{y}' {FONT}>{esc(s)}</text>")
+        parts.append(f"<text x='{x + 16}' y='{y}' {font()}>{esc(s)}</text>")
         x += 24 + 7 * len(s)
     return "\n".join(parts)
 
 
 def lines_panel(px, py, pw, ph, title, xs, series, xlabel, ylabel, hline=None):
     """One line-chart panel at (px, py); series: [(name, [y...])]."""
-    out = [f"<text x='{px + pw / 2}' y='{py - 8}' text-anchor='middle' {FONT} font-weight='bold'>{esc(title)}</text>"]
+    out = [f"<text x='{px + pw / 2}' y='{py - 8}' text-anchor='middle' {font()} font-weight='bold'>{esc(title)}</text>"]
     ymax = max([v for _, ys in series for v in ys if v is not None] + ([hline] if hline else []))
     hi = nice_max(ymax * 1.05)
     xlo, xhi = min(xs), max(xs)
@@ -154,19 +163,19 @@ def lines_panel(px, py, pw, ph, title, xs, series, xlabel, ylabel, hline=None):
     for i in range(6):
         t = hi * i / 5
         out.append(f"<line x1='{px}' x2='{px + pw}' y1='{Y(t):.1f}' y2='{Y(t):.1f}' stroke='#e2e8f0'/>")
-        out.append(f"<text x='{px - 5}' y='{Y(t) + 4:.1f}' text-anchor='end' {FONT} font-size='10'>{t:g}</text>")
+        out.append(f"<text x='{px - 5}' y='{Y(t) + 4:.1f}' text-anchor='end' {font(10)}>{t:g}</text>")
     for v in xs:
-        out.append(f"<text x='{X(v):.1f}' y='{py + ph + 14}' text-anchor='middle' {FONT} font-size='10'>{v:g}</text>")
-    out.append(f"<text x='{px + pw / 2}' y='{py + ph + 30}' text-anchor='middle' {FONT} font-size='11'>{esc(xlabel)}</text>")
+        out.append(f"<text x='{X(v):.1f}' y='{py + ph + 14}' text-anchor='middle' {font(10)}>{v:g}</text>")
+    out.append(f"<text x='{px + pw / 2}' y='{py + ph + 30}' text-anchor='middle' {font(11)}>{esc(xlabel)}</text>")
     out.append(
-        f"<text x='{px - 40}' y='{py + ph / 2}' transform='rotate(-90 {px - 40} {py + ph / 2})' text-anchor='middle' {FONT} font-size='11'>{esc(ylabel)}</text>"
+        f"<text x='{px - 40}' y='{py + ph / 2}' transform='rotate(-90 {px - 40} {py + ph / 2})' text-anchor='middle' {font(11)}>{esc(ylabel)}</text>"
     )
     out.append(f"<rect x='{px}' y='{py}' width='{pw}' height='{ph}' fill='none' stroke='black'/>")
     if hline:
         out.append(
             f"<line x1='{px}' x2='{px + pw}' y1='{Y(hline):.1f}' y2='{Y(hline):.1f}' stroke='#e53e3e' stroke-dasharray='5,4'/>"
         )
-        out.append(f"<text x='{px + pw - 4}' y='{Y(hline) - 4:.1f}' text-anchor='end' {FONT} font-size='10' fill='#e53e3e'>target {hline:g}</text>")
+        out.append(f"<text x='{px + pw - 4}' y='{Y(hline) - 4:.1f}' text-anchor='end' {font(10)} fill='#e53e3e'>target {hline:g}</text>")
     for si, (name, ys) in enumerate(series):
         pts = [(X(x), Y(v)) for x, v in zip(xs, ys) if v is not None]
         color = PALETTE[si % len(PALETTE)]
@@ -338,17 +347,30 @@ How it grows (medians of {pts[0]['prepare_release']['wall']['n']} rounds per poi
 ![scale](bench/scale.svg)
 
 {chr(10).join(table)}
+
+Reading the sweeps: the cost follows the *user* processes and their threads (each one's
+`stat`, its cpuset and every thread's mask are read) far more than CPUs or kernel threads (one
+`stat` each). The CPU sweep holds the process count at 5000, so fewer CPUs means fewer per-CPU
+kernel threads and more user processes: it gets cheaper as CPUs grow. IRQs cost little to
+prepare + release (IRQs move at `started`) and dominate the full cycle, linearly (every
+non-managed IRQ is moved off the isolated CPUs and back). With other isolated VMs running, a
+release also recomputes where every IRQ should be for the VMs that stay and reads each IRQ's
+affinity to compare (one read per IRQ), hence the step from 0 to 1 running VM; more VMs add
+little.
 """
     return text
 
 
 def isolation_section(iso, svgs):
-    rows = ["| round | CPU 1 share of the busy thread (stat) | (schedstat) | involuntary switches/s | stress-ng workers on |", "| --- | ---: | ---: | ---: | --- |"]
+    rows = [
+        "| round | CPU 1 share of the busy thread (stat) | (schedstat) | involuntary switches/s | interrupts on CPU 1 /s | block-I/O softirqs on CPU 1 /s | stress-ng workers on |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     by = {"baseline": [], "isolated": []}
     for r in iso["rounds"]:
         by[r["arm"]].append(r)
         rows.append(
-            f"| {r['arm']} | {r['share_stat'] * 100:.2f} % | {r['share_schedstat'] * 100:.2f} % | {r['involuntary_per_s']:.2f} | CPUs {r['stress_workers_cpus']} |"
+            f"| {r['arm']} | {r['share_stat'] * 100:.2f} % | {r['share_schedstat'] * 100:.2f} % | {r['involuntary_per_s']:.2f} | {r.get('cpu1_irqs_per_s', '–')} | {r.get('cpu1_block_softirqs_per_s', '–')} | CPUs {r['stress_workers_cpus']} |"
         )
     mean = lambda arm, k: statistics.mean(x[k] for x in by[arm])  # noqa: E731
     svgs["isolation.svg"] = bars(
@@ -374,8 +396,13 @@ isolation, and with kvmtune's hook (prepare + started, on the real root) isolati
 
 Isolated: {share * 100:.2f} % of CPU 1 (target ≥ 99 %: {met(share >= TARGET_SHARE)}), {invol:.2f} involuntary
 switches/s (target < 1: {met(invol < TARGET_INVOL)}); without: {mean('baseline', 'share_stat') * 100:.1f} % and
-{mean('baseline', 'involuntary_per_s'):.0f}/s. What is left on the isolated CPU are per-CPU kernel threads (kworkers,
-the timer), which no one can move.
+{mean('baseline', 'involuntary_per_s'):.0f}/s. What still reaches the isolated CPU: per-CPU kernel threads (kworkers,
+the timer), which no one can move, and on this machine above all the interrupts of its disk:
+the virtio disk has one request queue, a *managed* IRQ the kernel delivers to CPU 1 and refuses
+to move (EPERM; kvmtune says so and leaves it), so every block I/O of every job on the machine
+completes on CPU 1 (the softirq column). How much that takes depends on the other jobs' disk
+traffic while the round runs. A host would keep managed IRQs off isolated CPUs with the
+`isolcpus=managed_irq,CPUS` boot parameter, or isolate CPUs its devices' queues do not use.
 """,
         share,
         invol,
@@ -383,23 +410,26 @@ the timer), which no one can move.
 
 
 def hugepages_rows(trials, topo=None):
+    """(where, case, method, trial); case: page size, target and, in the guest, how much of the
+    node's free memory was touched."""
     rows = []
     for t in trials:
         tr = t.get("trial", t)
         size = "2 MiB" if tr["size_kb"] == 2048 else "1 GiB"
-        rows.append(
-            (topo or t.get("topo", "host"), size, tr["method"], tr)
-        )
+        case = f"{tr['target']} x {size}"
+        if "frag_pct" in t:
+            case += f", {t['frag_pct']} %"
+        rows.append((topo or t.get("topo", "host"), case, tr["method"], tr))
     return rows
 
 
 def hugepages_table(rows):
     out = [
-        "| where | page | method | VM's node got | other nodes got | success | time ms | free 2 MiB blocks before | page cache MiB before → after |",
+        "| where | pages (memory touched) | method | VM's node got | other nodes got | VM served | time ms | free 2 MiB blocks before | page cache MiB before → after |",
         "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for where, size, method, tr in rows:
-        ok = "yes" if tr["ok"] else ("no (global count reached)" if tr["global_reached"] else "no")
+        ok = "yes" if tr["ok"] else ("no (the global count was reached)" if tr["global_reached"] else "no")
         out.append(
             f"| {where} | {size} | {method} | {tr['node_pages']} / {tr['target']} | {tr['other_nodes_pages']} | {ok} | {ms(tr['ms'])} | {tr['free_2m_blocks_before']} | {tr['cached_mib_before']} → {tr['cached_mib_after']} |"
         )
@@ -458,27 +488,28 @@ node: {met(never_other)}; faster (median) than the script method wherever that s
 system call: where free memory needs no compaction it is done before kvmtune's process has
 read the domain XML and journaled its change)."""
     )
-    tk = [tr for _, _, m, tr in verdicts if m == "kvmtune"]
-    ts = [tr for _, _, m, tr in verdicts if m == "script"]
-    if tk and ts:
-        svgs["hugepages.svg"] = bars(
-            "Reserving hugepages on fragmented memory (median ms, log scale)",
-            sorted({f"{w} {s}" for w, s, _, _ in verdicts}),
-            ["kvmtune", "script", "plain"],
-            [
-                [
-                    (lambda xs: statistics.median(xs) if xs else None)(
-                        [tr["ms"] for w, s, mm, tr in verdicts if mm == m and f"{w} {s}" == g]
-                    )
-                    for g in sorted({f"{w} {s}" for w, s, _, _ in verdicts})
-                ]
-                for m in ["kvmtune", "script", "plain"]
-            ],
-            "ms",
-            log=True,
-            w=820,
-        )
-        parts.append("\n![hugepages](bench/hugepages.svg)\n")
+    groups_order = sorted({f"{w}: {c}" for w, c, _, _ in verdicts})
+    methods = ["kvmtune", "script", "plain"]
+
+    def cell(m, g):
+        trs = [tr for w, c, mm, tr in verdicts if mm == m and f"{w}: {c}" == g]
+        if not trs:
+            return None, False
+        return statistics.median(t["ms"] for t in trs), not all(t["ok"] for t in trs)
+
+    cells = [[cell(m, g) for g in groups_order] for m in methods]
+    svgs["hugepages.svg"] = bars(
+        "Hugepages for a VM on fragmented memory (median ms; pale ✗: not on the VM's node)",
+        groups_order,
+        methods,
+        [[v for v, _ in row] for row in cells],
+        "ms",
+        log=True,
+        w=max(820, 130 * len(groups_order)),
+        h=380,
+        failed=[[bad for _, bad in row] for row in cells],
+    )
+    parts.append("\n![hugepages](bench/hugepages.svg)\n")
     return "\n".join(parts), (succ, never_other, faster["script"], faster["plain"])
 
 
@@ -645,8 +676,10 @@ CAVEATS = """## Caveats
   files on mkdir; the fake root's file layer models that, bench/fakehost/model.rs); its
   start-up is measured against the real binary's in section 1.
 - **The shell scripts are lean**: bash builtins where the guides use them, one `find`, a few
-  `cat`/`grep`/`awk`; `cset` itself (Python) or `systemctl` would cost more per call. On plain
-  files their shield moves back at release only what the file shows (favouring the shell).
+  `cat`/`grep`/`awk`. The tools users also call from such scripts (`cset`, a Python program;
+  `systemctl`) are not measured here. On plain files the shield moves back at release only what
+  the file shows (which favours the shell). kvmtune's cost in these calls is its reading of every
+  process (section 4): on the 600-process host it is about what bash's process starts cost.
 - **TCG guest.** The guest runs under QEMU's TCG emulation (no KVM here), so its times are many
   times slower than on hardware; compare them with each other, not with the host's.
 - **This host has plenty of free memory** and one NUMA node: fragmenting most of it would hurt
