@@ -38,7 +38,15 @@ pub struct Shape {
     pub irqs: u32,
     /// Processes (kernel threads included), as `ps -e` counts them.
     pub tasks: u32,
+    /// `/proc/sys/kernel/osrelease`. From 6.2 the kernel keeps threads' own CPU masks across
+    /// cpuset changes and kvmtune does not look at them; before, it reads every thread's.
+    pub kernel: &'static str,
 }
+
+/// This project's machines run a recent kernel.
+pub const KERNEL: &str = "6.18.0";
+/// A kernel before 6.2, for the cost of noting pinned threads.
+pub const OLD_KERNEL: &str = "6.1.0";
 
 impl Shape {
     pub fn cpus_of_node(&self, node: u32) -> CpuSet {
@@ -188,6 +196,11 @@ fn pools(root: &Path, shape: &Shape) {
     for file in ["nr_hugepages", "drop_caches", "compact_memory"] {
         put(root, &format!("proc/sys/vm/{file}"), "0\n");
     }
+    put(
+        root,
+        "proc/sys/kernel/osrelease",
+        &format!("{}\n", shape.kernel),
+    );
 }
 
 struct Task {

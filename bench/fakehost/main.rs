@@ -3,7 +3,7 @@
 //! `bench/report.py`.
 //!
 //!   fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick]
-//!   fakehost setup DIR NODES CPUS IRQS TASKS  (lay out a host and DIR/vm.xml, for profiling)
+//!   fakehost setup DIR NODES CPUS IRQS TASKS [KERNEL]  (lay out a host and DIR/vm.xml, for profiling)
 //!   fakehost hook NAME OP SUBOP [EXTRA]     (the hook role, see below)
 //!
 //! Hook overhead (section 1): every hook call is a fresh process, as libvirt runs it. A full
@@ -154,6 +154,9 @@ fn setup(args: &[String]) {
         cpus: n(2),
         irqs: n(3),
         tasks: n(4),
+        kernel: args
+            .get(5)
+            .map_or(layout::KERNEL, |k| Box::leak(k.clone().into_boxed_str())),
     };
     let host = FakeHost::build(&dir, &shape);
     std::fs::write(dir.join("vm.xml"), scale_vm(&shape).0).unwrap();
@@ -477,6 +480,7 @@ fn hook_section(cfg: &Config) -> Value {
         cpus: 32,
         irqs: 256,
         tasks: 600,
+        kernel: layout::KERNEL,
     };
     let vm = "bench-vm";
     let vm_cpus: Vec<u32> = (8..16).collect();
@@ -829,6 +833,7 @@ fn scale_section(cfg: &Config) -> Value {
         cpus: 1024,
         irqs: 8192,
         tasks: 5000,
+        kernel: layout::KERNEL,
     };
     let reps = if cfg.quick { 5 } else { 30 };
     let big = scale_point(cfg, "base", &base, 0, reps);
@@ -859,6 +864,14 @@ fn scale_section(cfg: &Config) -> Value {
         tasks.push(point_json(&shape, 0, &p));
     }
     sweeps.insert("tasks".into(), Value::Array(tasks));
+    // Before 6.2 the kernel drops a thread's own mask when its cpuset changes: kvmtune notes
+    // every pinned thread of the processes it moves, and puts them back.
+    let old = Shape {
+        kernel: layout::OLD_KERNEL,
+        ..base
+    };
+    let p = scale_point(cfg, "old-kernel", &old, 0, sweep_reps);
+    out["old_kernel"] = point_json(&old, 0, &p);
     let mut vms = Vec::new();
     for n in [0, 1, 2, 4, 8, 14] {
         let p = scale_point(cfg, &format!("vms-{n}"), &base, n, sweep_reps);

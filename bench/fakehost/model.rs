@@ -43,6 +43,9 @@ pub struct ModelFs {
     empty_cpus: RefCell<BTreeMap<String, bool>>,
     managed: std::cell::OnceCell<std::collections::BTreeSet<u32>>,
     dirty: Cell<bool>,
+    /// Membership files (`cgroup.procs`, `tasks`) seen to exist: a move writes one per process,
+    /// and the model's own look for the file should not cost kvmtune a stat each time.
+    member_files: RefCell<std::collections::HashSet<String>>,
 }
 
 fn errno(op: &'static str, path: PathBuf, errno: i32) -> Error {
@@ -58,6 +61,7 @@ impl ModelFs {
             empty_cpus: RefCell::new(BTreeMap::new()),
             managed: std::cell::OnceCell::new(),
             dirty: Cell::new(false),
+            member_files: RefCell::new(std::collections::HashSet::new()),
         }
     }
 
@@ -92,6 +96,17 @@ impl ModelFs {
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, text).unwrap();
         fs::rename(tmp, path).unwrap();
+    }
+
+    fn member_file_exists(&self, rel: &str) -> bool {
+        if self.member_files.borrow().contains(rel) {
+            return true;
+        }
+        let exists = self.plain.exists(rel);
+        if exists {
+            self.member_files.borrow_mut().insert(rel.to_string());
+        }
+        exists
     }
 
     fn is_cpuset(rel: &str) -> bool {
@@ -273,6 +288,15 @@ impl HostFs for ModelFs {
         self.plain.read(rel)
     }
 
+    fn read_record(&self, rel: &str) -> Result<String> {
+        if !(rel.starts_with("proc/") && rel.ends_with("/stat")) {
+            return self.read(rel);
+        }
+        // The model generates no /proc/PID/stat: the plain file, read as the kernel's would be.
+        self.count(0);
+        self.plain.read_record(rel)
+    }
+
     fn write(&self, rel: &str, value: &str) -> Result<()> {
         self.count(1);
         // (A missing file fails the plain write with ENOENT, as on the kernel.)
@@ -281,7 +305,7 @@ impl HostFs for ModelFs {
                 .strip_suffix("/cgroup.procs")
                 .or_else(|| rel.strip_suffix("/tasks"))
             {
-                if !self.plain.exists(rel) {
+                if !self.member_file_exists(rel) {
                     return Err(errno(
                         "open for writing",
                         self.root().join(rel),
@@ -348,6 +372,10 @@ impl HostFs for ModelFs {
         if busy || has_children {
             return Err(errno("remove", self.root().join(rel), libc::EBUSY));
         }
+        let inside = format!("{rel}/");
+        self.member_files
+            .borrow_mut()
+            .retain(|p| !p.starts_with(&inside));
         fs::remove_dir_all(self.root().join(rel))
             .map_err(|e| Error::io("remove", self.root().join(rel), e))
     }

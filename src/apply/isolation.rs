@@ -7,7 +7,7 @@ use super::Context;
 use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
-use crate::host::tasks::{pinned_threads, thread_mask, PinnedThread};
+use crate::host::tasks::{kernel_keeps_pins, pinned_threads, thread_mask, PinnedThread};
 use crate::isolation::{self, choose_method, Inputs, IsolationHold, View};
 use crate::log;
 use crate::state::Ledger;
@@ -26,6 +26,8 @@ struct Scan {
     view: Option<View>,
     /// Pinned threads among the processes a set of changes moves, with that set.
     pinned: Option<(Option<BTreeSet<u32>>, Vec<PinnedThread>)>,
+    /// The kernel puts pinned threads back itself (6.2 and later): none are looked for.
+    kernel_keeps_pins: Option<bool>,
 }
 
 impl Scan {
@@ -46,6 +48,12 @@ impl Scan {
             if *seen == affected {
                 return Ok(pinned.clone());
             }
+        }
+        if *self
+            .kernel_keeps_pins
+            .get_or_insert_with(|| kernel_keeps_pins(ctx.fs))
+        {
+            return Ok(Vec::new());
         }
         let view = self.view(ctx)?;
         let tasks: Vec<_> = view

@@ -53,7 +53,7 @@ fn read_allowed(fs: &dyn HostFs, pid: u32) -> Option<CpuSet> {
 
 /// A task's name and flags from /proc/PID/stat alone; `None` if it is gone.
 pub fn read_stat(fs: &dyn HostFs, pid: u32) -> Option<(String, u64)> {
-    parse_stat(&fs.read(&format!("proc/{pid}/stat")).ok()?)
+    parse_stat(&fs.read_record(&format!("proc/{pid}/stat")).ok()?)
 }
 
 /// Every task (process, not thread) in /proc.
@@ -132,6 +132,17 @@ mod tests {
     }
 
     #[test]
+    fn kernels_from_6_2_keep_pins() {
+        assert_eq!(release_at_least("6.18.44-fc-v595\n", (6, 2)), Some(true));
+        assert_eq!(release_at_least("6.2.0", (6, 2)), Some(true));
+        assert_eq!(release_at_least("6.1.158", (6, 2)), Some(false));
+        assert_eq!(release_at_least("5.15.0-91-generic", (6, 2)), Some(false));
+        assert_eq!(release_at_least("7.0-rc1", (6, 2)), Some(true));
+        assert_eq!(release_at_least("garbage", (6, 2)), None);
+        assert_eq!(release_at_least("", (6, 2)), None);
+    }
+
+    #[test]
     fn kernel_thread_flags_are_told_apart() {
         let t = |flags| Task {
             pid: 1,
@@ -155,6 +166,27 @@ pub struct PinnedThread {
     pub tid: u32,
     pub comm: String,
     pub cpus: CpuSet,
+}
+
+/// Whether the kernel keeps the CPUs a thread asked for (`sched_setaffinity`, `taskset`) when
+/// its cpuset changes: since 6.2 ("sched: Enforce user requested affinity") a move between
+/// cpusets gives the thread the new cpuset's CPUs within those it asked for, and its own mask
+/// again once the cpuset allows it. Then kvmtune need not note and put back pinned threads,
+/// which costs a read of every thread's status on the host. An unreadable or odd
+/// `/proc/sys/kernel/osrelease` counts as an older kernel (the safe side).
+pub fn kernel_keeps_pins(fs: &dyn HostFs) -> bool {
+    fs.read("proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| release_at_least(&r, (6, 2)))
+        .unwrap_or(false)
+}
+
+/// `6.18.44-fc` ≥ (6, 2)? `None` when the release does not start with MAJOR.MINOR.
+fn release_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse::<u32>().ok()?;
+    let minor = parts.next()?.parse::<u32>().ok()?;
+    Some((major, minor) >= want)
 }
 
 /// Every pinned thread of the user processes among `tasks` (the host's, as listed now).
