@@ -484,3 +484,25 @@ fn random_lifecycles_with_crashes_keep_every_invariant() {
         .run(&strategy, |(layout, steps)| run_sequence(layout, &steps))
         .unwrap();
 }
+
+/// Found by the random test: a release of the last isolated VM killed after it removed
+/// kvmtune's cpuset, while a VM whose prepare had been interrupted is still being undone.
+#[test]
+fn release_killed_after_the_cpuset_is_gone_recovers() {
+    let steps = [
+        Step::Crash {
+            vm: 0,
+            kind: Kind::Prepare,
+            at: 19,
+        },
+        Step::Prepare(1),
+        Step::Start(1),
+        Step::Recover,
+        Step::Crash {
+            vm: 1,
+            kind: Kind::Release,
+            at: 19,
+        },
+    ];
+    run_sequence(Layout::V1, &steps).unwrap();
+}

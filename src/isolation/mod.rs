@@ -446,6 +446,20 @@ pub fn give_back(fs: &dyn HostFs, baseline: &mut Vec<Change>, isolated: &CpuSet)
         }
     }
     *baseline = kept;
+    // A file of a cgroup kvmtune created and now removes needs no value back: the cgroup goes
+    // with its files. (Writing it first is worse than useless: an interrupted release redone
+    // after the removal would fail on the missing file.)
+    let removed: Vec<String> = back
+        .iter()
+        .filter_map(|c| match c {
+            Change::RemoveCgroup { path, .. } => Some(format!("{path}/")),
+            _ => None,
+        })
+        .collect();
+    back.retain(|c| match c {
+        Change::File { path, .. } => !removed.iter().any(|dir| path.starts_with(dir)),
+        _ => true,
+    });
     // Undo in reverse order of making: processes leave our cgroup before the controller goes.
     back.reverse();
     back
