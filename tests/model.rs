@@ -21,7 +21,7 @@ use common::{bound, diff, huge_vm, kernel, Bench, GIB};
 use kvmtune::change::Change;
 use kvmtune::state::Phase;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
@@ -470,12 +470,18 @@ fn random_lifecycles_with_crashes_keep_every_invariant() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
-    let mut runner = TestRunner::new(Config {
+    let mut config = Config {
         cases,
         max_global_rejects: cases * 4,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    // The suite explores the same sequences on every run, so that CI's verdict is the code's
+    // and not the dice's; PROPTEST_RNG_SEED=N explores others.
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = RngSeed::Fixed(0x6b76_6d74_756e);
+    }
+    let mut runner = TestRunner::new(config);
     let strategy = (
         prop_oneof![Just(Layout::V1), Just(Layout::V2)],
         prop::collection::vec(step(), 1..24),

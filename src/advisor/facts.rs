@@ -174,17 +174,8 @@ fn read_device_node(fs: &dyn HostFs, addr: &PciAddress) -> DeviceNode {
 /// `preferred` counts on its first node), else the nodes of its pinned vCPUs. Memory that
 /// nothing binds is left out: the kernel may place it anywhere.
 pub fn memory_by_node(domain: &Domain, topology: &Topology) -> BTreeMap<u32, u64> {
-    let units: Vec<(Option<u32>, u64)> = if domain.cells.is_empty() {
-        vec![(None, domain.memory_bytes)]
-    } else {
-        domain
-            .cells
-            .iter()
-            .map(|c| (Some(c.id), c.memory_bytes))
-            .collect()
-    };
     let mut out = BTreeMap::new();
-    for (cell, bytes) in units {
+    for (cell, bytes) in domain.memory_units() {
         let nodes = bound_nodes(domain, cell)
             .unwrap_or_else(|| topology.nodes_of_cpus(&domain.vcpu_host_cpus()));
         let ids: Vec<u32> = nodes.iter().collect();

@@ -130,6 +130,19 @@ impl Domain {
         Ok((domain, Design::from_root(&root)))
     }
 
+    /// The VM's memory in the units it is placed by: each guest NUMA cell with its id, or the
+    /// whole memory (no id) when the guest has no cells.
+    pub fn memory_units(&self) -> Vec<(Option<u32>, u64)> {
+        if self.cells.is_empty() {
+            vec![(None, self.memory_bytes)]
+        } else {
+            self.cells
+                .iter()
+                .map(|c| (Some(c.id), c.memory_bytes))
+                .collect()
+        }
+    }
+
     /// Host CPUs the vCPUs may run on, from `<vcpupin>`s, else `<vcpu cpuset>`; empty if unpinned.
     pub fn vcpu_host_cpus(&self) -> CpuSet {
         if !self.vcpupins.is_empty() {

@@ -28,17 +28,8 @@ pub fn need(
         (_, Some(specs)) => specs.clone(),
         (Reserve::On, None) => Vec::new(),
     };
-    let units: Vec<(Option<u32>, u64)> = if domain.cells.is_empty() {
-        vec![(None, domain.memory_bytes)]
-    } else {
-        domain
-            .cells
-            .iter()
-            .map(|c| (Some(c.id), c.memory_bytes))
-            .collect()
-    };
     let mut out = BTreeMap::new();
-    for (cell, bytes) in units {
+    for (cell, bytes) in domain.memory_units() {
         let page_kib = page_size_for(&specs, cell, host.default_page_kib);
         let page_bytes = page_kib * 1024;
         let what = match cell {
