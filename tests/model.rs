@@ -491,8 +491,10 @@ fn random_lifecycles_with_crashes_keep_every_invariant() {
         .unwrap();
 }
 
-/// Found by the random test: a release of the last isolated VM killed after it removed
-/// kvmtune's cpuset, while a VM whose prepare had been interrupted is still being undone.
+/// Found by the random test: VM a prepared, b prepared and started (kvmtune's cpuset narrowed),
+/// `recover` releases a (the cpuset widened again: its `cpus` file is in the baseline), then b's
+/// release is killed after it removed the cpuset. Finishing that release must not write the
+/// removed cpuset's `cpus` back.
 #[test]
 fn release_killed_after_the_cpuset_is_gone_recovers() {
     let steps = [
