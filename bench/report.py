@@ -666,13 +666,14 @@ Each section says what was measured, how, and what the numbers mean; [caveats](#
             f.write(text)
     print(f"report: wrote {os.path.join(out_dir, 'BENCHMARKS.md')} and {len(svgs)} chart(s)")
     if check:
-        # Loose: the numbers exist and are within 10x (no-op) or 40x (scale, whose file reads
-        # cost several times more on a loaded VM) of their targets: CI machines are shared.
+        # Loose: the numbers exist and are within 10x of their targets (CI machines are shared;
+        # a file read costs several times more on a loaded VM). A lost fix (a journal
+        # rewritten per change, every thread read per call) is far beyond that.
         problems = []
         if not noop < 10 * TARGET_NOOP_MS:
             problems.append(f"no-op hook call {noop:.2f} ms (10x the target is {10 * TARGET_NOOP_MS:g})")
-        if not scale_ms < 40 * TARGET_SCALE_MS:
-            problems.append(f"scale prepare+release {scale_ms:.0f} ms (40x the target is {40 * TARGET_SCALE_MS:g})")
+        if not scale_ms < 10 * TARGET_SCALE_MS:
+            problems.append(f"scale prepare+release {scale_ms:.0f} ms (10x the target is {10 * TARGET_SCALE_MS:g})")
         for k in ("kvmtune cycle", "shell cycle", "floor static exec"):
             if not h["stats"][k]["wall"]["n"] > 0:
                 problems.append(f"no samples for {k}")

@@ -9,8 +9,8 @@
 //! - `cpuset.cpus`/`cpuset.mems` set the effective files too;
 //! - `nodeN/…/nr_hugepages` grows a pool as far as the node's free memory allows and keeps
 //!   `free_hugepages`, the node's meminfo and the global counts in step;
-//! - `/proc/irq/N/smp_affinity_list`: managed IRQs refuse (EIO), others take the list and show
-//!   its first CPU as effective;
+//! - `/proc/irq/N/smp_affinity_list`: managed IRQs refuse (EIO), others take the list; the
+//!   effective CPU stays while the list allows it, else becomes the list's first;
 //! - `sched_setaffinity` (`FakeAffinity`) rewrites the task's `Cpus_allowed_list`.
 
 use std::cell::{Cell, RefCell};
@@ -224,21 +224,26 @@ impl ModelFs {
         if managed.contains(&irq) {
             return Err(errno("write", path, libc::EIO));
         }
-        // The first CPU of the list is where the kernel delivers it (the model's cost stays
-        // out of kvmtune's numbers: no set is built; every fake CPU is online).
-        let digits: String = value
-            .trim()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        let Ok(first) = digits.parse::<u32>() else {
+        // (Where the kernel now delivers it is worked out when someone reads it: see
+        // `effective`. A file write here would put the kernel's work in kvmtune's numbers.)
+        if !value.trim().starts_with(|c: char| c.is_ascii_digit()) {
             return Err(errno("write", path, libc::EINVAL));
-        };
-        self.plain.write(rel, value)?;
-        self.plain.write(
-            &format!("{dir}/effective_affinity_list"),
-            &format!("{first}\n"),
-        )
+        }
+        self.plain.write(rel, value)
+    }
+
+    /// `effective_affinity_list`: the CPU the IRQ was delivered to while the affinity still
+    /// allows it, else the affinity's first CPU (x86 delivers to one CPU of the mask).
+    fn effective(&self, dir: &str) -> Result<String> {
+        let was = self.plain.read(&format!("{dir}/effective_affinity_list"))?;
+        let affinity = self.plain.read(&format!("{dir}/smp_affinity_list"))?;
+        let allowed = CpuSet::parse(&affinity).unwrap_or_default();
+        match CpuSet::parse(&was) {
+            Ok(cpus) if !cpus.is_empty() && cpus.is_subset(&allowed) => Ok(was),
+            _ => Ok(allowed
+                .first()
+                .map_or_else(|| was.clone(), |cpu| format!("{cpu}\n"))),
+        }
     }
 }
 
@@ -270,6 +275,12 @@ impl HostFs for ModelFs {
                     return Ok(self.procs_of(cg));
                 }
             }
+        }
+        if let Some(dir) = rel
+            .strip_suffix("/effective_affinity_list")
+            .filter(|d| d.starts_with("proc/irq/"))
+        {
+            return self.effective(dir);
         }
         if let Some(pid) = rel
             .strip_prefix("proc/")
