@@ -370,15 +370,15 @@ How it grows (medians of {pts[0]['prepare_release']['wall']['n']} rounds per poi
 
 {chr(10).join(table)}
 
-Reading the sweeps: the cost follows the *user* processes and their threads (each one's
-`stat`, its cpuset and every thread's mask are read) far more than CPUs or kernel threads (one
-`stat` each). The CPU sweep holds the process count at 5000, so fewer CPUs means fewer per-CPU
-kernel threads and more user processes: it gets cheaper as CPUs grow. IRQs cost little to
-prepare + release (IRQs move at `started`) and dominate the full cycle, linearly (every
-non-managed IRQ is moved off the isolated CPUs and back). With other isolated VMs running, a
-release also recomputes where every IRQ should be for the VMs that stay and reads each IRQ's
-affinity to compare (one read per IRQ), hence the step from 0 to 1 running VM; more VMs add
-little.
+Reading the sweeps: prepare + release grows with the number of processes, linearly (one read of
+each process's `stat`), and little with CPUs or IRQs (the CPU sweep holds the process count at
+5000; more CPUs means more per-CPU kernel threads among them, and a wider /proc/interrupts).
+The full cycle grows with IRQs, linearly: every IRQ not managed is moved off the isolated CPUs
+at `started` and back at release, a read and a write each, and /proc/interrupts (a count per CPU
+per IRQ: 92 MB at 1024 CPUs and 8192 IRQs) is read to find the VFIO vectors of the passthrough
+device. With another VM running that has a device and isolated CPUs, a release of this VM also
+works out where every IRQ should be for the VM that stays: /proc/interrupts and every IRQ's
+affinity are read again, hence the step from 0 to 1 running VM; more VMs add little.
 """
     return text
 
@@ -407,6 +407,15 @@ def isolation_section(iso, svgs):
         w=560,
     )
     share, invol = mean("isolated", "share_stat"), mean("isolated", "involuntary_per_s")
+    iso_rounds = [r for r in by["isolated"] if "cpu1_irqs_per_s" in r]
+    device_note = ""
+    if iso_rounds:
+        irqs = statistics.mean(r["cpu1_irqs_per_s"] for r in iso_rounds)
+        blk = statistics.mean(r["cpu1_block_softirqs_per_s"] for r in iso_rounds)
+        device_note = (
+            f" In this run's isolated rounds CPU 1 took {irqs:.1f} device interrupts/s and {blk:.1f}"
+            " block softirqs/s (the columns above): the other jobs' disk traffic decides how many."
+        )
     return (
         f"""`{iso['stress']}` loads every CPU; a busy thread (bench/spin.c) pinned to CPU 1 sits in its own
 cpuset, as libvirt places a vCPU. Measured over {iso['rounds'][0]['seconds']:.0f} s per round, rounds alternating: without
@@ -418,12 +427,11 @@ isolation, and with kvmtune's hook (prepare + started, on the real root) isolati
 
 Isolated: {share * 100:.2f} % of CPU 1 (target ≥ 99 %: {met(share >= TARGET_SHARE)}), {invol:.2f} involuntary
 switches/s (target < 1: {met(invol < TARGET_INVOL)}); without: {mean('baseline', 'share_stat') * 100:.1f} % and
-{mean('baseline', 'involuntary_per_s'):.0f}/s. What still reaches the isolated CPU: per-CPU kernel threads (kworkers,
-the timer), which no one can move, and on this machine above all the interrupts of its disk:
-the virtio disk has one request queue, a *managed* IRQ the kernel delivers to CPU 1 and refuses
-to move (EPERM; kvmtune says so and leaves it), so every block I/O of every job on the machine
-completes on CPU 1 (the softirq column). How much that takes depends on the other jobs' disk
-traffic while the round runs. A host would keep managed IRQs off isolated CPUs with the
+{mean('baseline', 'involuntary_per_s'):.0f}/s. What still reaches the isolated CPU: the local timer and per-CPU
+kernel threads (kworkers), which no one can move, and the IRQs the kernel will not move. This
+machine's virtio disk has one request queue, a *managed* IRQ on CPU 1 that refuses to move
+(EPERM; kvmtune says so and leaves it), so the block I/O of any job on the machine completes
+there.{device_note} A host would keep managed IRQs off isolated CPUs with the
 `isolcpus=managed_irq,CPUS` boot parameter, or isolate CPUs its devices' queues do not use.
 """,
         share,
@@ -477,8 +485,11 @@ and tmpfs inodes), then reserves 2 GiB of 2 MiB pages or 2 x 1 GiB pages.
         parts.append(
             f"""**The test guest** (Debian's {guest.get('kernel', '6.1')} kernel under QEMU/TCG; `2node`: two nodes of 3 GiB,
 `3node`: 2, 3 and 1 GiB): node 1 fragmented the same way (80 % of its free memory touched,
-page cache from a RAM disk), then 1 GiB of 2 MiB pages and one 1 GiB page for a VM bound to
-node 1.
+or 40 %; page cache from a RAM disk), then 512 MiB and 1 GiB of 2 MiB pages, or one 1 GiB
+page, for a VM bound to node 1. "VM served": all its pages on its node (pages on another node
+are remote memory for the VM, and the global count the script waits for is reached without
+them). No method got a 1 GiB page on a node this fragmented; where kvmtune could not, it
+refused in one line and left the pools as they were.
 
 {hugepages_table(rows)}
 """
@@ -651,11 +662,15 @@ Each section says what was measured, how, and what the numbers mean; [caveats](#
         doc += f"## {title}\n\n{text}\n"
     fixes = load(results, "fixes.json")
     if fixes:
-        doc += "## What these benchmarks changed in kvmtune\n\n" + fixes["intro"] + "\n\n"
-        doc += "| measure | before | after |\n| --- | ---: | ---: |\n"
-        for f in fixes["rows"]:
-            doc += f"| {f['what']} | {f['before']} | {f['after']} |\n"
-        doc += "\n"
+        doc += "## What these benchmarks changed in kvmtune\n\n"
+        doc += "These before/after pairs were measured once each, when the fixes were made (the\n"
+        doc += "sections above are this run's numbers).\n\n"
+        for rnd in fixes["rounds"]:
+            doc += rnd["intro"] + "\n\n"
+            doc += "| measure | before | after |\n| --- | ---: | ---: |\n"
+            for f in rnd["rows"]:
+                doc += f"| {f['what']} | {f['before']} | {f['after']} |\n"
+            doc += "\n"
     doc += CAVEATS.format(nproc=m.get("nproc", "?"))
     doc += HOWTO
     os.makedirs(os.path.join(out_dir, "bench"), exist_ok=True)
@@ -708,6 +723,7 @@ CAVEATS = """## Caveats
 - **This host has plenty of free memory** and one NUMA node: fragmenting most of it would hurt
   the other jobs, so its trials show cost and collateral (the page cache the script drops) more
   than failure; the guest's small nodes show failure and other-node pages.
+
 """
 
 HOWTO = """## How to run

@@ -324,11 +324,11 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     next.drop_unheld_baselines();
     journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
-    let (changes, pins, _) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
-        redo(ctx, &journal)?;
+        redo(ctx, &journal, &known)?;
         isolation::restore_pins(ctx, &pins);
     }
     commit(ctx, journal, &next)?;
@@ -391,10 +391,15 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
     }
 }
 
-/// Make every change of a release journal (idempotent: values are absolute).
-fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
+/// Make every change of a release journal (idempotent: values are absolute). `known`: the
+/// processes the caller has just read, if any (moving processes need not read them again).
+fn redo(ctx: &Context, journal: &Journal, known: &effects::Known) -> Result<()> {
+    let effects = Effects {
+        known: Some(known),
+        ..ctx.effects()
+    };
     for change in &journal.changes {
-        ctx.effects().apply(change)?;
+        effects.apply(change)?;
         // Read back what the kernel may keep otherwise: pages still in use, a knob. (An IRQ
         // takes the value or fails the write; reading back thousands would double the cost.)
         if let Change::File { path, after, .. } = change {
@@ -449,7 +454,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                     journal.vm
                 ));
                 let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?);
-                redo(ctx, &journal)?;
+                redo(ctx, &journal, &effects::Known::default())?;
                 isolation::restore_pins(ctx, &pins);
                 let mut next = ctx.state.load_ledger()?;
                 next.vms.remove(&journal.vm);
