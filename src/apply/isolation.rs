@@ -38,6 +38,13 @@ impl Scan {
         Ok(self.view.as_ref().expect("just read"))
     }
 
+    /// The kernel puts pinned threads back itself: none need looking for.
+    fn kernel_keeps_pins(&mut self, ctx: &Context) -> bool {
+        *self
+            .kernel_keeps_pins
+            .get_or_insert_with(|| kernel_keeps_pins(ctx.fs))
+    }
+
     /// Threads pinned now in the `affected` processes (`None`: every process).
     fn pinned(
         &mut self,
@@ -49,10 +56,7 @@ impl Scan {
                 return Ok(pinned.clone());
             }
         }
-        if *self
-            .kernel_keeps_pins
-            .get_or_insert_with(|| kernel_keeps_pins(ctx.fs))
-        {
+        if self.kernel_keeps_pins(ctx) {
             return Ok(Vec::new());
         }
         let view = self.view(ctx)?;
@@ -159,7 +163,11 @@ fn set_up(
         method,
         housekeeping,
         baseline,
-        pinned: scan.pinned(ctx, affected(ctx, &changes))?,
+        pinned: if scan.kernel_keeps_pins(ctx) {
+            Vec::new()
+        } else {
+            scan.pinned(ctx, affected(ctx, &changes))?
+        },
     });
     Ok(changes)
 }
@@ -238,7 +246,11 @@ fn pins_with(
     scan: &mut Scan,
     changes: Option<&[Change]>,
 ) -> Vec<PinnedThread> {
-    let affected = changes.and_then(|c| affected(ctx, c));
+    // (Which processes a change affects is worked out only if their threads are to be read.)
+    let affected = match changes {
+        Some(c) if !scan.kernel_keeps_pins(ctx) => affected(ctx, c),
+        _ => None,
+    };
     let Ok(now) = scan.pinned(ctx, affected) else {
         return Vec::new();
     };
