@@ -532,7 +532,7 @@ read the domain XML and journaled its change)."""
 
     cells = [[cell(m, g) for g in groups_order] for m in methods]
     svgs["hugepages.svg"] = bars(
-        "Hugepages for a VM on fragmented memory (median ms; pale ✗: not on the VM's node)",
+        "Hugepages for a VM on fragmented memory (median ms; pale ✗: the VM's node did not get them all)",
         groups_order,
         methods,
         [[v for v, _ in row] for row in cells],
