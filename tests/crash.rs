@@ -181,7 +181,8 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
     for layout in [Layout::V1, Layout::V2] {
         let setup = || with_background(layout);
         let (total, names) = points_of(&setup, &|b| prepare_full(b).unwrap());
-        assert!(total >= 15, "{layout:?}: only {total} points: {names:?}");
+        // A batch of changes is journaled in one write, so there are fewer points than writes.
+        assert!(total >= 12, "{layout:?}: only {total} points: {names:?}");
         for k in [
             "nr_hugepages",
             "state: rename journal",

@@ -380,6 +380,30 @@ fn pinned_threads_keep_their_cpus_on_kernels_that_reset_masks() {
     }
 }
 
+/// From 6.2 the kernel keeps a thread's own mask across cpuset changes, so kvmtune looks at no
+/// thread there (on a large host that is a read of every thread's status per call) and notes
+/// no pins; before 6.2 it notes them. The fake kernel keeps masks either way: the pin survives.
+#[test]
+fn pinned_threads_are_noted_only_on_kernels_before_6_2() {
+    for (release, noted) in [("6.18.0\n", false), ("6.1.0\n", true)] {
+        let b = host(Layout::V1);
+        common::kernel::put(b.kernel.path(), "proc/sys/kernel/osrelease", release);
+        b.kernel
+            .cgroups(|c| c.tasks.get_mut(&101).unwrap().mask = set("1"));
+        b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+        let ledger = b.state().load_ledger().unwrap();
+        let pins = ledger.isolation.expect("isolation is held").pinned;
+        assert_eq!(
+            pins.iter().any(|p| p.pid == 101),
+            noted,
+            "Linux {release}: {pins:?}"
+        );
+        assert_eq!(allowed(&b, 101), set("1"), "Linux {release}");
+        b.release("rt").unwrap();
+        assert_eq!(allowed(&b, 101), set("1"), "Linux {release}");
+    }
+}
+
 /// A host task pinned to the CPU being isolated must leave it (that is the point), and gets its
 /// pin back when isolation ends.
 #[test]

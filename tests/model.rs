@@ -490,3 +490,27 @@ fn random_lifecycles_with_crashes_keep_every_invariant() {
         .run(&strategy, |(layout, steps)| run_sequence(layout, &steps))
         .unwrap();
 }
+
+/// Found by the random test: VM a prepared, b prepared and started (kvmtune's cpuset narrowed),
+/// `recover` releases a (the cpuset widened again: its `cpus` file is in the baseline), then b's
+/// release is killed after it removed the cpuset. Finishing that release must not write the
+/// removed cpuset's `cpus` back.
+#[test]
+fn release_killed_after_the_cpuset_is_gone_recovers() {
+    let steps = [
+        Step::Crash {
+            vm: 0,
+            kind: Kind::Prepare,
+            at: 19,
+        },
+        Step::Prepare(1),
+        Step::Start(1),
+        Step::Recover,
+        Step::Crash {
+            vm: 1,
+            kind: Kind::Release,
+            at: 19,
+        },
+    ];
+    run_sequence(Layout::V1, &steps).unwrap();
+}

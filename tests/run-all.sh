@@ -8,6 +8,7 @@
 #        purge, the machine as before; the .rpm built and inspected  (tests/package/run.sh)
 # Tiers 3 to 5 change the real host (they start daemons, write hugepage pools; 5 installs and
 # purges the package); each restores what it changed and stops only the processes it started.
+# Last, a short run of the benchmarks on a fake root (bench/run.sh --quick), so they cannot rot.
 # Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ export KVMTUNE_BIN=$PWD/target/release/kvmtune
 tier guest tests/guest/run.sh
 tier libvirt tests/libvirt/run.sh
 tier package tests/package/run.sh
+tier bench bench/run.sh --quick
 
 echo
 if [ ${#broken[@]} -gt 0 ]; then

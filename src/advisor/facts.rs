@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::cpulist::CpuSet;
 use crate::domain::{Design, Domain, NodeBinding, PciAddress};
 use crate::error::Result;
-use crate::host::{Host, HostFs, Topology};
+use crate::host::{Host, HostFs, Siblings, Topology};
 use crate::plan::bounds;
 use crate::policy::Policy;
 use crate::size::human;
@@ -75,7 +75,8 @@ impl Peer {
 impl HostFacts {
     /// Read the host as it is now; `devices` are the PCI addresses whose node to look up.
     pub fn read(fs: &dyn HostFs, policy: &Policy, devices: &[PciAddress]) -> Result<HostFacts> {
-        let host = Host::read(fs)?;
+        // The advisor fits vCPUs to whole cores: every CPU's siblings.
+        let host = Host::read_with(fs, Siblings::All)?;
         let housekeeping = bounds::housekeeping(policy, &host.topology);
         let isolatable = bounds::isolatable(policy, &host.topology);
         Ok(HostFacts {

@@ -5,7 +5,7 @@ use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
-use crate::host::tasks::{read_task, TaskAffinity};
+use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD};
 use crate::host::HostFs;
 use crate::irq::irqbalance::IrqBalancer;
 use crate::isolation::systemd::Systemctl;
@@ -22,12 +22,18 @@ const MAX_PASSES: usize = 50;
 /// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
 pub const UNCONFINED_DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
 
+/// Name and flags of processes by PID, as read moments ago.
+pub type Known = std::collections::HashMap<u32, (String, u64)>;
+
 /// Everything a change may need to touch.
 pub struct Effects<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
     pub affinity: &'a dyn TaskAffinity,
     pub irqbalance: &'a dyn IrqBalancer,
+    /// Processes the caller has just read (a large host's root cgroup holds thousands of
+    /// kernel threads: moving processes need not read each again). Others are read.
+    pub known: Option<&'a Known>,
 }
 
 impl Effects<'_> {
@@ -164,13 +170,14 @@ impl Effects<'_> {
                 break;
             }
             for pid in fresh {
-                let Some(task) = read_task(self.fs, pid) else {
+                let seen = self.known.and_then(|k| k.get(&pid).cloned());
+                let Some((comm, flags)) = seen.or_else(|| read_stat(self.fs, pid)) else {
                     continue;
                 };
                 if pid == me
                     || keep.contains(&pid)
-                    || task.is_kernel_thread()
-                    || UNCONFINED_DAEMONS.contains(&task.comm.as_str())
+                    || flags & PF_KTHREAD != 0
+                    || UNCONFINED_DAEMONS.contains(&comm.as_str())
                 {
                     continue;
                 }
@@ -183,7 +190,7 @@ impl Effects<'_> {
                     Err(e) => {
                         failed += 1;
                         if failed == 1 {
-                            log::warn(&format!("cannot move pid {pid} ({}): {e}", task.comm));
+                            log::warn(&format!("cannot move pid {pid} ({comm}): {e}"));
                         }
                     }
                 }
@@ -210,8 +217,8 @@ impl Effects<'_> {
     }
 
     fn set_affinity(&self, pid: u32, comm: &str, cpus: &CpuSet) -> Result<()> {
-        match read_task(self.fs, pid) {
-            Some(task) if task.comm == comm => match self.affinity.set_affinity(pid, cpus) {
+        match read_stat(self.fs, pid) {
+            Some((now, _)) if now == comm => match self.affinity.set_affinity(pid, cpus) {
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
                 other => other,
             },

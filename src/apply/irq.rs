@@ -2,6 +2,8 @@
 //! `release`). Managed IRQs refuse to move (EIO; EPERM since 6.12): skipped, logged once, and
 //! remembered for `status`.
 
+use std::collections::BTreeSet;
+
 use super::Context;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
@@ -37,9 +39,16 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
     let mut hold = next.irq.take().unwrap_or_default();
     let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
     changes.extend(irqbalance_change(ctx, next, &mut hold));
-    for change in changes {
-        journal.changes.push(change.clone());
+    // Every change is journaled before the first is made, in one write: a host with thousands
+    // of IRQs would otherwise rewrite (and fsync) a growing journal once per IRQ. Undoing a
+    // change that was never made writes back the value that is still there.
+    let first = journal.changes.len();
+    if !changes.is_empty() {
+        journal.changes.extend(changes.iter().cloned());
         ctx.state.save_journal(journal)?;
+    }
+    let mut refused_paths = BTreeSet::new();
+    for change in changes {
         if let Err(e) = ctx.effects().apply(&change) {
             let refused = matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EPERM));
             let Change::File { path, .. } = &change else {
@@ -49,8 +58,7 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
                 return Err(e);
             };
             // A managed IRQ: the kernel places it. Not ours to change, nothing to undo.
-            journal.changes.pop();
-            ctx.state.save_journal(journal)?;
+            refused_paths.insert(path.clone());
             hold.baseline.remove(path);
             if hold.refused.insert(number) {
                 log::warn(&format!(
@@ -58,6 +66,14 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
                 ));
             }
         }
+    }
+    if !refused_paths.is_empty() {
+        let mut i = 0;
+        journal.changes.retain(|c| {
+            i += 1;
+            i <= first || !matches!(c, Change::File { path, .. } if refused_paths.contains(path))
+        });
+        ctx.state.save_journal(journal)?;
     }
     check_effective(ctx, &wanted);
     next.irq = (hold != IrqHold::default()).then_some(hold);

@@ -1,10 +1,13 @@
 //! Bringing CPU isolation in line with the VMs in the ledger: set up, widen or narrow the
 //! housekeeping set, or give everything back when the last isolated VM goes.
 
+use std::collections::BTreeSet;
+
 use super::Context;
+use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
-use crate::host::tasks::{pinned_threads, thread_mask, PinnedThread};
+use crate::host::tasks::{kernel_keeps_pins, pinned_threads, thread_mask, PinnedThread};
 use crate::isolation::{self, choose_method, Inputs, IsolationHold, View};
 use crate::log;
 use crate::state::Ledger;
@@ -12,22 +15,114 @@ use crate::state::Ledger;
 /// The isolation changes that take the host to what `next` (the ledger after this operation)
 /// needs, and `next.isolation` updated to match. Nothing is changed on the host here.
 pub fn changes(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
+    changes_with(ctx, next, &mut Scan::default())
+}
+
+/// The host's processes as read once for one operation: listing every process of a large
+/// host (and every thread of its user processes) is most of what isolation costs, so
+/// computing the changes and the pinned threads to keep share one look.
+#[derive(Default)]
+struct Scan {
+    view: Option<View>,
+    /// Pinned threads among the processes a set of changes moves, with that set.
+    pinned: Option<(Option<BTreeSet<u32>>, Vec<PinnedThread>)>,
+    /// The kernel puts pinned threads back itself (6.2 and later): none are looked for.
+    kernel_keeps_pins: Option<bool>,
+}
+
+impl Scan {
+    fn view(&mut self, ctx: &Context) -> Result<&View> {
+        if self.view.is_none() {
+            self.view = Some(View::read(ctx.fs)?);
+        }
+        Ok(self.view.as_ref().expect("just read"))
+    }
+
+    /// The kernel puts pinned threads back itself: none need looking for.
+    fn kernel_keeps_pins(&mut self, ctx: &Context) -> bool {
+        *self
+            .kernel_keeps_pins
+            .get_or_insert_with(|| kernel_keeps_pins(ctx.fs))
+    }
+
+    /// Threads pinned now in the `affected` processes (`None`: every process).
+    fn pinned(
+        &mut self,
+        ctx: &Context,
+        affected: Option<BTreeSet<u32>>,
+    ) -> Result<Vec<PinnedThread>> {
+        if let Some((seen, pinned)) = &self.pinned {
+            if *seen == affected {
+                return Ok(pinned.clone());
+            }
+        }
+        if self.kernel_keeps_pins(ctx) {
+            return Ok(Vec::new());
+        }
+        let view = self.view(ctx)?;
+        let tasks: Vec<_> = view
+            .tasks
+            .iter()
+            .filter(|t| affected.as_ref().map_or(true, |a| a.contains(&t.pid)))
+            .cloned()
+            .collect();
+        let pinned = pinned_threads(ctx.fs, &view.mounts, &view.online, &tasks);
+        self.pinned = Some((affected, pinned.clone()));
+        Ok(pinned)
+    }
+}
+
+/// The processes whose threads' masks `changes` may reset: the members of the cgroups they
+/// move processes out of or change the CPUs of. `None`: any process (systemd units, the v2
+/// controller). Once a VM's isolation is in place, a later call moves only the few processes
+/// started since, and need not look at every thread of the host.
+fn affected(ctx: &Context, changes: &[Change]) -> Option<BTreeSet<u32>> {
+    let mut cgroups = BTreeSet::new();
+    for change in changes {
+        match change {
+            Change::UnitProperty { .. } | Change::Controller { .. } => return None,
+            Change::MoveProcesses { from, .. } => {
+                cgroups.insert(from.clone());
+            }
+            Change::RemoveCgroup { path, .. } => {
+                cgroups.insert(path.clone());
+            }
+            Change::File { path, .. } => {
+                if let Some((dir, "cpuset.cpus" | "cpus")) = path.rsplit_once('/') {
+                    cgroups.insert(dir.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut pids = BTreeSet::new();
+    for cgroup in cgroups {
+        let procs = ctx
+            .fs
+            .read(&format!("{cgroup}/cgroup.procs"))
+            .unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|p| p.trim().parse::<u32>().ok()));
+    }
+    Some(pids)
+}
+
+fn changes_with(ctx: &Context, next: &mut Ledger, scan: &mut Scan) -> Result<Vec<Change>> {
     let isolated = next.isolated_except("");
     let Some(mut hold) = next.isolation.take() else {
         if isolated.is_empty() {
             return Ok(Vec::new());
         }
-        return set_up(ctx, next, &isolated);
+        return set_up(ctx, next, &isolated, scan);
     };
     let keep = next.isolated_vm_pids();
     if isolated.is_empty() {
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
-    let view = View::read(ctx.fs)?;
+    let view = scan.view(ctx)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
     let confine = isolation::confine(
-        &inputs(ctx, &view, &keep),
+        &inputs(ctx, view, &keep),
         hold.method,
         &housekeeping,
         &isolated,
@@ -43,8 +138,9 @@ fn set_up(
     ctx: &Context,
     next: &mut Ledger,
     isolated: &crate::cpulist::CpuSet,
+    scan: &mut Scan,
 ) -> Result<Vec<Change>> {
-    let view = View::read(ctx.fs)?;
+    let view = scan.view(ctx)?;
     let method = choose_method(ctx.policy.isolation, &view.mounts).map_err(|e| {
         Error::Refused(format!(
             "cannot isolate CPUs {isolated}: {e}. Nothing was changed."
@@ -57,7 +153,7 @@ fn set_up(
         )));
     }
     let keep = next.isolated_vm_pids();
-    let changes = isolation::confine(&inputs(ctx, &view, &keep), method, &housekeeping, isolated)?;
+    let changes = isolation::confine(&inputs(ctx, view, &keep), method, &housekeeping, isolated)?;
     let mut baseline = Vec::new();
     isolation::remember(&mut baseline, &changes);
     log::info(&format!(
@@ -67,7 +163,11 @@ fn set_up(
         method,
         housekeeping,
         baseline,
-        pinned: pinned_threads(ctx.fs, &view.mounts, &view.online),
+        pinned: if scan.kernel_keeps_pins(ctx) {
+            Vec::new()
+        } else {
+            scan.pinned(ctx, affected(ctx, &changes))?
+        },
     });
     Ok(changes)
 }
@@ -105,24 +205,53 @@ pub fn verify(ctx: &Context, next: &Ledger) -> Result<()> {
 /// The isolation changes `next` calls for, and the pinned threads to keep across them. Threads
 /// are scanned only when there is something to change: a VM that isolates nothing, while
 /// nothing is isolated, costs no walk over every thread of the host on libvirt's start path.
+///
+/// Also the name and flags of every process the scan read, so that moving processes need not
+/// read them again.
 pub fn changes_and_pins(
     ctx: &Context,
     ledger: &Ledger,
     next: &mut Ledger,
-) -> Result<(Vec<Change>, Vec<PinnedThread>)> {
-    let changes = changes(ctx, next)?;
+) -> Result<(Vec<Change>, Vec<PinnedThread>, Known)> {
+    let mut scan = Scan::default();
+    let changes = changes_with(ctx, next, &mut scan)?;
     let pins = if changes.is_empty() {
         Vec::new()
     } else {
-        pins_to_keep(ctx, ledger)
+        pins_with(ctx, ledger, &mut scan, Some(&changes))
     };
-    Ok((changes, pins))
+    let known = scan
+        .view
+        .map(|v| {
+            v.tasks
+                .into_iter()
+                .map(|t| (t.pid, (t.comm, t.flags)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((changes, pins, known))
 }
 
 /// The pinned threads whose masks an isolation change may reset: those pinned now, and those
 /// that were pinned when isolation began (their masks then, which confinement narrowed).
 pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
-    let Ok(view) = View::read(ctx.fs) else {
+    pins_with(ctx, ledger, &mut Scan::default(), None)
+}
+
+/// `changes`: the changes about to be made (only the processes they move are looked at), or
+/// `None` when unknown (every process is).
+fn pins_with(
+    ctx: &Context,
+    ledger: &Ledger,
+    scan: &mut Scan,
+    changes: Option<&[Change]>,
+) -> Vec<PinnedThread> {
+    // (Which processes a change affects is worked out only if their threads are to be read.)
+    let affected = match changes {
+        Some(c) if !scan.kernel_keeps_pins(ctx) => affected(ctx, c),
+        _ => None,
+    };
+    let Ok(now) = scan.pinned(ctx, affected) else {
         return Vec::new();
     };
     let mut pins = ledger
@@ -130,11 +259,12 @@ pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
         .as_ref()
         .map(|h| h.pinned.clone())
         .unwrap_or_default();
-    for now in pinned_threads(ctx.fs, &view.mounts, &view.online) {
-        if !pins.iter().any(|p| p.tid == now.tid && p.comm == now.comm) {
-            pins.push(now);
-        }
-    }
+    let known: std::collections::HashSet<(u32, String)> =
+        pins.iter().map(|p| (p.tid, p.comm.clone())).collect();
+    pins.extend(
+        now.into_iter()
+            .filter(|p| !known.contains(&(p.tid, p.comm.clone()))),
+    );
     pins
 }
 

@@ -44,6 +44,7 @@ impl Context<'_> {
             systemctl: self.systemctl,
             affinity: self.affinity,
             irqbalance: self.irqbalance,
+            known: None,
         }
     }
 }
@@ -147,8 +148,8 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     }
 
     // Isolation also sweeps host processes started since the last VM event into place.
-    let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
-    let result = make_isolation(ctx, &mut journal, changes, &next);
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let result = make_isolation(ctx, &mut journal, changes, &next, &known);
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
         isolation::restore_pins(ctx, &pins);
@@ -214,8 +215,8 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // Isolation is checked again: processes started meanwhile are swept into place and, at a
     // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
     // is put back.
-    let (changes, pins) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
-    let result = make_isolation(ctx, &mut journal, changes, &next)
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let result = make_isolation(ctx, &mut journal, changes, &next, &known)
         .and_then(|()| knobs::changes(ctx.fs, &mut next))
         .and_then(|changes| knobs::make(ctx, &mut journal, changes))
         .and_then(|()| irq::place(ctx, &mut next, &mut journal));
@@ -323,11 +324,11 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     next.drop_unheld_baselines();
     journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
-    let (changes, pins) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
-        redo(ctx, &journal)?;
+        redo(ctx, &journal, &known)?;
         isolation::restore_pins(ctx, &pins);
     }
     commit(ctx, journal, &next)?;
@@ -336,18 +337,27 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     Ok(())
 }
 
-/// Journal and make isolation changes one by one, then check that the kernel confines host
-/// tasks where asked.
+/// Journal the isolation changes, make them one by one, then check that the kernel confines
+/// host tasks where asked. The journal is written once, before the first change (one write per
+/// change would rewrite a growing journal for every kernel thread moved); undoing a change that
+/// was never made puts back the value that is still there.
 fn make_isolation(
     ctx: &Context,
     journal: &mut Journal,
     changes: Vec<Change>,
     next: &Ledger,
+    known: &effects::Known,
 ) -> Result<()> {
-    for change in changes {
-        journal.changes.push(change.clone());
+    if !changes.is_empty() {
+        journal.changes.extend(changes.iter().cloned());
         ctx.state.save_journal(journal)?;
-        ctx.effects().apply(&change)?;
+    }
+    let effects = Effects {
+        known: Some(known),
+        ..ctx.effects()
+    };
+    for change in changes {
+        effects.apply(&change)?;
     }
     isolation::verify(ctx, next)
 }
@@ -381,11 +391,21 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
     }
 }
 
-/// Make every change of a release journal (idempotent: values are absolute).
-fn redo(ctx: &Context, journal: &Journal) -> Result<()> {
+/// Make every change of a release journal (idempotent: values are absolute). `known`: the
+/// processes the caller has just read, if any (moving processes need not read them again).
+fn redo(ctx: &Context, journal: &Journal, known: &effects::Known) -> Result<()> {
+    let effects = Effects {
+        known: Some(known),
+        ..ctx.effects()
+    };
     for change in &journal.changes {
-        ctx.effects().apply(change)?;
+        effects.apply(change)?;
+        // Read back what the kernel may keep otherwise: pages still in use, a knob. (An IRQ
+        // takes the value or fails the write; reading back thousands would double the cost.)
         if let Change::File { path, after, .. } = change {
+            if path.starts_with("proc/irq/") {
+                continue;
+            }
             let now = ctx.fs.read(path).unwrap_or_default();
             // A choice file (THP's `always [madvise] never`) shows its value in brackets.
             if !crate::host::knobs::same_value(&now, after) {
@@ -434,7 +454,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                     journal.vm
                 ));
                 let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?);
-                redo(ctx, &journal)?;
+                redo(ctx, &journal, &effects::Known::default())?;
                 isolation::restore_pins(ctx, &pins);
                 let mut next = ctx.state.load_ledger()?;
                 next.vms.remove(&journal.vm);

@@ -2,7 +2,7 @@
 //! Tests hand the same code a tempdir (or a model of the kernel) instead of `/`.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -15,6 +15,13 @@ pub trait HostFs {
 
     /// Read a whole (small) file.
     fn read(&self, rel: &str) -> Result<String>;
+
+    /// Read a file the kernel produces as one record (`/proc/PID/stat`), which one read(2)
+    /// returns whole when the buffer is larger. A hook call on a large host reads thousands of
+    /// these: the second read a general `read` needs to see the end costs a system call each.
+    fn read_record(&self, rel: &str) -> Result<String> {
+        self.read(rel)
+    }
 
     /// Write `value` to an existing file in one `write(2)`, as sysfs and procfs expect. The file
     /// is never created: a misspelt path fails here as it would on a kernel.
@@ -43,6 +50,9 @@ pub trait HostFs {
     }
 }
 
+/// The buffer of `read_record`: a /proc/PID/stat line is a few hundred bytes.
+const RECORD_BUFFER: usize = 4096;
+
 /// The real file system under a root directory (`/` in production).
 #[derive(Debug, Clone)]
 pub struct RootFs {
@@ -62,7 +72,33 @@ impl HostFs for RootFs {
 
     fn read(&self, rel: &str) -> Result<String> {
         let path = self.root.join(rel);
-        fs::read_to_string(&path).map_err(|e| Error::io("read", path, e))
+        // Kernel files report no useful size: read to the end without asking for one
+        // (`fs::read_to_string` would stat and seek first; a hook call on a large host reads
+        // thousands of these).
+        let read = || -> std::io::Result<String> {
+            let file = fs::File::open(&path)?;
+            let mut text = String::with_capacity(4096);
+            file.take(u64::MAX).read_to_string(&mut text)?;
+            Ok(text)
+        };
+        read().map_err(|e| Error::io("read", &path, e))
+    }
+
+    fn read_record(&self, rel: &str) -> Result<String> {
+        let path = self.root.join(rel);
+        let read = || -> std::io::Result<String> {
+            let mut file = fs::File::open(&path)?;
+            let mut buf = [0u8; RECORD_BUFFER];
+            let n = file.read(&mut buf)?;
+            let mut bytes = buf[..n].to_vec();
+            if n == buf.len() {
+                // Longer than any record expected here: read on to the end.
+                file.read_to_end(&mut bytes)?;
+            }
+            String::from_utf8(bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        read().map_err(|e| Error::io("read", &path, e))
     }
 
     fn write(&self, rel: &str, value: &str) -> Result<()> {

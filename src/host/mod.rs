@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 pub use fs::{HostFs, RootFs};
 pub use hugepages::{PoolKey, PoolState};
-pub use topology::{Node, Topology};
+pub use topology::{Node, Siblings, Topology};
 
 use crate::error::Result;
 
@@ -29,8 +29,13 @@ pub struct Host {
 }
 
 impl Host {
+    /// The host as planning and status need it (the SMT siblings of each node's first core).
     pub fn read(fs: &dyn HostFs) -> Result<Host> {
-        let topology = Topology::read(fs)?;
+        Host::read_with(fs, Siblings::FirstCoreOfEachNode)
+    }
+
+    pub fn read_with(fs: &dyn HostFs, siblings: Siblings) -> Result<Host> {
+        let topology = Topology::read(fs, siblings)?;
         let default_page_kib = hugepages::default_page_kib(fs)?;
         let mut pools = BTreeMap::new();
         let mut reserved = BTreeMap::new();

@@ -6,7 +6,7 @@ use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 
 /// `PF_KTHREAD` in /proc/PID/stat's flags: a kernel thread.
-const PF_KTHREAD: u64 = 0x0020_0000;
+pub const PF_KTHREAD: u64 = 0x0020_0000;
 /// `PF_NO_SETAFFINITY`: a per-CPU kernel thread (or one the kernel pins): its affinity and its
 /// cgroup cannot be changed (EINVAL).
 const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
@@ -33,31 +33,61 @@ impl Task {
 
 /// Read one task; `None` if it is gone (tasks exit between listing and reading).
 pub fn read_task(fs: &dyn HostFs, pid: u32) -> Option<Task> {
-    let stat = fs.read(&format!("proc/{pid}/stat")).ok()?;
-    let status = fs.read(&format!("proc/{pid}/status")).ok()?;
-    let (comm, flags) = parse_stat(&stat)?;
-    let allowed = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|v| CpuSet::parse(v).ok())?;
+    let (comm, flags) = read_stat(fs, pid)?;
     Some(Task {
         pid,
         comm,
         flags,
-        allowed,
+        allowed: read_allowed(fs, pid)?,
     })
+}
+
+/// `Cpus_allowed_list` from /proc/PID/status.
+fn read_allowed(fs: &dyn HostFs, pid: u32) -> Option<CpuSet> {
+    let status = fs.read(&format!("proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|v| CpuSet::parse(v).ok())
+}
+
+/// A task's name and flags from /proc/PID/stat alone; `None` if it is gone.
+pub fn read_stat(fs: &dyn HostFs, pid: u32) -> Option<(String, u64)> {
+    parse_stat(&fs.read_record(&format!("proc/{pid}/stat")).ok()?)
 }
 
 /// Every task (process, not thread) in /proc.
 pub fn list_tasks(fs: &dyn HostFs) -> Vec<Task> {
-    let Ok(entries) = fs.list("proc") else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|e| e.parse::<u32>().ok())
-        .filter_map(|pid| read_task(fs, pid))
+    pids(fs).filter_map(|pid| read_task(fs, pid)).collect()
+}
+
+/// Every task in /proc, with the allowed CPUs of movable kernel threads only (the others get
+/// an empty `allowed`): what isolation needs, at one read per process instead of two. A large
+/// host has thousands of processes (most of them per-CPU kernel threads), and each hook call
+/// that isolates looks at all of them.
+pub fn list_tasks_movable_cpus(fs: &dyn HostFs) -> Vec<Task> {
+    pids(fs)
+        .filter_map(|pid| {
+            let (comm, flags) = read_stat(fs, pid)?;
+            let mut task = Task {
+                pid,
+                comm,
+                flags,
+                allowed: CpuSet::new(),
+            };
+            if task.is_movable_kernel_thread() {
+                task.allowed = read_allowed(fs, pid)?;
+            }
+            Some(task)
+        })
         .collect()
+}
+
+fn pids(fs: &dyn HostFs) -> impl Iterator<Item = u32> {
+    fs.list("proc")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.parse::<u32>().ok())
 }
 
 /// `(comm, flags)` from /proc/PID/stat. The name may hold spaces and parentheses, so it is
@@ -102,6 +132,17 @@ mod tests {
     }
 
     #[test]
+    fn kernels_from_6_2_keep_pins() {
+        assert_eq!(release_at_least("6.18.44-fc-v595\n", (6, 2)), Some(true));
+        assert_eq!(release_at_least("6.2.0", (6, 2)), Some(true));
+        assert_eq!(release_at_least("6.1.158", (6, 2)), Some(false));
+        assert_eq!(release_at_least("5.15.0-91-generic", (6, 2)), Some(false));
+        assert_eq!(release_at_least("7.0-rc1", (6, 2)), Some(true));
+        assert_eq!(release_at_least("garbage", (6, 2)), None);
+        assert_eq!(release_at_least("", (6, 2)), None);
+    }
+
+    #[test]
     fn kernel_thread_flags_are_told_apart() {
         let t = |flags| Task {
             pid: 1,
@@ -127,15 +168,40 @@ pub struct PinnedThread {
     pub cpus: CpuSet,
 }
 
-/// Every pinned user thread on the host now.
+/// Whether the kernel keeps the CPUs a thread asked for (`sched_setaffinity`, `taskset`) when
+/// its cpuset changes: since 6.2 ("sched: Enforce user requested affinity") a move between
+/// cpusets gives the thread the new cpuset's CPUs within those it asked for, and its own mask
+/// again once the cpuset allows it. Then kvmtune need not note and put back pinned threads,
+/// which costs a read of every thread's status on the host. An unreadable or odd
+/// `/proc/sys/kernel/osrelease` counts as an older kernel (the safe side).
+pub fn kernel_keeps_pins(fs: &dyn HostFs) -> bool {
+    fs.read("proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| release_at_least(&r, (6, 2)))
+        .unwrap_or(false)
+}
+
+/// `6.18.44-fc` ≥ (6, 2)? `None` when the release does not start with MAJOR.MINOR.
+fn release_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse::<u32>().ok()?;
+    let minor = parts.next()?.parse::<u32>().ok()?;
+    Some((major, minor) >= want)
+}
+
+/// Every pinned thread of the user processes among `tasks` (the host's, as listed now).
 pub fn pinned_threads(
     fs: &dyn HostFs,
     mounts: &super::cgroup::CgroupMounts,
     online: &CpuSet,
+    tasks: &[Task],
 ) -> Vec<PinnedThread> {
     let mut out = Vec::new();
-    for task in list_tasks(fs).into_iter().filter(|t| !t.is_kernel_thread()) {
-        let allowed_by_cgroup = cgroup_cpus(fs, mounts, task.pid).unwrap_or_else(|| online.clone());
+    // Most processes share a few cgroups: their CPUs are read once each.
+    let mut cgroups = std::collections::HashMap::new();
+    for task in tasks.iter().filter(|t| !t.is_kernel_thread()) {
+        let allowed_by_cgroup =
+            cgroup_cpus(fs, mounts, task.pid, &mut cgroups).unwrap_or_else(|| online.clone());
         let tids: Vec<u32> = fs
             .list(&format!("proc/{}/task", task.pid))
             .unwrap_or_default()
@@ -175,32 +241,47 @@ pub fn thread_mask(fs: &dyn HostFs, pid: u32, tid: u32) -> Option<(String, CpuSe
 }
 
 /// The effective CPUs of the cpuset a process is in (v1 `cpuset`, else v2), `None` when
-/// there is no cpuset to read.
-fn cgroup_cpus(fs: &dyn HostFs, mounts: &super::cgroup::CgroupMounts, pid: u32) -> Option<CpuSet> {
+/// there is no cpuset to read. `seen` keeps each cgroup's answer.
+fn cgroup_cpus(
+    fs: &dyn HostFs,
+    mounts: &super::cgroup::CgroupMounts,
+    pid: u32,
+    seen: &mut std::collections::HashMap<String, Option<CpuSet>>,
+) -> Option<CpuSet> {
     if let Some(v1) = &mounts.v1_cpuset {
         let path = fs.read(&format!("proc/{pid}/cpuset")).ok()?;
         let dir = format!("{v1}{}", path.trim().trim_end_matches('/'));
-        let text = fs
-            .read(&format!("{dir}/cpuset.effective_cpus"))
-            .or_else(|_| fs.read(&format!("{dir}/cpuset.cpus")))
-            .ok()?;
-        return CpuSet::parse(&text).ok();
+        return seen
+            .entry(dir)
+            .or_insert_with_key(|dir| {
+                let text = fs
+                    .read(&format!("{dir}/cpuset.effective_cpus"))
+                    .or_else(|_| fs.read(&format!("{dir}/cpuset.cpus")))
+                    .ok()?;
+                CpuSet::parse(&text).ok()
+            })
+            .clone();
     }
     let v2 = mounts.v2.as_ref()?;
     let cgroup = fs.read(&format!("proc/{pid}/cgroup")).ok()?;
-    let mut path = cgroup
+    let path = cgroup
         .lines()
         .find_map(|l| l.strip_prefix("0::"))?
         .trim()
         .to_string();
-    loop {
-        let file = format!("{v2}{}/cpuset.cpus.effective", path.trim_end_matches('/'));
-        if let Ok(text) = fs.read(&file) {
-            return CpuSet::parse(&text).ok();
-        }
-        match path.rfind('/') {
-            Some(0) | None => return None,
-            Some(i) => path.truncate(i),
-        }
-    }
+    seen.entry(path)
+        .or_insert_with_key(|path| {
+            let mut path = path.clone();
+            loop {
+                let file = format!("{v2}{}/cpuset.cpus.effective", path.trim_end_matches('/'));
+                if let Ok(text) = fs.read(&file) {
+                    return CpuSet::parse(&text).ok();
+                }
+                match path.rfind('/') {
+                    Some(0) | None => return None,
+                    Some(i) => path.truncate(i),
+                }
+            }
+        })
+        .clone()
 }

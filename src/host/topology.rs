@@ -25,12 +25,22 @@ pub struct Node {
 pub struct Topology {
     pub nodes: Vec<Node>,
     pub online_cpus: CpuSet,
-    /// Each online CPU's SMT siblings (itself included).
+    /// SMT siblings (itself included) of each online CPU that was asked for (see `Siblings`).
     pub siblings: BTreeMap<u32, CpuSet>,
 }
 
+/// Whose SMT siblings to read: a file per CPU, which a hook call on a large host need not pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Siblings {
+    /// Every online CPU's (the advisor fits VMs to whole cores).
+    All,
+    /// Only those of each node's first online CPU: what planning needs (the default
+    /// housekeeping set is that core).
+    FirstCoreOfEachNode,
+}
+
 impl Topology {
-    pub fn read(fs: &dyn HostFs) -> Result<Topology> {
+    pub fn read(fs: &dyn HostFs, which: Siblings) -> Result<Topology> {
         let online_cpus = parse_list(fs, &format!("{CPU_DIR}/online"))?;
         let mut nodes = Vec::new();
         for name in fs.list(NODE_DIR)? {
@@ -49,8 +59,16 @@ impl Topology {
             )));
         }
         nodes.sort_by_key(|n| n.id);
+        let wanted = match which {
+            Siblings::All => online_cpus.clone(),
+            Siblings::FirstCoreOfEachNode => CpuSet::from_ids(
+                nodes
+                    .iter()
+                    .filter_map(|n| n.cpus.intersection(&online_cpus).first()),
+            ),
+        };
         let mut siblings = BTreeMap::new();
-        for cpu in online_cpus.iter() {
+        for cpu in wanted.iter() {
             let rel = format!("{CPU_DIR}/cpu{cpu}/topology/thread_siblings_list");
             let set = if fs.exists(&rel) {
                 parse_list(fs, &rel)?

@@ -50,7 +50,13 @@ pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32
             irqs.insert(intx);
         }
     }
+    let vfio = format!("({bdf})");
     for line in interrupts.lines() {
+        // A line per IRQ with a count per CPU: thousands of words on a large host, and only
+        // the few lines that name the device matter.
+        if !line.contains(bdf) {
+            continue;
+        }
         let mut words = line.split_whitespace();
         let Some(irq) = words
             .next()
@@ -59,7 +65,7 @@ pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32
         else {
             continue;
         };
-        if words.any(|w| w.contains(&format!("({bdf})")) || w == bdf) {
+        if words.any(|w| w.contains(&vfio) || w == bdf) {
             irqs.insert(irq);
         }
     }
@@ -87,6 +93,9 @@ pub struct Wanted {
     pub files: BTreeMap<String, String>,
     /// Device IRQs per VM, for `status`.
     pub device_irqs: BTreeMap<String, BTreeSet<u32>>,
+    /// The kernel's values `wanted` read on the way (path → value, trimmed), so that working
+    /// out the changes does not read every IRQ of a large host a second time.
+    pub read: BTreeMap<String, String>,
 }
 
 /// Work out the wanted affinity of every IRQ. `move_others`: the policy moves non-VM IRQs off
@@ -97,14 +106,26 @@ pub fn wanted(
     move_others: bool,
     housekeeping: &CpuSet,
 ) -> Wanted {
-    let interrupts = fs.read("proc/interrupts").unwrap_or_default();
+    // /proc/interrupts is as wide as the host has CPUs: read only when a device needs it.
+    let places_devices = ledger
+        .vms
+        .values()
+        .any(|vm| vm.irq.is_some() && vm.phase == Phase::Running && !vm.devices.is_empty());
+    let interrupts = if places_devices {
+        fs.read("proc/interrupts").unwrap_or_default()
+    } else {
+        String::new()
+    };
     let isolated = ledger.isolated_except("");
     let hold = ledger.irq.clone().unwrap_or_default();
-    let original = |path: &str| -> Option<String> {
-        hold.baseline
-            .get(path)
-            .cloned()
-            .or_else(|| fs.read(path).ok().map(|v| v.trim().to_string()))
+    let mut read = BTreeMap::new();
+    let mut original = |path: &str| -> Option<String> {
+        if let Some(v) = hold.baseline.get(path) {
+            return Some(v.clone());
+        }
+        let now = fs.read(path).ok()?.trim().to_string();
+        read.insert(path.to_string(), now.clone());
+        Some(now)
     };
     let mut files = BTreeMap::new();
     let mut device_irqs_by_vm = BTreeMap::new();
@@ -163,6 +184,7 @@ pub fn wanted(
     Wanted {
         files,
         device_irqs: device_irqs_by_vm,
+        read,
     }
 }
 
@@ -171,8 +193,12 @@ pub fn wanted(
 pub fn changes(fs: &dyn HostFs, hold: &mut IrqHold, wanted: &Wanted) -> Vec<Change> {
     let mut changes = Vec::new();
     for (path, want) in &wanted.files {
-        let Ok(now) = fs.read(path).map(|v| v.trim().to_string()) else {
-            continue; // the IRQ went away
+        let now = match wanted.read.get(path) {
+            Some(v) => v.clone(),
+            None => match fs.read(path) {
+                Ok(v) => v.trim().to_string(),
+                Err(_) => continue, // the IRQ went away
+            },
         };
         if !same_value(path, &now, want) {
             hold.baseline
@@ -224,9 +250,11 @@ fn same_value(path: &str, a: &str, b: &str) -> bool {
 pub fn differs(fs: &dyn HostFs, ledger: &Ledger, move_others: bool, housekeeping: &CpuSet) -> bool {
     let wanted = wanted(fs, ledger, move_others, housekeeping);
     wanted.files.iter().any(|(path, want)| {
-        fs.read(path)
-            .map(|now| !same_value(path, &now, want))
-            .unwrap_or(false)
+        let now = match wanted.read.get(path) {
+            Some(v) => Some(v.clone()),
+            None => fs.read(path).ok(),
+        };
+        now.is_some_and(|now| !same_value(path, &now, want))
     })
 }
 

@@ -25,7 +25,7 @@ use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{self, CgroupMounts};
-use crate::host::tasks::{list_tasks, Task};
+use crate::host::tasks::{list_tasks_movable_cpus, Task};
 use crate::host::HostFs;
 use crate::policy::{IsolationMethod, Policy};
 use systemd::Systemctl;
@@ -98,6 +98,8 @@ pub fn choose_method(policy: IsolationMethod, mounts: &CgroupMounts) -> Result<M
 pub struct View {
     pub mounts: CgroupMounts,
     pub online: CpuSet,
+    /// Every process; `allowed` is read for movable kernel threads only (the only ones
+    /// isolation compares it for).
     pub tasks: Vec<Task>,
 }
 
@@ -106,7 +108,7 @@ impl View {
         Ok(View {
             mounts: cgroup::detect(fs)?,
             online: crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online")?,
-            tasks: list_tasks(fs),
+            tasks: list_tasks_movable_cpus(fs),
         })
     }
 }
@@ -444,6 +446,20 @@ pub fn give_back(fs: &dyn HostFs, baseline: &mut Vec<Change>, isolated: &CpuSet)
         }
     }
     *baseline = kept;
+    // A file of a cgroup kvmtune created and now removes needs no value back: the cgroup goes
+    // with its files. (Writing it first is worse than useless: an interrupted release redone
+    // after the removal would fail on the missing file.)
+    let removed: Vec<String> = back
+        .iter()
+        .filter_map(|c| match c {
+            Change::RemoveCgroup { path, .. } => Some(format!("{path}/")),
+            _ => None,
+        })
+        .collect();
+    back.retain(|c| match c {
+        Change::File { path, .. } => !removed.iter().any(|dir| path.starts_with(dir)),
+        _ => true,
+    });
     // Undo in reverse order of making: processes leave our cgroup before the controller goes.
     back.reverse();
     back

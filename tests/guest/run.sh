@@ -18,6 +18,9 @@
 #   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node")
 #   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 600, a bound for a hung guest, not a target; a scenario may take 60)
 #   KVMTUNE_GUEST_VERBOSE  1: the guest prints every scenario's log, not only failing ones
+#   KVMTUNE_GUEST_SCENARIOS  directory of scenarios to run instead of scenarios/ (bench/guest)
+#   KVMTUNE_GUEST_FILES    directory whose files go to /tests/files in the guest
+#   KVMTUNE_GUEST_SCENARIO_TIMEOUT  seconds one scenario may take (default 60)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,6 +32,8 @@ verbose=${KVMTUNE_GUEST_VERBOSE:-0}
 fetch_only=0
 if [ "${1:-}" = --fetch-only ]; then fetch_only=1; shift; fi
 filters=("$@")
+scenarios=${KVMTUNE_GUEST_SCENARIOS:-$here/scenarios}
+scenario_timeout=${KVMTUNE_GUEST_SCENARIO_TIMEOUT:-60}
 
 die() { echo "guest: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
@@ -45,11 +50,12 @@ done
 # Modules the IRQ scenarios load (with modprobe, after a depmod in the guest): the virtio PCI
 # transport and virtio-rng, the driver of the guest's one PCI device (all modules in Debian's
 # config, so nothing binds the device until a scenario loads them). Paths under kernel/.
-# virtio_balloon is for the libvirt tier's balloon guest (tests/libvirt/balloon-guest.sh).
+# virtio_balloon is for the libvirt tier's balloon guest (tests/libvirt/balloon-guest.sh), brd
+# (a RAM disk: page cache without backing memory) for the benchmarks (bench/guest/).
 guest_modules="drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko
   drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko
   drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko
-  drivers/virtio/virtio_balloon.ko"
+  drivers/virtio/virtio_balloon.ko drivers/block/brd.ko"
 have_modules() {
   local m
   [ -s "$cache/modules/version" ] || return 1
@@ -122,7 +128,7 @@ selected() {
   return 1
 }
 declare -A expected=()   # topo -> space separated scenario names
-for s in "$here"/scenarios/*.sh; do
+for s in "$scenarios"/*.sh; do
   name=$(basename "$s" .sh)
   selected "$name" || continue
   for t in $(scenario_topos "$s"); do expected[$t]="${expected[$t]:-} $name"; done
@@ -148,10 +154,13 @@ cp "$here/init" "$root/init"
 cp "$here/lib.sh" "$root/tests/lib.sh"
 cp "$here/isolation.sh" "$root/tests/isolation.sh"
 cp "$here/irq.sh" "$root/tests/irq.sh"
+if [ -n "${KVMTUNE_GUEST_FILES:-}" ]; then
+  mkdir -p "$root/tests/files" && cp -r "$KVMTUNE_GUEST_FILES"/. "$root/tests/files/"
+fi
 # The kernel's modules for the IRQ scenarios, at /lib/modules/$(uname -r); init runs depmod.
 mkdir -p "$root/lib/modules/$(cat "$cache/modules/version")"
 cp -r "$cache/modules/kernel" "$root/lib/modules/$(cat "$cache/modules/version")/"
-for s in "$here"/scenarios/*; do
+for s in "$scenarios"/*; do
   cp "$s" "$root/tests/scenarios/"
 done
 chmod 755 "$root/init" "$root/bin/busybox"
@@ -190,7 +199,7 @@ for topo in $topos; do
   timeout --kill-after=5 "$boot_timeout" qemu-system-x86_64 \
     -accel tcg -cpu max -machine pc $numa \
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=3 init_on_alloc=0 nokaslr kt.topo=$topo kt.verbose=$verbose kt.only=$(echo $names | tr ' ' ,)" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 init_on_alloc=0 nokaslr kt.topo=$topo kt.verbose=$verbose kt.only=$(echo $names | tr ' ' ,) kt.timeout=$scenario_timeout" \
     -device virtio-rng-pci,addr=0x3 \
     -display none -nodefaults -no-reboot -monitor none -serial "file:$console" \
     </dev/null >"$logs/qemu-$topo.log" 2>&1 &

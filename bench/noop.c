@@ -1,0 +1,2 @@
+/* The floor of a hook call: exec of a static program that does nothing. */
+int main(void) { return 0; }
