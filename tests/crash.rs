@@ -385,3 +385,32 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
     }
     eprintln!("reconnect: killed at each of {tried} points (V1 and V2), recovered every time");
 }
+
+/// On kernels that reset a task's own CPU mask when its process changes cpuset (before 6.2),
+/// a host task someone pinned must get its pin back however prepare is interrupted. Once its
+/// process has moved the pin no longer shows, so the journal carries it to `recover`.
+#[test]
+fn a_pinned_task_keeps_its_cpus_through_a_crash_at_any_point_of_prepare() {
+    let pinned = kvmtune::cpulist::CpuSet::parse("1").unwrap();
+    for layout in [Layout::V1, Layout::V2] {
+        let setup = || {
+            let b = host(layout);
+            b.kernel.cgroups(|c| {
+                c.resets_masks = true;
+                c.tasks.get_mut(&101).unwrap().mask = pinned.clone();
+            });
+            b
+        };
+        let (_, names) = points_of(&setup, &|b| prepare_full(b).unwrap());
+        for (n, name) in names.iter().enumerate() {
+            let b = setup();
+            crash_at(&b, n, prepare_full);
+            b.recover_all().unwrap();
+            assert_eq!(
+                b.kernel.cgroups(|c| c.allowed(101)),
+                pinned,
+                "{layout:?} prepare, crash at {n} ({name}), then recover"
+            );
+        }
+    }
+}

@@ -232,10 +232,17 @@ pub fn changes_and_pins(
     Ok((changes, pins, known))
 }
 
-/// The pinned threads whose masks an isolation change may reset: those pinned now, and those
-/// that were pinned when isolation began (their masks then, which confinement narrowed).
-pub fn pins_to_keep(ctx: &Context, ledger: &Ledger) -> Vec<PinnedThread> {
-    pins_with(ctx, ledger, &mut Scan::default(), None)
+/// The pinned threads whose masks an isolation change may reset: those pinned now, those that
+/// were pinned when isolation began (their masks then, which confinement narrowed), and
+/// `noted`: those an interrupted operation's journal noted before it moved their processes.
+pub fn pins_to_keep(ctx: &Context, ledger: &Ledger, noted: &[PinnedThread]) -> Vec<PinnedThread> {
+    let mut pins = noted.to_vec();
+    for pin in pins_with(ctx, ledger, &mut Scan::default(), None) {
+        if !pins.iter().any(|p| p.tid == pin.tid && p.comm == pin.comm) {
+            pins.push(pin);
+        }
+    }
+    pins
 }
 
 /// `changes`: the changes about to be made (only the processes they move are looked at), or

@@ -149,6 +149,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
 
     // Isolation also sweeps host processes started since the last VM event into place.
     let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    journal.pins = pins.clone();
     let result = make_isolation(ctx, &mut journal, changes, &next, &known);
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
@@ -216,6 +217,7 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
     // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
     // is put back.
     let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    journal.pins = pins.clone();
     let result = make_isolation(ctx, &mut journal, changes, &next, &known)
         .and_then(|()| knobs::changes(ctx.fs, &mut next))
         .and_then(|changes| knobs::make(ctx, &mut journal, changes))
@@ -325,6 +327,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
     let (changes, pins, known) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
+    journal.pins = pins.clone();
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
         ctx.state.save_journal(&journal)?;
@@ -444,7 +447,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                     "undoing the interrupted prepare of VM '{}'",
                     journal.vm
                 ));
-                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?);
+                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?, &journal.pins);
                 undo_prepare(ctx, &journal)?;
                 isolation::restore_pins(ctx, &pins);
             }
@@ -453,7 +456,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                     "finishing the interrupted release of VM '{}'",
                     journal.vm
                 ));
-                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?);
+                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?, &journal.pins);
                 redo(ctx, &journal, &effects::Known::default())?;
                 isolation::restore_pins(ctx, &pins);
                 let mut next = ctx.state.load_ledger()?;

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::change::Change;
+use crate::host::tasks::PinnedThread;
 use crate::state::ledger::Ledger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,12 @@ pub struct Journal {
     pub changes: Vec<Change>,
     /// Set when the operation completed: the ledger as it stands after it.
     pub committed: Option<Ledger>,
+    /// Threads that were pinned when the operation began, with their masks then (kernels
+    /// before 6.2 reset them when a change moves their process). Once the process has moved
+    /// the pin no longer shows, so an operation killed midway needs them from here to put
+    /// them back when it is undone or finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<PinnedThread>,
 }
 
 impl Journal {
@@ -41,6 +48,7 @@ impl Journal {
             operation,
             changes: Vec::new(),
             committed: None,
+            pins: Vec::new(),
         }
     }
 }
