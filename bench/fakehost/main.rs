@@ -843,27 +843,30 @@ fn scale_section(cfg: &Config) -> Value {
     }
     let sweep_reps = 8;
     let mut sweeps = serde_json::Map::new();
-    let mut cpus = Vec::new();
-    for n in [128, 256, 512, 1024] {
-        let shape = Shape { cpus: n, ..base };
-        let p = scale_point(cfg, &format!("cpus-{n}"), &shape, 0, sweep_reps);
-        cpus.push(point_json(&shape, 0, &p));
+    // One dimension of the base host at a time.
+    type Resize = fn(u32, Shape) -> Shape;
+    let dimensions: [(&str, [u32; 4], Resize); 3] = [
+        ("cpus", [128, 256, 512, 1024], |n, s| Shape { cpus: n, ..s }),
+        ("irqs", [1024, 2048, 4096, 8192], |n, s| Shape {
+            irqs: n,
+            ..s
+        }),
+        ("tasks", [1250, 2500, 5000, 10000], |n, s| Shape {
+            tasks: n,
+            ..s
+        }),
+    ];
+    for (name, values, shaped) in dimensions {
+        let points = values
+            .iter()
+            .map(|&n| {
+                let shape = shaped(n, base);
+                let p = scale_point(cfg, &format!("{name}-{n}"), &shape, 0, sweep_reps);
+                point_json(&shape, 0, &p)
+            })
+            .collect();
+        sweeps.insert(name.into(), Value::Array(points));
     }
-    sweeps.insert("cpus".into(), Value::Array(cpus));
-    let mut irqs = Vec::new();
-    for n in [1024, 2048, 4096, 8192] {
-        let shape = Shape { irqs: n, ..base };
-        let p = scale_point(cfg, &format!("irqs-{n}"), &shape, 0, sweep_reps);
-        irqs.push(point_json(&shape, 0, &p));
-    }
-    sweeps.insert("irqs".into(), Value::Array(irqs));
-    let mut tasks = Vec::new();
-    for n in [1250, 2500, 5000, 10000] {
-        let shape = Shape { tasks: n, ..base };
-        let p = scale_point(cfg, &format!("tasks-{n}"), &shape, 0, sweep_reps);
-        tasks.push(point_json(&shape, 0, &p));
-    }
-    sweeps.insert("tasks".into(), Value::Array(tasks));
     // Before 6.2 the kernel drops a thread's own mask when its cpuset changes: kvmtune notes
     // every pinned thread of the processes it moves, and puts them back.
     let old = Shape {
