@@ -543,26 +543,26 @@ fn hook_section(cfg: &Config) -> Value {
         d.is_empty(),
         format!("kvmtune cycle left changes: {:?}", &d[..d.len().min(5)]),
     );
+    // One call of the bash dispatcher, as libvirt makes it.
+    let shell = |op: &str, sub: &str| {
+        dispatcher
+            .clone()
+            .arg(vm)
+            .arg(op)
+            .arg(sub)
+            .arg("-")
+            .time(xml.as_bytes())
+    };
     let shell_pool = "proc/sys/vm/nr_hugepages";
-    {
-        let mut p = dispatcher.clone();
-        p = p.arg(vm).arg("prepare").arg("begin").arg("-");
-        p.time(xml.as_bytes());
-        must(
-            s.read(shell_pool) == pages.to_string(),
-            format!("shell pool {}", s.read(shell_pool)),
-        );
-        for (op, sub) in &EVENTS[1..] {
-            dispatcher
-                .clone()
-                .arg(vm)
-                .arg(*op)
-                .arg(*sub)
-                .arg("-")
-                .time(xml.as_bytes());
-        }
-        must(s.read(shell_pool) == "0", "shell released its pool".into());
+    shell("prepare", "begin");
+    must(
+        s.read(shell_pool) == pages.to_string(),
+        format!("shell pool {}", s.read(shell_pool)),
+    );
+    for (op, sub) in &EVENTS[1..] {
+        shell(op, sub);
     }
+    must(s.read(shell_pool) == "0", "shell released its pool".into());
 
     let reps = if cfg.quick { 20 } else { 300 };
     let noop_reps = if cfg.quick { 3 } else { 4 };
@@ -576,18 +576,7 @@ fn hook_section(cfg: &Config) -> Value {
             series.push(&format!("kvmtune {op}"), *ms);
         }
         series.push("kvmtune cycle", t.iter().copied().sum());
-        let t: Vec<Sample> = EVENTS
-            .iter()
-            .map(|(op, sub)| {
-                dispatcher
-                    .clone()
-                    .arg(vm)
-                    .arg(*op)
-                    .arg(*sub)
-                    .arg("-")
-                    .time(xml.as_bytes())
-            })
-            .collect();
+        let t: Vec<Sample> = EVENTS.iter().map(|(op, sub)| shell(op, sub)).collect();
         for ((op, _), ms) in EVENTS.iter().zip(&t) {
             series.push(&format!("shell {op}"), *ms);
         }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::cpulist::CpuSet;
-use crate::domain::{Design, Domain, NodeBinding, PciAddress};
+use crate::domain::{Design, Domain, PciAddress};
 use crate::error::Result;
 use crate::host::{Host, HostFs, Siblings, Topology};
 use crate::plan::bounds;
@@ -193,16 +193,7 @@ pub fn memory_by_node(domain: &Domain, topology: &Topology) -> BTreeMap<u32, u64
 
 /// The nodeset binding a guest cell (or the whole memory), `preferred` reduced to its node.
 pub fn bound_nodes(domain: &Domain, cell: Option<u32>) -> Option<CpuSet> {
-    let binding: Option<&NodeBinding> = cell
-        .and_then(|id| {
-            domain
-                .numatune
-                .memnodes
-                .iter()
-                .find(|(c, _)| *c == id)
-                .map(|(_, b)| b)
-        })
-        .or(domain.numatune.memory.as_ref());
+    let binding = domain.memory_binding(cell);
     let set = binding?.nodeset.clone()?;
     Some(match binding?.mode {
         crate::domain::MemMode::Preferred => CpuSet::from_ids(set.first()),

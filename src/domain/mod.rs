@@ -130,6 +130,19 @@ impl Domain {
         Ok((domain, Design::from_root(&root)))
     }
 
+    /// The `<numatune>` binding of a guest cell's memory (its `<memnode>`), else of the whole
+    /// memory (`<memory>`); `None` when the VM binds neither.
+    pub fn memory_binding(&self, cell: Option<u32>) -> Option<&NodeBinding> {
+        cell.and_then(|id| {
+            self.numatune
+                .memnodes
+                .iter()
+                .find(|(c, _)| *c == id)
+                .map(|(_, b)| b)
+        })
+        .or(self.numatune.memory.as_ref())
+    }
+
     /// The VM's memory in the units it is placed by: each guest NUMA cell with its id, or the
     /// whole memory (no id) when the guest has no cells.
     pub fn memory_units(&self) -> Vec<(Option<u32>, u64)> {

@@ -81,16 +81,7 @@ pub(crate) fn page_size_for(specs: &[PageSpec], cell: Option<u32>, default_kib: 
 
 /// The host nodes a unit of guest memory will be allocated on (see the module comment).
 fn host_nodes(domain: &Domain, cell: Option<u32>, host: &Host) -> Result<Vec<u32>, String> {
-    let binding: Option<&NodeBinding> = cell
-        .and_then(|id| {
-            domain
-                .numatune
-                .memnodes
-                .iter()
-                .find(|(c, _)| *c == id)
-                .map(|(_, b)| b)
-        })
-        .or(domain.numatune.memory.as_ref());
+    let binding = domain.memory_binding(cell);
     let nodes: CpuSet = match binding {
         Some(NodeBinding {
             mode,
