@@ -67,9 +67,12 @@ on_cpu() {
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run it as root (it starts libvirtd and resizes hugepage pools)" >&2; exit 1; }
 
 heading "1/6 Packages (libvirt, QEMU)"
-"$repo/tests/deps.sh"
+"$repo/tests/deps.sh" --libvirt
 
 heading "2/6 Building kvmtune"
+if [ -z "${KVMTUNE_BIN:-}" ] && ! command -v cargo >/dev/null && [ -x /usr/sbin/kvmtune ]; then
+  KVMTUNE_BIN=/usr/sbin/kvmtune   # no toolchain here, but the package is installed: show it
+fi
 if [ -z "${KVMTUNE_BIN:-}" ]; then
   command -v cargo >/dev/null || { echo "demo.sh: needs Rust's cargo (https://rustup.rs), or KVMTUNE_BIN" >&2; exit 1; }
   echo "  cargo build --release"
@@ -83,7 +86,7 @@ heading "3/6 libvirtd with kvmtune as its QEMU hook"
 LT_SKIP_DEPS=1 lt_setup "$KVMTUNE_BIN"
 echo "  hook:     $LT_HOOK -> $(readlink -f "$LT_HOOK")"
 echo "  libvirtd: libvirt $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Using library/{print $NF}'), QEMU $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor/{print $NF}')" \
-  "$( [ ${#LT_STARTED_PIDS[@]} -gt 0 ] && echo "(started for this demo, logs in $LT_LOG_DIR)" || echo "(already running, reused)")"
+  "$( [ ${#LT_STARTED_PIDS[@]} -gt 0 ] && echo "(started for this demo, logs in $LT_LOG_DIR)" || echo "(already running, reused${LT_SYSTEMD_UNIT:+: systemd's $LT_SYSTEMD_UNIT, left running})")"
 
 heading "4/6 The VM: $VM_MIB MiB on hugepages, memory bound to node 0, vCPU pinned to CPU 1 and isolated"
 xml=$(mktemp /tmp/kvmtune-demo.XXXXXX.xml)
@@ -116,7 +119,7 @@ echo "  state: $(lt_domain_state "$VM")"
 echo "  node 0 hugepage pools:"
 show_pools
 cpu_snapshot >"$xml.cpus-running"
-echo "  host processes that may run on CPU 1: $(on_cpu "$xml.cpus-running" 1) (libvirtd aside: it must stay free to place new VMs)"
+echo "  host processes that may run on CPU 1: $(on_cpu "$xml.cpus-running" 1) (libvirtd aside: on cgroupfs hosts it stays free to place new VMs)"
 echo
 echo "  kvmtune status:"
 status_rc=0

@@ -46,6 +46,10 @@ pub enum Change {
         property: String,
         before: String,
         after: String,
+        /// The runtime drop-in systemd keeps the property in, when the change creates it or its
+        /// undo removes it (see `DropIn`).
+        #[serde(default, skip_serializing_if = "DropIn::is_kept")]
+        drop_in: DropIn,
     },
     /// The CPUs irqbalance is banned from (told through its socket).
     IrqBalance { before: CpuSet, after: CpuSet },
@@ -56,6 +60,38 @@ pub enum Change {
         before: CpuSet,
         after: CpuSet,
     },
+}
+
+/// What becomes of the runtime drop-in (`/run/systemd/system.control/UNIT.d/50-PROP.conf`)
+/// that `systemctl set-property --runtime` writes. Setting the property back leaves the file in
+/// place (holding the old value, or an empty one), so a unit kvmtune found without one gets
+/// its drop-in removed, and systemd reloaded, when the change is undone: /run/systemd is then
+/// exactly as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropIn {
+    /// The drop-in existed before (an operator's runtime property): it stays.
+    #[default]
+    Kept,
+    /// The change creates this drop-in (path relative to the root).
+    Creates(String),
+    /// After setting the value, remove this drop-in and reload systemd.
+    Removes(String),
+}
+
+impl DropIn {
+    pub fn is_kept(&self) -> bool {
+        *self == DropIn::Kept
+    }
+
+    /// The same file seen from the other direction (what the undo does with it).
+    fn reversed(self) -> DropIn {
+        match self {
+            DropIn::Kept => DropIn::Kept,
+            DropIn::Creates(path) => DropIn::Removes(path),
+            DropIn::Removes(path) => DropIn::Creates(path),
+        }
+    }
 }
 
 impl Change {
@@ -106,11 +142,13 @@ impl Change {
                 property,
                 before,
                 after,
+                drop_in,
             } => Change::UnitProperty {
                 unit,
                 property,
                 before: after,
                 after: before,
+                drop_in: drop_in.reversed(),
             },
             Change::Affinity {
                 pid,
@@ -168,7 +206,15 @@ impl std::fmt::Display for Change {
                 property,
                 before,
                 after,
-            } => write!(f, "{unit} {property}: {} -> {}", show(before), show(after)),
+                drop_in,
+            } => {
+                write!(f, "{unit} {property}: {} -> {}", show(before), show(after))?;
+                match drop_in {
+                    DropIn::Kept => Ok(()),
+                    DropIn::Creates(path) => write!(f, " (creates /{path})"),
+                    DropIn::Removes(path) => write!(f, " (removes /{path}, reloads systemd)"),
+                }
+            }
             Change::Affinity {
                 pid,
                 comm,

@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use common::cgroupfs::{Layout, V1_MOUNT, V2_MOUNT};
 use common::{diff, kernel, Bench, GIB};
 use kvmtune::cpulist::CpuSet;
+use kvmtune::isolation::SYSTEMD_CONFINED_UNITS;
 
 fn host(layout: Layout) -> Bench {
     Bench::new(kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]).with_cgroups(layout))
@@ -96,22 +97,64 @@ fn cgroup_v2_without_systemd_moves_root_processes_and_restores() {
 }
 
 #[test]
-fn systemd_runtime_allowed_cpus_on_every_unit_but_the_daemons() {
+fn systemd_confines_the_three_top_level_units_and_everything_started_in_them_later() {
+    let b = host(Layout::Systemd);
+    let start = b.snapshot();
+    b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+    let calls = b.kernel.cgroups(|c| c.systemctl_calls.clone());
+    assert_eq!(
+        calls,
+        [
+            "set-property --runtime system.slice AllowedCPUs=0-2",
+            "set-property --runtime user.slice AllowedCPUs=0-2",
+            "set-property --runtime init.scope AllowedCPUs=0-2",
+        ],
+        "whole slices, not the units inside them"
+    );
+    for pid in [1, 100, 101, 200, 2, 4] {
+        assert_eq!(allowed(&b, pid), set("0-2"), "pid {pid}");
+    }
+    assert_eq!(
+        allowed(&b, 300),
+        set("3"),
+        "the VM's QEMU is libvirt's to place"
+    );
+    // A unit started after prepare is born in a confined slice.
+    b.kernel.cgroups(|c| {
+        let cgroup = format!("{V2_MOUNT}/system.slice/late.service");
+        c.cgroups.insert(cgroup.clone(), Default::default());
+        let mut late = c.tasks[&100].clone();
+        late.cgroup = cgroup;
+        c.tasks.insert(500, late);
+    });
+    assert_eq!(allowed(&b, 500), set("0-2"), "a service started later");
+    b.kernel.cgroups(|c| c.tasks.remove(&500));
+    b.kernel.cgroups(|c| {
+        c.cgroups
+            .remove(&format!("{V2_MOUNT}/system.slice/late.service"))
+    });
+    b.release("rt").unwrap();
+    for pid in [1, 100, 101, 200, 2, 4] {
+        assert_eq!(allowed(&b, pid), set("0-3"), "pid {pid} after release");
+    }
+    assert!(b.kernel.cgroups(|c| c.units.values().all(String::is_empty)));
+    assert_eq!(
+        diff(&start, &b.snapshot()),
+        Vec::<String>::new(),
+        "no runtime drop-in left under run/systemd"
+    );
+}
+
+#[test]
+fn systemd_release_widens_then_clears_then_removes_the_drop_ins_it_created() {
     let b = host(Layout::Systemd);
     b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
-    assert_confined(&b, "0-2");
-    let calls = b.kernel.cgroups(|c| c.systemctl_calls.clone());
-    for unit in ["user.slice", "init.scope", "sshd.service", "cron.service"] {
-        assert!(
-            calls.contains(&format!("set-property --runtime {unit} AllowedCPUs=0-2")),
-            "{unit}: {calls:?}"
-        );
-    }
-    assert!(!calls.iter().any(|c| c.contains("libvirtd")), "{calls:?}");
+    b.kernel.cgroups(|c| c.systemctl_calls.clear());
     b.release("rt").unwrap();
     let calls = b.kernel.cgroups(|c| c.systemctl_calls.clone());
-    // An empty AllowedCPUs would leave the live cpuset narrow: widen, then clear.
-    for unit in ["user.slice", "init.scope", "sshd.service", "cron.service"] {
+    // An empty AllowedCPUs would leave the live cpuset narrow: widen, then clear; the drop-in
+    // systemd then holds says nothing, and is removed (with a reload) so none is left behind.
+    for unit in SYSTEMD_CONFINED_UNITS {
         let widen = calls
             .iter()
             .position(|c| *c == format!("set-property --runtime {unit} AllowedCPUs=0-3"));
@@ -123,10 +166,25 @@ fn systemd_runtime_allowed_cpus_on_every_unit_but_the_daemons() {
             "{unit}: {calls:?}"
         );
     }
-    for pid in [1, 100, 101, 2, 4] {
-        assert_eq!(allowed(&b, pid), set("0-3"), "pid {pid} after release");
-    }
-    assert!(b.kernel.cgroups(|c| c.units.values().all(String::is_empty)));
+    assert_eq!(calls.last().map(String::as_str), Some("daemon-reload"));
+    assert!(b.kernel.cgroups(|c| c.drop_ins.is_empty()));
+}
+
+#[test]
+fn systemd_keeps_a_runtime_drop_in_the_operator_made_and_puts_its_value_back() {
+    let b = host(Layout::Systemd);
+    b.kernel.cgroups(|c| {
+        c.systemctl_set("user.slice", "AllowedCPUs", "0-3").unwrap();
+        c.systemctl_calls.clear();
+    });
+    let start = b.snapshot();
+    b.prepare("rt", &isolated_vm("rt", 3)).unwrap();
+    b.release("rt").unwrap();
+    assert_eq!(
+        b.kernel.cgroups(|c| c.drop_ins.get("user.slice").cloned()),
+        Some("0-3".into())
+    );
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Carrying out a `Change` on the host, or its undo. Files go through `HostFs`; systemd and
 //! task affinity through their traits, so tests can hand in fakes.
 
-use crate::change::Change;
+use crate::change::{Change, DropIn};
 use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
@@ -81,8 +81,15 @@ impl Effects<'_> {
                 unit,
                 property,
                 after,
+                drop_in,
                 ..
-            } => self.set_unit_property(unit, property, after),
+            } => {
+                self.set_unit_property(unit, property, after)?;
+                match drop_in {
+                    DropIn::Removes(path) => self.remove_drop_in(path),
+                    DropIn::Kept | DropIn::Creates(_) => Ok(()),
+                }
+            }
             Change::Affinity {
                 pid, comm, after, ..
             } => self.set_affinity(*pid, comm, after),
@@ -214,6 +221,26 @@ impl Effects<'_> {
             self.systemctl.set_property(unit, property, online.trim())?;
         }
         self.systemctl.set_property(unit, property, value)
+    }
+
+    /// Remove a runtime drop-in systemd wrote for kvmtune, the directories it made for it if
+    /// they are left empty, and reload systemd so that the unit no longer lists it. A drop-in
+    /// already gone (a release redone after a crash) needs only the reload.
+    fn remove_drop_in(&self, path: &str) -> Result<()> {
+        if self.fs.exists(path) {
+            self.fs.remove_file(path)?;
+        }
+        let mut dir = path;
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            if parent == "run/systemd" || !self.fs.exists(parent) {
+                break;
+            }
+            if !self.fs.list(parent)?.is_empty() || self.fs.remove_dir(parent).is_err() {
+                break;
+            }
+            dir = parent;
+        }
+        self.systemctl.daemon_reload()
     }
 
     fn set_affinity(&self, pid: u32, comm: &str, cpus: &CpuSet) -> Result<()> {

@@ -38,6 +38,12 @@ pub trait HostFs {
     /// Remove one empty directory (a cgroup without processes or children).
     fn remove_dir(&self, rel: &str) -> Result<()>;
 
+    /// Remove one file kvmtune had a program create (a systemd runtime drop-in).
+    fn remove_file(&self, rel: &str) -> Result<()> {
+        let path = self.root().join(rel);
+        fs::remove_file(&path).map_err(|e| Error::io("remove", path, e))
+    }
+
     /// Where a symbolic link points (`/proc/PID/fd/N`, a device's `iommu_group`), as written.
     fn read_link(&self, rel: &str) -> Result<PathBuf> {
         let path = self.root().join(rel);

@@ -2,15 +2,16 @@
 //! confined to the housekeeping CPUs (online CPUs minus the union of the VMs' isolated sets).
 //!
 //! How, by host (chosen from the mount table and systemd's presence, or by policy):
-//! - systemd on cgroup v2: runtime `AllowedCPUs` on `user.slice`, `init.scope` and every unit
-//!   in `system.slice` but the virtualization daemons;
+//! - systemd on cgroup v2: runtime `AllowedCPUs` on `system.slice`, `user.slice` and
+//!   `init.scope`, so that units started later are confined from birth (the daemons too: see
+//!   `SYSTEMD_CONFINED_UNITS`);
 //! - cgroup v2 without systemd: a `kvmtune.housekeeping` cgroup the root cgroup's processes
 //!   move into, and `cpuset.cpus` on the other top-level cgroups;
 //! - cgroup v1 (and hybrid hosts): a `kvmtune` cpuset beside libvirt's `machine` cpuset, into
 //!   which the root cpuset's processes move.
 //!
-//! libvirt's own cgroups and the daemons' are never touched: libvirtd must keep the right to
-//! place a new QEMU on any CPU. Unbound kernel threads and the workqueue cpumasks follow the
+//! libvirt's own cgroups are never touched. With cgroupfs methods the daemons' processes stay
+//! where they are as well: libvirtd keeps the right to place a new QEMU on any CPU. Unbound kernel threads and the workqueue cpumasks follow the
 //! housekeeping set; per-CPU kernel threads cannot move and are reported by `status`.
 //!
 //! The first value kvmtune found for everything it changed is kept in the ledger
@@ -21,7 +22,7 @@ pub mod systemd;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::effects::UNCONFINED_DAEMONS;
-use crate::change::Change;
+use crate::change::{Change, DropIn};
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{self, CgroupMounts};
@@ -34,8 +35,6 @@ use systemd::Systemctl;
 pub const V1_HOUSEKEEPING: &str = "kvmtune";
 /// The same in the v2 hierarchy (a name systemd would not use for a unit).
 pub const V2_HOUSEKEEPING: &str = "kvmtune.housekeeping";
-/// Units whose processes are the virtualization daemons (see UNCONFINED_DAEMONS).
-const DAEMON_UNITS: [&str; 2] = ["libvirtd.service", "virtqemud.service"];
 /// cgroups that belong to libvirt's VMs (v2 top level; v1 `machine`).
 const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
 const WORKQUEUE_MASKS: [&str; 2] = [
@@ -259,28 +258,31 @@ fn v2_root(input: &Inputs) -> Result<String> {
         .ok_or_else(|| Error::State("the cgroup v2 hierarchy is no longer mounted".into()))
 }
 
+/// The units whose `AllowedCPUs` confines host tasks under systemd: the three top-level units
+/// that hold every process outside the VMs' `machine.slice`. Whole slices, not the units in
+/// them: a service, timer, scope or session started later is born confined, with no one
+/// watching for it. The virtualization daemons are confined with `system.slice`: libvirt
+/// widens a new QEMU's affinity to "all CPUs" quietly (the kernel keeps the part inside the
+/// daemon's cpuset), and pins vCPUs only once QEMU is in its `machine.slice` scope.
+pub const SYSTEMD_CONFINED_UNITS: [&str; 3] = ["system.slice", "user.slice", "init.scope"];
+
 fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
-    let fs = input.fs;
-    let root = v2_root(input)?;
-    let mut units = vec!["user.slice".to_string(), "init.scope".to_string()];
-    if let Ok(children) = fs.list(&format!("{root}/system.slice")) {
-        units.extend(children.into_iter().filter(|u| {
-            [".service", ".scope", ".slice"]
-                .iter()
-                .any(|s| u.ends_with(s))
-                && !DAEMON_UNITS.contains(&u.as_str())
-        }));
-    }
     let cpus = housekeeping.to_string();
     let mut changes = Vec::new();
-    for unit in units {
-        let current = input.systemctl.property(&unit, "AllowedCPUs")?;
+    for unit in SYSTEMD_CONFINED_UNITS {
+        let current = input.systemctl.property(unit, "AllowedCPUs")?;
         if !same_cpus(&current, &cpus) {
+            let drop_in = systemd::runtime_drop_in(unit, "AllowedCPUs");
             changes.push(Change::UnitProperty {
-                unit,
+                unit: unit.to_string(),
                 property: "AllowedCPUs".into(),
                 before: current,
                 after: cpus.clone(),
+                drop_in: if input.fs.exists(&drop_in) {
+                    DropIn::Kept
+                } else {
+                    DropIn::Creates(drop_in)
+                },
             });
         }
     }

@@ -11,6 +11,14 @@ pub trait Systemctl {
     fn property(&self, unit: &str, property: &str) -> Result<String>;
     /// `systemctl set-property --runtime -- UNIT P=VALUE`.
     fn set_property(&self, unit: &str, property: &str, value: &str) -> Result<()>;
+    /// `systemctl daemon-reload`: systemd reads the units' files and drop-ins again.
+    fn daemon_reload(&self) -> Result<()>;
+}
+
+/// The runtime drop-in `systemctl set-property --runtime UNIT PROPERTY=…` writes (systemd
+/// 246 and later), relative to the root.
+pub fn runtime_drop_in(unit: &str, property: &str) -> String {
+    format!("run/systemd/system.control/{unit}.d/50-{property}.conf")
 }
 
 /// The real `systemctl` from PATH.
@@ -31,6 +39,10 @@ impl Systemctl for SystemctlCommand {
             &format!("{property}={value}"),
         ])
         .map(drop)
+    }
+
+    fn daemon_reload(&self) -> Result<()> {
+        run(&["daemon-reload"]).map(drop)
     }
 }
 

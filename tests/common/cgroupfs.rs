@@ -57,6 +57,10 @@ pub struct CgroupModel {
     pub workqueue: CpuSet,
     /// systemd units' AllowedCPUs as systemctl shows them ("" = unset).
     pub units: BTreeMap<String, String>,
+    /// The runtime drop-ins (`run/systemd/system.control/UNIT.d/50-AllowedCPUs.conf`) on disk,
+    /// by unit: `set-property --runtime` writes one (even for an empty value) and never
+    /// removes it; `daemon-reload` makes `units` what the drop-ins say.
+    pub drop_ins: BTreeMap<String, String>,
     pub systemctl_calls: Vec<String>,
     /// Kernels before 6.2: attaching a task to a cpuset (moving it, or enabling the controller
     /// above it) resets its own mask to everything.
@@ -164,6 +168,7 @@ impl CgroupModel {
             tasks,
             cgroups,
             units,
+            drop_ins: BTreeMap::new(),
             systemctl_calls: Vec::new(),
             resets_masks: false,
             forks_during_moves: 0,
@@ -396,12 +401,39 @@ impl CgroupModel {
             return Err(libc::ENOENT);
         }
         self.units.insert(unit.to_string(), value.to_string());
+        self.drop_ins.insert(unit.to_string(), value.to_string());
         if !value.is_empty() {
             let path = self.unit_cgroup(unit);
             self.cgroups.get_mut(&path).unwrap().cpus =
                 CpuSet::parse(value).map_err(|_| libc::EINVAL)?;
         }
         Ok(())
+    }
+
+    /// `systemctl daemon-reload`: every unit's property is what its drop-in says, or unset, and
+    /// systemd realizes the cgroups again: a unit left without AllowedCPUs no longer needs the
+    /// cpuset controller, whose files come back empty (as seen on systemd 257).
+    pub fn daemon_reload(&mut self) {
+        self.systemctl_calls.push("daemon-reload".into());
+        let units: Vec<String> = self.units.keys().cloned().collect();
+        for unit in units {
+            let value = self.drop_ins.get(&unit).cloned().unwrap_or_default();
+            if value.is_empty() {
+                let path = self.unit_cgroup(&unit);
+                if let Some(c) = self.cgroups.get_mut(&path) {
+                    c.cpus = CpuSet::default();
+                }
+            }
+            self.units.insert(unit, value);
+        }
+    }
+
+    /// A file removed under the root: a runtime drop-in leaves the model. `None`: not one.
+    pub fn remove_file(&mut self, rel: &str) -> Option<()> {
+        let unit = rel
+            .strip_prefix("run/systemd/system.control/")?
+            .strip_suffix(".d/50-AllowedCPUs.conf")?;
+        self.drop_ins.remove(unit).map(drop)
     }
 
     fn unit_cgroup(&self, unit: &str) -> String {
@@ -508,6 +540,17 @@ impl CgroupModel {
         ));
         if self.layout == Layout::Systemd {
             out.push(("run/systemd/system/.keep".into(), String::new()));
+            for (unit, value) in &self.drop_ins {
+                let section = if unit.ends_with(".slice") {
+                    "Slice"
+                } else {
+                    "Scope"
+                };
+                out.push((
+                    format!("run/systemd/system.control/{unit}.d/50-AllowedCPUs.conf"),
+                    format!("# created via \"systemctl set-property\"\n[{section}]\nAllowedCPUs={value}\n"),
+                ));
+            }
         }
         out
     }

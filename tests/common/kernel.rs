@@ -597,6 +597,18 @@ impl HostFs for FakeKernel {
         }
     }
 
+    fn remove_file(&self, rel: &str) -> Result<()> {
+        self.record(&format!("rm {rel}"), "");
+        match self.in_cgroups(|c| c.remove_file(rel)) {
+            Some(()) => {
+                self.render();
+                Ok(())
+            }
+            None => std::fs::remove_file(self.path().join(rel))
+                .map_err(|e| Error::io("remove", self.path().join(rel), e)),
+        }
+    }
+
     fn remove_dir(&self, rel: &str) -> Result<()> {
         self.record(&format!("rmdir {rel}"), "");
         let handled = self.in_cgroups(|c| c.remove(rel));
@@ -648,6 +660,15 @@ impl Systemctl for FakeKernel {
             .systemctl_set(unit, property, value);
         self.render();
         result.map_err(|errno| errno_error("systemctl set-property", unit.to_string(), errno))
+    }
+
+    fn daemon_reload(&self) -> Result<()> {
+        self.record("systemctl daemon-reload", "");
+        self.in_cgroups(|c| {
+            c.daemon_reload();
+            Some(())
+        });
+        Ok(())
     }
 }
 

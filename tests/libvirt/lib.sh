@@ -140,6 +140,18 @@ lt_hook_older_than() {
   [ "$(stat -c %Z "$LT_HOOK")" -le "$(lt_pid_started "$1")" ]
 }
 
+# The unit of the daemon that answers on qemu:///system when systemd runs it, else nothing
+# (and false): on such a host the tests use that daemon as it is and leave it running.
+LT_SYSTEMD_UNIT=""
+lt_systemd_daemon() {
+  local unit
+  [ -d /run/systemd/system ] || return 1
+  for unit in libvirtd.service virtqemud.service; do
+    systemctl is-active --quiet "$unit" && { echo "$unit"; return 0; }
+  done
+  return 1
+}
+
 lt_start_libvirtd() {
   # Debug output of libvirt's hook code, so a failure can tell "hook not run" from "hook ran
   # and did nothing" (see lt_hook_calls), and of its command runner, whose "Result" line says
@@ -411,7 +423,25 @@ lt_setup() {
   lt_isolation_record
   [ -d "$LT_STATE_DIR" ] || LT_STATE_DIR_EXISTED=0
 
-  if lt_libvirt_answers; then
+  if lt_libvirt_answers && LT_SYSTEMD_UNIT=$(lt_systemd_daemon); then
+    # The daemon of a systemd host (libvirtd, or the modular virtqemud): it stays systemd's and
+    # keeps running; a reload makes it read qemu.d again without touching running VMs.
+    if lt_hook_is_package && cmp -s "$LT_PACKAGE_BIN" "$bin"; then
+      lt_log "lib.sh: using $LT_SYSTEMD_UNIT (systemd's) with the package's hook"
+    elif [ "$LT_INSTALLED" = 1 ]; then
+      lt_hook_is_package || lt_die "$LT_HOOK is not the package's hook"
+    elif lt_hook_is_ours; then
+      lt_copy_binary "$bin"
+    elif [ -e "$LT_HOOK" ] || [ -L "$LT_HOOK" ]; then
+      lt_die "$LT_HOOK exists and is not the binary under test; not overwriting it"
+    else
+      lt_copy_binary "$bin"
+      lt_mkdir "$LT_HOOK_DIR"
+      ln -s "$LT_BIN_COPY" "$LT_HOOK"
+      LT_CREATED+=("$LT_HOOK")
+    fi
+    systemctl reload "$LT_SYSTEMD_UNIT" || lt_die "systemctl reload $LT_SYSTEMD_UNIT failed"
+  elif lt_libvirt_answers; then
     # A libvirtd we did not start. It sees only the hooks that existed when it started.
     pid=$(lt_daemon_pid libvirtd) || pid=
     if [ "$LT_INSTALLED" = 1 ]; then
@@ -492,6 +522,9 @@ lt_teardown() {
     f=${LT_CREATED[$i]}
     if [ -d "$f" ] && [ ! -L "$f" ]; then rmdir "$f" 2>/dev/null; else rm -f "$f"; fi
   done
+  # systemd's daemon forgets the hook we removed (it keeps running, as we found it).
+  [ -z "$LT_SYSTEMD_UNIT" ] || systemctl reload "$LT_SYSTEMD_UNIT" ||
+    lt_log "lib.sh: systemctl reload $LT_SYSTEMD_UNIT failed"
   # kvmtune's own state: it only exists because of our VMs when it was not there before.
   # What is left in it is evidence of a failure: keep a copy with the logs.
   if [ "$LT_STATE_DIR_EXISTED" = 0 ] && [ -d "$LT_STATE_DIR" ]; then

@@ -1,0 +1,33 @@
+# Hugepages by node under the guest's own libvirtd, as in the libvirt tier: strict on node 1,
+# interleave over both nodes, and guest NUMA cells bound with <memnode> (cell 0 on node 1,
+# cell 1 on node 0). Each VM's pages are on its node(s) while it runs; every pool is back after.
+. /hv/guest/lib.sh
+save_state /tmp/base
+b0=$(hp 0 2048 nr_hugepages); b1=$(hp 1 2048 nr_hugepages)
+
+define hv-strict 10 huge=64 node=1
+start hv-strict
+[ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 32)) ] || fail "strict: node 1 pool $(hp 1 2048 nr_hugepages), expected $b1 + 32"
+[ "$(hp 0 2048 nr_hugepages)" = "$b0" ] || fail "strict: node 0's pool changed ($b0 -> $(hp 0 2048 nr_hugepages))"
+stop hv-strict
+wait_for 10 "strict: pools not back" test "$(hp 1 2048 nr_hugepages)" = "$b1"
+
+# interleave: 64 MiB spread evenly, 16 pages per node.
+domain_xml hv-inter 11 huge=64 > /tmp/hv-inter.xml
+sed -i "s|<os>|<numatune><memory mode='interleave' nodeset='0-1'/></numatune><os>|" /tmp/hv-inter.xml
+virsh_ define /tmp/hv-inter.xml >/dev/null || fail "define hv-inter"; DEFINED+=(hv-inter)
+start hv-inter
+[ "$(hp 0 2048 nr_hugepages)" -ge $((b0 + 16)) ] && [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 16)) ] ||
+  fail "interleave: pools $(hp 0 2048 nr_hugepages)/$(hp 1 2048 nr_hugepages), expected $b0+16/$b1+16"
+stop hv-inter
+
+# Two guest cells: cell 0 (32 MiB) on node 1, cell 1 (32 MiB) on node 0.
+domain_xml hv-cells 12 huge=64 > /tmp/hv-cells.xml
+sed -i "s|<vcpu placement='static'>1</vcpu>|<vcpu placement='static'>2</vcpu>|; s|<os>|<numatune><memory mode='strict' nodeset='0-1'/><memnode cellid='0' mode='strict' nodeset='1'/><memnode cellid='1' mode='strict' nodeset='0'/></numatune><cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/><cell id='1' cpus='1' memory='32' unit='MiB'/></numa></cpu><os>|" /tmp/hv-cells.xml
+virsh_ define /tmp/hv-cells.xml >/dev/null || fail "define hv-cells"; DEFINED+=(hv-cells)
+start hv-cells
+[ "$(hp 0 2048 nr_hugepages)" -ge $((b0 + 16)) ] && [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 16)) ] ||
+  fail "memnode cells: pools $(hp 0 2048 nr_hugepages)/$(hp 1 2048 nr_hugepages), expected $b0+16/$b1+16"
+stop hv-cells
+wait_for 10 "pools not back after the last VM" test "$(hp 0 2048 nr_hugepages) $(hp 1 2048 nr_hugepages)" = "$b0 $b1"
+expect_state /tmp/base "after the hugepage VMs"
