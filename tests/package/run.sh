@@ -74,16 +74,18 @@ test_deb_contents() {
     "l /etc/libvirt/hooks/qemu.d/kvmtune -> /usr/sbin/kvmtune"
     "l /usr/libexec/kvmtune/qemu-system-x86_64 -> /usr/sbin/kvmtune"
     "- /etc/kvmtune/kvmtune.toml"
-    "- /lib/systemd/system/kvmtune-recover.service"
-    "- /lib/systemd/system/kvmtune-irq-watch.service"
-    "- /lib/systemd/system/kvmtune-balance.service"
+    "- /usr/lib/systemd/system/kvmtune-recover.service"
+    "- /usr/lib/systemd/system/kvmtune-irq-watch.service"
+    "- /usr/lib/systemd/system/kvmtune-balance.service"
     "- /usr/share/man/man8/kvmtune.8.gz"
     "- /usr/share/man/man5/kvmtune.toml.5.gz"
     "- /usr/share/bash-completion/completions/kvmtune"
     "- /usr/share/zsh/vendor-completions/_kvmtune"
     "- /usr/share/fish/vendor_completions.d/kvmtune.fish"
     "- /usr/share/doc/kvmtune/changelog.gz"
+    "- /usr/share/doc/kvmtune/changelog.Debian.gz"
     "- /usr/share/doc/kvmtune/copyright"
+    "- /usr/share/lintian/overrides/kvmtune"
   )
   for p in "${want[@]}"; do grep -qxF -- "$p" "$WORK/contents" || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -424,9 +426,9 @@ test_installed_files() {
   elif ! "$LT_PACKAGE_BIN" status >"$WORK/status" 2>&1; then
     fail $t "kvmtune status under the shipped policy failed: $(tr '\n' ' ' <"$WORK/status")"
   elif command -v systemd-analyze >/dev/null \
-    && systemd-analyze verify /lib/systemd/system/kvmtune-*.service 2>&1 | grep -v "Command 'man " | grep -q .; then
+    && systemd-analyze verify /usr/lib/systemd/system/kvmtune-*.service 2>&1 | grep -v "Command 'man " | grep -q .; then
     # (man(1) may be missing on a minimal host: only the units' own problems count.)
-    fail $t "systemd-analyze verify: $(systemd-analyze verify /lib/systemd/system/kvmtune-*.service 2>&1 | tr '\n' ' ')"
+    fail $t "systemd-analyze verify: $(systemd-analyze verify /usr/lib/systemd/system/kvmtune-*.service 2>&1 | tr '\n' ' ')"
   else
     pass $t
   fi
