@@ -9,7 +9,8 @@
 # already in target/release; --deb-version overrides the .deb's version (the package tier
 # builds an upgrade with it). The generated inputs (man pages, completions, changelog, a
 # stripped binary for the rpm) go to target/package/. cargo-deb's .deb is then finished with
-# dpkg-deb (the Debian changelog: see below). Prints the path of each package built.
+# dpkg-deb (the hook's absolute symlink, the Debian changelog: see below). Prints the path of
+# each package built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +80,7 @@ strip -o "$out/kvmtune" target/release/kvmtune
 
 # The package's symlinks, laid out where their targets resolve at build time (cargo-deb takes
 # a symlink only then): the hook and the emulator wrapper path, both to /usr/sbin/kvmtune.
+# Relative for cargo-deb; the hook's is made absolute in the .deb below.
 mkdir -p "$out/root/usr/sbin" "$out/root/etc/libvirt/hooks/qemu.d" "$out/root/usr/libexec/kvmtune"
 ln "$out/kvmtune" "$out/root/usr/sbin/kvmtune"
 ln -s ../../../../usr/sbin/kvmtune "$out/root/etc/libvirt/hooks/qemu.d/kvmtune"
@@ -87,13 +89,18 @@ ln -s ../../sbin/kvmtune "$out/root/usr/libexec/kvmtune/qemu-system-x86_64"
 # cargo deb prints the path of the .deb it wrote.
 deb=$(cargo deb --no-build "${deb_version[@]}" | tail -1)
 
-# What Debian wants that this cargo-deb cannot write, added to its .deb here (unpacked,
-# changed, packed again with dpkg-deb; dpkg then owns it like any other file of the package):
+# Two things Debian wants that this cargo-deb cannot write, added to its .deb here (unpacked,
+# changed, packed again with dpkg-deb; dpkg then owns them like any other file of the package):
+#  - the hook as an absolute symlink to /usr/sbin/kvmtune: policy 10.5 wants links between
+#    top-level directories absolute, and cargo-deb took only the relative one (see Cargo.toml);
 #  - usr/share/doc/kvmtune/changelog.Debian.gz, the Debian changelog every non-native package
 #    has, for the version actually built (--deb-version included). Dated by the last commit,
 #    so that rebuilding the same tree gives the same file.
 tree=$out/deb-tree
 dpkg-deb -R "$deb" "$tree"
+hook=$tree/etc/libvirt/hooks/qemu.d/kvmtune
+[ -L "$hook" ] || { say "cargo-deb's package has no hook symlink at ${hook#"$tree"}"; exit 1; }
+ln -sfn /usr/sbin/kvmtune "$hook"
 version=$(dpkg-deb -f "$deb" Version)
 maintainer=$(dpkg-deb -f "$deb" Maintainer)
 when=$(git log -1 --format=%ct 2>/dev/null || stat -c %Y CHANGELOG.md)
@@ -105,7 +112,7 @@ when=$(git log -1 --format=%ct 2>/dev/null || stat -c %Y CHANGELOG.md)
 } | gzip -9n >"$tree/usr/share/doc/kvmtune/changelog.Debian.gz"
 (cd "$tree" && md5sum usr/share/doc/kvmtune/changelog.Debian.gz) >>"$tree/DEBIAN/md5sums"
 # The new entries get the time cargo-deb gave the binary, not the time of this run.
-touch -r "$tree/usr/sbin/kvmtune" "$tree/usr/share/doc/kvmtune/changelog.Debian.gz"
+touch -h -r "$tree/usr/sbin/kvmtune" "$hook" "$tree/usr/share/doc/kvmtune/changelog.Debian.gz"
 dpkg-deb --root-owner-group -Zxz -b "$tree" "$deb" >/dev/null
 rm -rf "$tree"
 echo "$deb"
