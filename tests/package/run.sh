@@ -312,17 +312,20 @@ fi
 
 snapshot "$WORK/before"
 
-# dpkg ARGS…: dpkg, waiting up to 5 minutes for its lock when apt runs elsewhere.
+# One run of dpkg ARGS…, its output and status in DPKG_OUT and DPKG_RC; false when dpkg could
+# not take its lock (apt or another dpkg runs). (Run through lt_wait_until.)
+# shellcheck disable=SC2317
+dpkg_try() {
+  DPKG_OUT=$(dpkg "$@" </dev/null 2>&1)
+  DPKG_RC=$?
+  ! grep -q 'dpkg frontend lock\|dpkg status database is locked' <<<"$DPKG_OUT"
+}
+# dpkg ARGS…: dpkg, run again while its lock is taken, for up to 5 minutes (then its output
+# ends with a line that says so).
 dpkg_() {
-  local out rc
-  for _ in $(seq 1 60); do
-    out=$(dpkg "$@" </dev/null 2>&1)
-    rc=$?
-    grep -q 'dpkg frontend lock\|dpkg status database is locked' <<<"$out" || break
-    sleep 5
-  done
-  printf '%s\n' "$out"
-  return $rc
+  lt_wait_until 300 dpkg_try "$@" || DPKG_OUT+=$'\n'"package/run.sh: dpkg's lock was still taken after 5 minutes"
+  printf '%s\n' "$DPKG_OUT"
+  return "$DPKG_RC"
 }
 
 INSTALLED_BY_US=0
@@ -345,6 +348,18 @@ qemu_pid() { cat "/run/libvirt/qemu/$1.pid" 2>/dev/null; }
 # True when `kvmtune status` lists VM NAME as holding something (kvmtune's prepare ran for it).
 held_by_kvmtune() { "$LT_PACKAGE_BIN" status 2>/dev/null | grep -qxF "  \"$1\" (running)"; }
 
+# How many times libvirtd found a QEMU hook (its own hook or one in qemu.d/), from the debug
+# log lt_start_libvirtd has it write: one line each time it looks for hooks (when it starts
+# and on each SIGHUP) and finds one.
+qemu_hook_scans() {
+  local n
+  n=$(grep -c 'Found hook script /etc/libvirt/hooks/qemu' "$LT_LOG_DIR/libvirtd-debug.log" 2>/dev/null)
+  echo "${n:-0}"
+}
+# True once libvirtd found a QEMU hook more often than N times. (Run through lt_wait_until.)
+# shellcheck disable=SC2317
+qemu_hook_rescanned() { [ "$(qemu_hook_scans)" -gt "$1" ]; }
+
 # Other QEMU hooks make libvirtd read qemu.d/ on every call: then it needs no reload to find ours.
 other_hooks() {
   [ -x /etc/libvirt/hooks/qemu ] && echo /etc/libvirt/hooks/qemu
@@ -358,7 +373,7 @@ LT_SKIP_DEPS=1   # tests/deps.sh ran in lt_setup
 
 test_install_reload() {
   local t=install-while-libvirtd-runs a=${LT_DOMAIN_PREFIX}pkg-a b=${LT_DOMAIN_PREFIX}pkg-b
-  local lpid apid out rc need nr0 free0 grow nr1 others before
+  local lpid apid out rc need nr0 free0 grow nr1 others before scans
   lpid=$(lt_our_libvirtd)
   [ -n "$lpid" ] || { fail $t "libvirtd was not started by this run"; return 1; }
   others=$(other_hooks)
@@ -399,8 +414,14 @@ test_install_reload() {
   [ -z "$others" ] || before="$before; other hooks present: $(echo "$others" | paste -sd' ')"
 
   if [ ! -d /run/systemd/system ]; then
+    # libvirtd looks for hooks again in a thread its SIGHUP handler starts, some time after the
+    # signal: the VM that needs the hook is started once its debug log shows that new look.
+    scans=$(qemu_hook_scans)
     kill -HUP "$lpid"   # what postinst told the admin to do
-    sleep 1
+    if ! lt_wait_until 30 qemu_hook_rescanned "$scans"; then
+      fail $t "libvirtd (pid $lpid) did not find a QEMU hook within 30 s of SIGHUP (no new 'Found hook script /etc/libvirt/hooks/qemu...' in $LT_LOG_DIR/libvirtd-debug.log; the hook: $(ls -l "$LT_HOOK" 2>&1))"
+      return 1
+    fi
     lt_libvirt_answers || { fail $t "libvirtd does not answer after SIGHUP"; return 1; }
   fi
   nr0=$(pool) free0=$(pool free_hugepages)
