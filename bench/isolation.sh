@@ -89,13 +89,19 @@ cpu1_irqs() {
 }
 cpu1_block() { awk '$1 == "BLOCK:" { print $3 }' /proc/softirqs; }
 
+# True when stress-ng PID has its nproc CPU workers (its children).
+stress_workers_up() { [ "$(pgrep -c -P "$1")" -ge "$(nproc)" ]; }
+# True when process PID runs the program NAME (its comm).
+runs_program() { [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+
 rows=()
 round() {
   local arm=$1 stress spin a b t0 t1 workers
   stress-ng --cpu "$(nproc)" --timeout "$((secs + 15))s" --quiet &
   stress=$!
   ours+=("$stress")
-  sleep 1
+  # The host is loaded once every worker runs (they are what isolation must move off CPU 1).
+  lt_wait_until 30 stress_workers_up "$stress" || bench_die "stress-ng (pid $stress) did not start its $(nproc) workers within 30 s"
   if [ "$arm" = isolated ]; then
     hook prepare begin || bench_die "kvmtune prepare failed"
     hook started begin || bench_die "kvmtune started failed"
@@ -104,7 +110,8 @@ round() {
   (echo "$BASHPID" >"$vm_cg/cgroup.procs" && exec "$work/spin" 1 "$((secs + 3))") &
   spin=$!
   ours+=("$spin")
-  sleep 1.5
+  # Measured from when it runs its own program (before the exec it is this script's subshell).
+  lt_wait_until 30 runs_program "$spin" spin || bench_die "the busy thread (pid $spin) was not running bench/spin within 30 s"
   workers=$(for p in $(pgrep -P "$stress"); do awk '/^Cpus_allowed_list/{print $2}' "/proc/$p/status"; done | sort -u | paste -sd' ')
   a="$(sample "$spin") $(cpu1_irqs) $(cpu1_block)"
   t0=$(bench_now)

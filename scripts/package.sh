@@ -8,7 +8,9 @@
 # cargo-generate-rpm (pinned versions, see below). --no-build packages the release binary
 # already in target/release; --deb-version overrides the .deb's version (the package tier
 # builds an upgrade with it). The generated inputs (man pages, completions, changelog, a
-# stripped binary for the rpm) go to target/package/. Prints the path of each package built.
+# stripped binary for the rpm) go to target/package/. cargo-deb's .deb is then finished with
+# dpkg-deb (the hook's absolute symlink, the Debian changelog: see below). Prints the path of
+# each package built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,13 +80,42 @@ strip -o "$out/kvmtune" target/release/kvmtune
 
 # The package's symlinks, laid out where their targets resolve at build time (cargo-deb takes
 # a symlink only then): the hook and the emulator wrapper path, both to /usr/sbin/kvmtune.
+# Relative for cargo-deb; the hook's is made absolute in the .deb below.
 mkdir -p "$out/root/usr/sbin" "$out/root/etc/libvirt/hooks/qemu.d" "$out/root/usr/libexec/kvmtune"
 ln "$out/kvmtune" "$out/root/usr/sbin/kvmtune"
 ln -s ../../../../usr/sbin/kvmtune "$out/root/etc/libvirt/hooks/qemu.d/kvmtune"
 ln -s ../../sbin/kvmtune "$out/root/usr/libexec/kvmtune/qemu-system-x86_64"
 
 # cargo deb prints the path of the .deb it wrote.
-cargo deb --no-build "${deb_version[@]}" | tail -1
+deb=$(cargo deb --no-build "${deb_version[@]}" | tail -1)
+
+# Two things Debian wants that this cargo-deb cannot write, added to its .deb here (unpacked,
+# changed, packed again with dpkg-deb; dpkg then owns them like any other file of the package):
+#  - the hook as an absolute symlink to /usr/sbin/kvmtune: policy 10.5 wants links between
+#    top-level directories absolute, and cargo-deb took only the relative one (see Cargo.toml);
+#  - usr/share/doc/kvmtune/changelog.Debian.gz, the Debian changelog every non-native package
+#    has, for the version actually built (--deb-version included). Dated by the last commit,
+#    so that rebuilding the same tree gives the same file.
+tree=$out/deb-tree
+dpkg-deb -R "$deb" "$tree"
+hook=$tree/etc/libvirt/hooks/qemu.d/kvmtune
+[ -L "$hook" ] || { say "cargo-deb's package has no hook symlink at ${hook#"$tree"}"; exit 1; }
+ln -sfn /usr/sbin/kvmtune "$hook"
+version=$(dpkg-deb -f "$deb" Version)
+maintainer=$(dpkg-deb -f "$deb" Maintainer)
+when=$(git log -1 --format=%ct 2>/dev/null || stat -c %Y CHANGELOG.md)
+{
+  printf 'kvmtune (%s) unstable; urgency=medium\n\n' "$version"
+  printf '  * kvmtune %s, packaged from its own tree (scripts/package.sh).\n' "${version%-*}"
+  printf '    Its changes: /usr/share/doc/kvmtune/changelog.gz.\n\n'
+  printf ' -- %s  %s\n' "$maintainer" "$(LC_ALL=C date -u -R -d "@$when")"
+} | gzip -9n >"$tree/usr/share/doc/kvmtune/changelog.Debian.gz"
+(cd "$tree" && md5sum usr/share/doc/kvmtune/changelog.Debian.gz) >>"$tree/DEBIAN/md5sums"
+# The new entries get the time cargo-deb gave the binary, not the time of this run.
+touch -h -r "$tree/usr/sbin/kvmtune" "$hook" "$tree/usr/share/doc/kvmtune/changelog.Debian.gz"
+dpkg-deb --root-owner-group -Zxz -b "$tree" "$deb" >/dev/null
+rm -rf "$tree"
+echo "$deb"
 if [ "$rpm" = 1 ]; then
   # Scriptlets as TOML literal strings (they hold no three single quotes in a row).
   q="'''"

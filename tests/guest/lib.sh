@@ -16,6 +16,19 @@ fail() {
 }
 note() { echo "# $*"; }
 
+# wait_until SECONDS COMMAND...: run COMMAND until it succeeds (return 0), at most SECONDS long
+# (then return 1; the caller says what did not happen). Waits go through this, not through a
+# fixed sleep: under TCG the guest's speed varies with what else the host runs.
+wait_until() {
+  # In hundredths of a second since boot (the guest's clock, /proc/uptime).
+  WAIT_END=$(( $(awk '{ split($1, a, "."); print a[1] * 100 + a[2] }' /proc/uptime) + $1 * 100 ))
+  shift
+  until "$@"; do
+    [ "$(awk '{ split($1, a, "."); print a[1] * 100 + a[2] }' /proc/uptime)" -lt "$WAIT_END" ] || return 1
+    sleep 0.1   # the poll interval, not a wait
+  done
+}
+
 nodes() { ls -d $NODE_SYS/node[0-9]* | sed 's/.*node//' | sort -n; }
 node_cpu() { cut -d, -f1 $NODE_SYS/node$1/cpulist | cut -d- -f1; }
 # hp NODE SIZE_KB FIELD  (FIELD: nr_hugepages free_hugepages surplus_hugepages)

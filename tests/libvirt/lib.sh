@@ -58,6 +58,19 @@ lt_die() { lt_log "lib.sh: $*"; exit 1; }
 
 virsh_() { virsh -q -c "$LT_URI" "$@"; }
 
+# lt_wait_until SECONDS COMMAND…: run COMMAND until it succeeds (return 0), at most SECONDS
+# long (then return 1; the caller says what did not happen). Waits go through this, not through
+# a fixed sleep: a sleep long enough on a loaded machine is wasted time on an idle one, and one
+# that is short enough there fails on the loaded one.
+lt_wait_until() {
+  local deadline=$((${EPOCHREALTIME/[.,]/} + $1 * 1000000))   # in µs (bash's clock, no fork)
+  shift
+  until "$@"; do
+    ((${EPOCHREALTIME/[.,]/} < deadline)) || return 1
+    sleep 0.1   # the poll interval, not a wait
+  done
+}
+
 # ---- hugepage pools ------------------------------------------------------------------------
 
 # Every writable pool size file: per node and size, plus the global default-size count.

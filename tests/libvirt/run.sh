@@ -365,6 +365,14 @@ test_failed_start_after_prepare() {
   fi
 }
 
+# True once libvirtd's reconnect to the running VM NAME is over. A restarted libvirtd answers
+# while a thread of its own still reconnects to each VM: it holds the domain, runs the
+# `reconnect` hook and kills the VM if that fails. `virsh domcontrol` says "ok" once nothing
+# holds the domain any more; a VM that no longer runs is an outcome too.
+reconnected() {  # NAME
+  [ "$(virsh_ domcontrol "$1" 2>/dev/null)" = ok ] || [ "$(lt_domain_state "$1")" != running ]
+}
+
 # libvirtd restarts while a hugepage VM runs: the VM gets `reconnect` and must survive it (a
 # failing reconnect makes libvirt kill the VM), its pages stay, and a later destroy gives them back.
 test_libvirtd_restart() {
@@ -381,7 +389,11 @@ test_libvirtd_restart() {
     fail $t "libvirtd did not come back after a restart (log: $LT_LOG_DIR/libvirtd.log)"
     return
   fi
-  sleep 1
+  if ! lt_wait_until 60 reconnected "$name"; then
+    fail $t "libvirtd's reconnect to $name was not over 60 s after the restart (virsh domcontrol: $(virsh_ domcontrol "$name" 2>&1))$(calls "$name")"
+    virsh_ destroy "$name" >/dev/null 2>&1
+    return
+  fi
   state=$(lt_domain_state "$name")
   nr2=$(pool)
   virsh_ destroy "$name" >/dev/null 2>&1
@@ -558,6 +570,12 @@ iso_status_check() {
   fi
 }
 
+# A new snapshot into FILE; true when it shows nothing iso_violations would report.
+iso_clean_now() {  # FILE
+  iso_snapshot "$1"
+  [ -z "$(iso_violations "$1")" ]
+}
+
 # Everything that must hold while VMs isolate CPU 1 (SNAPSHOT taken then); prints what is wrong.
 iso_isolated_check() {  # SNAPSHOT VM...
   local snap=$1 vm v
@@ -566,10 +584,10 @@ iso_isolated_check() {  # SNAPSHOT VM...
   if [ -n "$v" ]; then
     # Processes can be born in the root cpuset after kvmtune's sweep, from parents that stay
     # there (libvirtd, kept unconfined, and whatever it runs); short-lived ones are gone a
-    # moment later. What kvmtune failed to move is still there: look again before judging.
+    # moment later. What kvmtune failed to move is still there: look again (for up to 10 s)
+    # before judging.
     echo "  info libvirt/isolation: first look found: $(echo "$v" | paste -sd';')" >&2
-    sleep 2
-    iso_snapshot "$snap.again"
+    lt_wait_until 10 iso_clean_now "$snap.again"
     v=$(iso_violations "$snap.again")
   fi
   [ -z "$v" ] || printf '%s\n' "$v"
@@ -772,7 +790,13 @@ test_isolated_busy_host() {
   # Children forked as fast as a shell can (a few hundred a second), each living 1.5 s.
   (while :; do sleep 1.5 & sleep 0.002; done) &
   forker=$!
-  sleep 1
+  # The host is busy once the forker has children; the snapshot before is of that host.
+  if ! lt_wait_until 10 pgrep -P "$forker" >/dev/null; then
+    fail $t "the forking process (pid $forker) had no children 10 s after it started"
+    kill "$forker"
+    wait "$forker" 2>/dev/null
+    return
+  fi
   iso_snapshot "$WORK/busy-before"
   if ! out=$(virsh_ start "$name" 2>&1); then
     fail $t "virsh start failed: $(echo "$out" | tr '\n' ' ')$(calls "$name")"

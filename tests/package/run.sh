@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The package tier: build the .deb and the .rpm (scripts/package.sh), install the .deb with dpkg
-# on this machine, run the libvirtd end-to-end tests against the installed package (not the
-# build tree), upgrade it, purge it, and check that the machine is as it was.
+# The package tier: build the .deb and the .rpm (scripts/package.sh), check the .deb (its files,
+# lintian, systemd-analyze verify on its units), install it with dpkg on this machine, run the
+# libvirtd end-to-end tests against the installed package (not the build tree), upgrade it,
+# purge it, and check that the machine is as it was.
 #
 #   tests/package/run.sh            # root; LT_ONLY=... narrows the libvirt tests run against it
 #
@@ -74,16 +75,18 @@ test_deb_contents() {
     "l /etc/libvirt/hooks/qemu.d/kvmtune -> /usr/sbin/kvmtune"
     "l /usr/libexec/kvmtune/qemu-system-x86_64 -> /usr/sbin/kvmtune"
     "- /etc/kvmtune/kvmtune.toml"
-    "- /lib/systemd/system/kvmtune-recover.service"
-    "- /lib/systemd/system/kvmtune-irq-watch.service"
-    "- /lib/systemd/system/kvmtune-balance.service"
+    "- /usr/lib/systemd/system/kvmtune-recover.service"
+    "- /usr/lib/systemd/system/kvmtune-irq-watch.service"
+    "- /usr/lib/systemd/system/kvmtune-balance.service"
     "- /usr/share/man/man8/kvmtune.8.gz"
     "- /usr/share/man/man5/kvmtune.toml.5.gz"
     "- /usr/share/bash-completion/completions/kvmtune"
     "- /usr/share/zsh/vendor-completions/_kvmtune"
     "- /usr/share/fish/vendor_completions.d/kvmtune.fish"
     "- /usr/share/doc/kvmtune/changelog.gz"
+    "- /usr/share/doc/kvmtune/changelog.Debian.gz"
     "- /usr/share/doc/kvmtune/copyright"
+    "- /usr/share/lintian/overrides/kvmtune"
   )
   for p in "${want[@]}"; do grep -qxF -- "$p" "$WORK/contents" || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -160,6 +163,66 @@ test_completions() {
   pass $t
 }
 
+# apt-get install PACKAGE when COMMAND is missing (updating apt's lists once if needed).
+need_command() {  # COMMAND PACKAGE
+  command -v "$1" >/dev/null && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1; }
+  command -v "$1" >/dev/null
+}
+
+# lintian, Debian's package checker, has no error and no warning about the .deb. What it reports
+# wrongly for this package is overridden in the package (pkg/debian/kvmtune.lintian-overrides),
+# each override with its reason.
+test_lintian() {
+  local t=lintian out rc
+  need_command lintian lintian || { fail $t "lintian is missing and apt-get could not install it"; return; }
+  # (On stderr lintian says that it runs as root; not a finding.)
+  out=$(lintian --fail-on error,warning "$DEB" 2>"$WORK/lintian.err")
+  rc=$?
+  if [ $rc != 0 ] || grep -q '^[EW]: ' <<<"$out"; then
+    fail $t "$(lintian --version) exited $rc: $(grep '^[EW]: ' <<<"$out" | paste -sd';') $(grep -v 'root privileges' "$WORK/lintian.err" | paste -sd' ')"
+  else
+    info $t "$(lintian --version): no error or warning"
+    pass $t
+  fi
+}
+
+# Every unit in pkg/systemd/, as the .deb ships it, passes `systemd-analyze verify` with nothing
+# to say (it exits 0 after warnings such as an unknown key: any line it prints fails the test).
+# It runs on the .deb's tree with this host's units beside ours (for the targets they name), so
+# that ExecStart= is checked against the packaged /usr/sbin/kvmtune and Documentation= against
+# the packaged man pages (systemd-analyze asks man(1), which searches MANPATH).
+test_systemd_units() {
+  local t=systemd-units root=$WORK/unit-root units=() u unit out rc man=--man=yes
+  need_command systemd-analyze systemd || { fail $t "systemd-analyze is missing and apt-get could not install systemd"; return; }
+  dpkg-deb -x "$DEB" "$root"
+  # -n: the units of the .deb stay, the host's are added around them.
+  cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/"
+  for u in pkg/systemd/*; do
+    unit=$root/usr/lib/systemd/system/$(basename "$u")
+    if ! cmp -s "$u" "$unit"; then
+      fail $t "the .deb's /usr/lib/systemd/system/$(basename "$u") is missing or is not $u"
+      return
+    fi
+    units+=("$unit")
+  done
+  if ! command -v man >/dev/null; then
+    man=--man=no
+    info $t "no man(1) here: Documentation= not checked (man-pages checks the pages themselves)"
+  fi
+  out=$(MANPATH=$root/usr/share/man systemd-analyze verify --root="$root" "$man" "${units[@]}" 2>&1)
+  rc=$?
+  if [ $rc != 0 ] || [ -n "$out" ]; then
+    fail $t "systemd-analyze verify exited $rc: $(echo "$out" | sed "s|$root||g" | paste -sd';')"
+  else
+    info $t "$(systemd-analyze --version | head -1): ${#units[@]} units verified"
+    pass $t
+  fi
+  rm -rf "$root"
+}
+
 # The .rpm: built from the same metadata; inspected with rpm when the machine has it (Debian
 # cannot install it, so its scriptlets are only checked to be the ones in pkg/rpm/).
 test_rpm() {
@@ -192,6 +255,8 @@ test_deb_contents
 test_deb_control
 test_man_pages
 test_completions
+test_lintian
+test_systemd_units
 test_rpm
 
 # ---- the machine, before -------------------------------------------------------------------------
@@ -247,17 +312,20 @@ fi
 
 snapshot "$WORK/before"
 
-# dpkg ARGS…: dpkg, waiting up to 5 minutes for its lock when apt runs elsewhere.
+# One run of dpkg ARGS…, its output and status in DPKG_OUT and DPKG_RC; false when dpkg could
+# not take its lock (apt or another dpkg runs). (Run through lt_wait_until.)
+# shellcheck disable=SC2317
+dpkg_try() {
+  DPKG_OUT=$(dpkg "$@" </dev/null 2>&1)
+  DPKG_RC=$?
+  ! grep -q 'dpkg frontend lock\|dpkg status database is locked' <<<"$DPKG_OUT"
+}
+# dpkg ARGS…: dpkg, run again while its lock is taken, for up to 5 minutes (then its output
+# ends with a line that says so).
 dpkg_() {
-  local out rc
-  for _ in $(seq 1 60); do
-    out=$(dpkg "$@" </dev/null 2>&1)
-    rc=$?
-    grep -q 'dpkg frontend lock\|dpkg status database is locked' <<<"$out" || break
-    sleep 5
-  done
-  printf '%s\n' "$out"
-  return $rc
+  lt_wait_until 300 dpkg_try "$@" || DPKG_OUT+=$'\n'"package/run.sh: dpkg's lock was still taken after 5 minutes"
+  printf '%s\n' "$DPKG_OUT"
+  return "$DPKG_RC"
 }
 
 INSTALLED_BY_US=0
@@ -280,6 +348,18 @@ qemu_pid() { cat "/run/libvirt/qemu/$1.pid" 2>/dev/null; }
 # True when `kvmtune status` lists VM NAME as holding something (kvmtune's prepare ran for it).
 held_by_kvmtune() { "$LT_PACKAGE_BIN" status 2>/dev/null | grep -qxF "  \"$1\" (running)"; }
 
+# How many times libvirtd found a QEMU hook (its own hook or one in qemu.d/), from the debug
+# log lt_start_libvirtd has it write: one line each time it looks for hooks (when it starts
+# and on each SIGHUP) and finds one.
+qemu_hook_scans() {
+  local n
+  n=$(grep -c 'Found hook script /etc/libvirt/hooks/qemu' "$LT_LOG_DIR/libvirtd-debug.log" 2>/dev/null)
+  echo "${n:-0}"
+}
+# True once libvirtd found a QEMU hook more often than N times. (Run through lt_wait_until.)
+# shellcheck disable=SC2317
+qemu_hook_rescanned() { [ "$(qemu_hook_scans)" -gt "$1" ]; }
+
 # Other QEMU hooks make libvirtd read qemu.d/ on every call: then it needs no reload to find ours.
 other_hooks() {
   [ -x /etc/libvirt/hooks/qemu ] && echo /etc/libvirt/hooks/qemu
@@ -293,7 +373,7 @@ LT_SKIP_DEPS=1   # tests/deps.sh ran in lt_setup
 
 test_install_reload() {
   local t=install-while-libvirtd-runs a=${LT_DOMAIN_PREFIX}pkg-a b=${LT_DOMAIN_PREFIX}pkg-b
-  local lpid apid out rc need nr0 free0 grow nr1 others before
+  local lpid apid out rc need nr0 free0 grow nr1 others before scans
   lpid=$(lt_our_libvirtd)
   [ -n "$lpid" ] || { fail $t "libvirtd was not started by this run"; return 1; }
   others=$(other_hooks)
@@ -334,8 +414,14 @@ test_install_reload() {
   [ -z "$others" ] || before="$before; other hooks present: $(echo "$others" | paste -sd' ')"
 
   if [ ! -d /run/systemd/system ]; then
+    # libvirtd looks for hooks again in a thread its SIGHUP handler starts, some time after the
+    # signal: the VM that needs the hook is started once its debug log shows that new look.
+    scans=$(qemu_hook_scans)
     kill -HUP "$lpid"   # what postinst told the admin to do
-    sleep 1
+    if ! lt_wait_until 30 qemu_hook_rescanned "$scans"; then
+      fail $t "libvirtd (pid $lpid) did not find a QEMU hook within 30 s of SIGHUP (no new 'Found hook script /etc/libvirt/hooks/qemu...' in $LT_LOG_DIR/libvirtd-debug.log; the hook: $(ls -l "$LT_HOOK" 2>&1))"
+      return 1
+    fi
     lt_libvirt_answers || { fail $t "libvirtd does not answer after SIGHUP"; return 1; }
   fi
   nr0=$(pool) free0=$(pool free_hugepages)
@@ -416,6 +502,11 @@ test_installed_files() {
   v=$("$LT_PACKAGE_BIN" --version 2>&1)
   if [ "$v" != "kvmtune ${VERSION%%-*}" ]; then
     fail $t "/usr/sbin/kvmtune --version says '$v', package $VERSION"
+  elif [ "$(readlink "$LT_HOOK")" != "$LT_PACKAGE_BIN" ]; then
+    # Absolute (policy 10.5: a link from /etc to /usr), so it stays right wherever it is read.
+    fail $t "the hook should be an absolute symlink to $LT_PACKAGE_BIN: $(ls -l "$LT_HOOK" 2>&1)"
+  elif [ "$(dpkg-query -S "$LT_HOOK" 2>&1)" != "$PKG: $LT_HOOK" ]; then
+    fail $t "dpkg does not say that $PKG owns the hook: dpkg -S $LT_HOOK says '$(dpkg-query -S "$LT_HOOK" 2>&1)'"
   elif [ "$(lt_link_target /usr/libexec/kvmtune/qemu-system-x86_64)" != "$LT_PACKAGE_BIN" ] \
     || [ ! -x /usr/libexec/kvmtune/qemu-system-x86_64 ]; then
     fail $t "/usr/libexec/kvmtune/qemu-system-x86_64: $(ls -l /usr/libexec/kvmtune/qemu-system-x86_64 2>&1)"
@@ -423,10 +514,6 @@ test_installed_files() {
     fail $t "/etc/kvmtune/kvmtune.toml is not conf/kvmtune.toml"
   elif ! "$LT_PACKAGE_BIN" status >"$WORK/status" 2>&1; then
     fail $t "kvmtune status under the shipped policy failed: $(tr '\n' ' ' <"$WORK/status")"
-  elif command -v systemd-analyze >/dev/null \
-    && systemd-analyze verify /lib/systemd/system/kvmtune-*.service 2>&1 | grep -v "Command 'man " | grep -q .; then
-    # (man(1) may be missing on a minimal host: only the units' own problems count.)
-    fail $t "systemd-analyze verify: $(systemd-analyze verify /lib/systemd/system/kvmtune-*.service 2>&1 | tr '\n' ' ')"
   else
     pass $t
   fi

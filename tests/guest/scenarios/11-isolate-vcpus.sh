@@ -32,8 +32,16 @@ iso_start "daemon" /tmp/virtqemud; daemon=$ISO_PID
 mkdir -p $CG/machine.slice/vm-x && ISO_CGROUPS="$CG/machine.slice/vm-x $CG/machine.slice $ISO_CGROUPS"
 iso_start "VM process" taskset -c 3 sleep 600; vmproc=$ISO_PID
 echo $vmproc > $CG/machine.slice/vm-x/cgroup.procs || fail "harness: cannot move $vmproc into machine.slice/vm-x"
-sleep 1
-expect_eq "$(sed -n 's/^Name:[[:space:]]*//p' /proc/$daemon/status)" virtqemud "harness: the daemon stand-in's comm"
+# The snapshot below is of these processes as they run: each one has exec'd its program (after
+# taskset pinned it, for the pinned ones), so its comm is the program's.
+comm_of() { sed -n 's/^Name:[[:space:]]*//p' "/proc/$1/status"; }
+all_started() {
+  for p in "$host" "$pinned" "$svc" "$vmproc"; do [ "$(comm_of "$p")" = sleep ] || return 1; done
+  [ "$(comm_of "$daemon")" = virtqemud ]
+}
+wait_until 10 all_started ||
+  fail "harness: the host processes did not all exec their programs within 10 s (comm: $(for p in "$host" "$pinned" "$svc" "$vmproc" "$daemon"; do printf '%s=%s ' "$p" "$(comm_of "$p")"; done))"
+expect_eq "$(comm_of "$daemon")" virtqemud "harness: the daemon stand-in's comm"
 
 iso_policy 0-1
 isodom /tmp/vm.xml s11-isolated vcpus 2 3
