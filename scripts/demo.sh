@@ -85,8 +85,14 @@ echo "  using $KVMTUNE_BIN"
 heading "3/6 libvirtd with kvmtune as its QEMU hook"
 LT_SKIP_DEPS=1 lt_setup "$KVMTUNE_BIN"
 echo "  hook:     $LT_HOOK -> $(readlink -f "$LT_HOOK")"
-echo "  libvirtd: libvirt $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Using library/{print $NF}'), QEMU $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor/{print $NF}')" \
-  "$( [ ${#LT_STARTED_PIDS[@]} -gt 0 ] && echo "(started for this demo, logs in $LT_LOG_DIR)" || echo "(already running, reused${LT_SYSTEMD_UNIT:+: systemd's $LT_SYSTEMD_UNIT, left running})")"
+if [ ${#LT_STARTED_PIDS[@]} -gt 0 ]; then
+  whose="(started for this demo, logs in $LT_LOG_DIR)"
+elif [ -n "$LT_SYSTEMD_UNIT" ]; then
+  whose="(already running, reused: systemd's $LT_SYSTEMD_UNIT, left running)"
+else
+  whose="(already running, reused)"
+fi
+echo "  libvirtd: libvirt $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Using library/{print $NF}'), QEMU $(virsh -c "$LT_URI" version 2>/dev/null | awk '/Running hypervisor/{print $NF}') $whose"
 
 heading "4/6 The VM: $VM_MIB MiB on hugepages, memory bound to node 0, vCPU pinned to CPU 1 and isolated"
 xml=$(mktemp /tmp/kvmtune-demo.XXXXXX.xml)

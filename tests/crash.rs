@@ -178,7 +178,7 @@ fn prepare_full(b: &Bench) -> kvmtune::error::Result<()> {
 #[test]
 fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2] {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
         let setup = || with_background(layout);
         let (total, names) = points_of(&setup, &|b| prepare_full(b).unwrap());
         // A batch of changes is journaled in one write, so there are fewer points than writes.
@@ -217,13 +217,13 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
             }
         }
     }
-    eprintln!("prepare: killed at each of {tried} points (V1 and V2), recovered every time");
+    eprintln!("prepare: killed at each of {tried} points (V1, V2, systemd), recovered every time");
 }
 
 #[test]
 fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2] {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
         let setup = || {
             let b = with_background(layout);
             prepare_full(&b).unwrap();
@@ -270,7 +270,7 @@ fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
             }
         }
     }
-    eprintln!("started: killed at each of {tried} points (V1 and V2), recovered every time");
+    eprintln!("started: killed at each of {tried} points (V1, V2, systemd), recovered every time");
 }
 
 /// `full` prepared, its QEMU running with its pages, `started` done.
@@ -286,7 +286,7 @@ fn running(layout: Layout) -> (Bench, Snapshot, Ledger) {
 #[test]
 fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2] {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
         let setup = || {
             let (b, _, _) = running(layout);
             qemu_exits(&b, 401, VM_PAGES);
@@ -330,7 +330,7 @@ fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
             }
         }
     }
-    eprintln!("release: killed at each of {tried} points (V1 and V2), recovered every time");
+    eprintln!("release: killed at each of {tried} points (V1, V2, systemd), recovered every time");
 }
 
 /// Someone shrinks `full`'s pool, resets a device IRQ and widens the housekeeping cpuset
@@ -341,7 +341,16 @@ fn drift(b: &Bench, layout: Layout) {
         .irqs(|i| i.irqs.get_mut(&40).unwrap().affinity = i.online.clone());
     let ours = match layout {
         Layout::V1 => "sys/fs/cgroup/cpuset/kvmtune",
-        _ => "sys/fs/cgroup/kvmtune.housekeeping",
+        Layout::V2 => "sys/fs/cgroup/kvmtune.housekeeping",
+        // Someone widened a slice with systemctl (a direct write would not outlive a reload).
+        Layout::Systemd => {
+            b.kernel.cgroups(|c| {
+                let online = c.online.to_string();
+                c.systemctl_set("system.slice", "AllowedCPUs", &online)
+                    .unwrap();
+            });
+            return;
+        }
     };
     b.kernel.cgroups(|c| {
         let online = c.online.clone();
@@ -349,10 +358,47 @@ fn drift(b: &Bench, layout: Layout) {
     });
 }
 
+/// On systemd the last isolated VM's release also removes the runtime drop-ins and reloads
+/// systemd: killed anywhere in it, `recover` leaves /run/systemd and every unit as before.
+#[test]
+fn a_crash_at_any_point_of_the_last_release_on_systemd_leaves_no_drop_in() {
+    let setup = || {
+        let b = host(Layout::Systemd);
+        prepare_full(&b).unwrap();
+        qemu_runs(&b, 401, "full", VM_PAGES);
+        b.started("full").unwrap();
+        qemu_exits(&b, 401, VM_PAGES);
+        b
+    };
+    let start = host(Layout::Systemd).snapshot();
+    let (total, names) = points_of(&setup, &|b| b.release("full").unwrap());
+    assert!(
+        names.iter().any(|n| n.contains("daemon-reload")),
+        "{names:?}"
+    );
+    for n in 0..total {
+        let b = setup();
+        crash_at(&b, n, |b| b.release("full"));
+        b.recover_all().unwrap();
+        let what = format!(
+            "systemd last release, crash at {n} ({}), then recover",
+            names[n]
+        );
+        assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new(), "{what}");
+        assert!(b.kernel.cgroups(|c| c.drop_ins.is_empty()), "{what}");
+        assert!(b.ledger().vms.is_empty(), "{what}: ledger");
+        let files = b.state_files();
+        assert!(
+            files.iter().all(|f| f == "ledger.json"),
+            "{what}: {files:?}"
+        );
+    }
+}
+
 #[test]
 fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2] {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
         let (b, _, _) = running(layout);
         let tuned = b.snapshot();
         drift(&b, layout);
@@ -383,7 +429,9 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
             tried += 1;
         }
     }
-    eprintln!("reconnect: killed at each of {tried} points (V1 and V2), recovered every time");
+    eprintln!(
+        "reconnect: killed at each of {tried} points (V1, V2, systemd), recovered every time"
+    );
 }
 
 /// On kernels that reset a task's own CPU mask when its process changes cpuset (before 6.2),
@@ -392,7 +440,7 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
 #[test]
 fn a_pinned_task_keeps_its_cpus_through_a_crash_at_any_point_of_prepare() {
     let pinned = kvmtune::cpulist::CpuSet::parse("1").unwrap();
-    for layout in [Layout::V1, Layout::V2] {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
         let setup = || {
             let b = host(layout);
             b.kernel.cgroups(|c| {

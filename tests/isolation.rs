@@ -119,6 +119,17 @@ fn systemd_confines_the_three_top_level_units_and_everything_started_in_them_lat
         set("3"),
         "the VM's QEMU is libvirt's to place"
     );
+    let files = b.snapshot();
+    for drop_in in [
+        "run/systemd/system.control/system.slice.d/50-AllowedCPUs.conf",
+        "run/systemd/system.control/user.slice.d/50-AllowedCPUs.conf",
+        "run/systemd/transient/init.scope.d/50-AllowedCPUs.conf",
+    ] {
+        assert!(
+            files.keys().any(|p| p.ends_with(drop_in)),
+            "{drop_in} while isolated"
+        );
+    }
     // A unit started after prepare is born in a confined slice.
     b.kernel.cgroups(|c| {
         let cgroup = format!("{V2_MOUNT}/system.slice/late.service");
@@ -167,6 +178,11 @@ fn systemd_release_widens_then_clears_then_removes_the_drop_ins_it_created() {
         );
     }
     assert_eq!(calls.last().map(String::as_str), Some("daemon-reload"));
+    assert_eq!(
+        calls.iter().filter(|c| *c == "daemon-reload").count(),
+        1,
+        "one reload for the whole release (each costs seconds): {calls:?}"
+    );
     assert!(b.kernel.cgroups(|c| c.drop_ins.is_empty()));
 }
 

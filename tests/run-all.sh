@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command (README, CI): installs what the tests need, then runs the four tiers of
+# The test command (README, CI): installs what the tests need, then runs the tiers of
 # DESIGN.md, then the packages, and ends with one line `total: N passed, M failed`.
 #   1-2. unit tests, golden trees on the kernel-modelling fake root, the binary's contract
 #   3.   the real kernel: a 2- and 3-node Debian guest under QEMU/TCG   (tests/guest/run.sh)
 #   4.   the real libvirtd on this machine, kvmtune installed as its hook (tests/libvirt/run.sh)
+#   4b.  a Debian 13 hypervisor under QEMU/TCG (systemd, cgroup v2, libvirt 11, a vfio-pci NIC),
+#        kvmtune installed from its .deb, real VMs under the guest's libvirtd (tests/hypervisor/run.sh)
 #   5.   the packages: the .deb installed with dpkg, tier 4's core run against it, upgrade,
 #        purge, the machine as before; the .rpm built and inspected  (tests/package/run.sh)
 # Tiers 3 to 5 change the real host (they start daemons, write hugepage pools; 5 installs and
@@ -51,6 +53,7 @@ tier build cargo build --release --quiet
 export KVMTUNE_BIN=$PWD/target/release/kvmtune
 tier guest tests/guest/run.sh
 tier libvirt tests/libvirt/run.sh
+tier hypervisor tests/hypervisor/run.sh
 tier package tests/package/run.sh
 tier bench bench/run.sh --quick
 

@@ -34,6 +34,47 @@ pub struct Effects<'a> {
     /// Processes the caller has just read (a large host's root cgroup holds thousands of
     /// kernel threads: moving processes need not read each again). Others are read.
     pub known: Option<&'a Known>,
+    /// A runtime drop-in was removed and systemd has not re-read its units yet: one
+    /// `daemon-reload` for the whole batch (`finish`), not one per unit (each costs seconds
+    /// on a busy host, and libvirt waits for the hook).
+    pub reload_pending: std::cell::Cell<bool>,
+}
+
+impl<'a> Effects<'a> {
+    /// Effects through these ports, with nothing read yet and nothing pending.
+    pub fn new(
+        fs: &'a dyn HostFs,
+        systemctl: &'a dyn Systemctl,
+        affinity: &'a dyn TaskAffinity,
+        irqbalance: &'a dyn IrqBalancer,
+    ) -> Self {
+        Effects {
+            fs,
+            systemctl,
+            affinity,
+            irqbalance,
+            known: None,
+            reload_pending: std::cell::Cell::new(false),
+        }
+    }
+
+    /// End a batch of changes: reload systemd if a change left that for the end.
+    pub fn finish(&self) -> Result<()> {
+        if self.reload_pending.replace(false) {
+            self.systemctl.daemon_reload()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Effects<'_> {
+    /// A batch cut short by an error still gets its reload, so systemd never keeps listing a
+    /// drop-in that is gone (a failure here is logged: the error that ended the batch wins).
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            log::error(&format!("systemctl daemon-reload failed: {e}"));
+        }
+    }
 }
 
 impl Effects<'_> {
@@ -223,9 +264,10 @@ impl Effects<'_> {
         self.systemctl.set_property(unit, property, value)
     }
 
-    /// Remove a runtime drop-in systemd wrote for kvmtune, the directories it made for it if
-    /// they are left empty, and reload systemd so that the unit no longer lists it. A drop-in
-    /// already gone (a release redone after a crash) needs only the reload.
+    /// Remove a runtime drop-in systemd wrote for kvmtune, and the directories it made for it if
+    /// they are left empty; systemd is reloaded at the end of the batch (`finish`), so that the
+    /// unit no longer lists it. A drop-in already gone (a release redone after a crash) needs
+    /// only the reload.
     fn remove_drop_in(&self, path: &str) -> Result<()> {
         if self.fs.exists(path) {
             self.fs.remove_file(path)?;
@@ -240,7 +282,8 @@ impl Effects<'_> {
             }
             dir = parent;
         }
-        self.systemctl.daemon_reload()
+        self.reload_pending.set(true);
+        Ok(())
     }
 
     fn set_affinity(&self, pid: u32, comm: &str, cpus: &CpuSet) -> Result<()> {

@@ -39,13 +39,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     fn effects(&self) -> Effects<'_> {
-        Effects {
-            fs: self.fs,
-            systemctl: self.systemctl,
-            affinity: self.affinity,
-            irqbalance: self.irqbalance,
-            known: None,
-        }
+        Effects::new(self.fs, self.systemctl, self.affinity, self.irqbalance)
     }
 }
 
@@ -355,13 +349,12 @@ fn make_isolation(
         journal.changes.extend(changes.iter().cloned());
         ctx.state.save_journal(journal)?;
     }
-    let effects = Effects {
-        known: Some(known),
-        ..ctx.effects()
-    };
+    let mut effects = ctx.effects();
+    effects.known = Some(known);
     for change in changes {
         effects.apply(&change)?;
     }
+    effects.finish()?;
     isolation::verify(ctx, next)
 }
 
@@ -381,11 +374,15 @@ fn commit(ctx: &Context, mut journal: Journal, next: &Ledger) -> Result<()> {
 /// Put back every value a prepare changed, newest first, then forget the journal.
 fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
     let mut failed = None;
+    let effects = ctx.effects();
     for change in journal.changes.iter().rev() {
-        if let Err(e) = ctx.effects().undo(change) {
+        if let Err(e) = effects.undo(change) {
             log::error(&format!("cannot undo {change}: {e}"));
             failed.get_or_insert(e);
         }
+    }
+    if let Err(e) = effects.finish() {
+        failed.get_or_insert(e);
     }
     match failed {
         // Keep the journal: the next call or `kvmtune recover` tries again.
@@ -397,10 +394,8 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
 /// Make every change of a release journal (idempotent: values are absolute). `known`: the
 /// processes the caller has just read, if any (moving processes need not read them again).
 fn redo(ctx: &Context, journal: &Journal, known: &effects::Known) -> Result<()> {
-    let effects = Effects {
-        known: Some(known),
-        ..ctx.effects()
-    };
+    let mut effects = ctx.effects();
+    effects.known = Some(known);
     for change in &journal.changes {
         effects.apply(change)?;
         // Read back what the kernel may keep otherwise: pages still in use, a knob. (An IRQ
@@ -420,7 +415,7 @@ fn redo(ctx: &Context, journal: &Journal, known: &effects::Known) -> Result<()> 
             }
         }
     }
-    Ok(())
+    effects.finish()
 }
 
 /// Take the host-wide lock, once kvmtune is known to be allowed to change the host, and

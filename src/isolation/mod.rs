@@ -272,7 +272,7 @@ fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     for unit in SYSTEMD_CONFINED_UNITS {
         let current = input.systemctl.property(unit, "AllowedCPUs")?;
         if !same_cpus(&current, &cpus) {
-            let drop_in = systemd::runtime_drop_in(unit, "AllowedCPUs");
+            let drop_in = systemd::runtime_drop_in(input.systemctl, unit, "AllowedCPUs")?;
             changes.push(Change::UnitProperty {
                 unit: unit.to_string(),
                 property: "AllowedCPUs".into(),

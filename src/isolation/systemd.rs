@@ -16,9 +16,16 @@ pub trait Systemctl {
 }
 
 /// The runtime drop-in `systemctl set-property --runtime UNIT PROPERTY=…` writes (systemd
-/// 246 and later), relative to the root.
-pub fn runtime_drop_in(unit: &str, property: &str) -> String {
-    format!("run/systemd/system.control/{unit}.d/50-{property}.conf")
+/// 246 and later), relative to the root: under `system.control/` for units with a unit file
+/// (`system.slice`, `user.slice`), under `transient/` for transient units, which on systemd 257
+/// includes the perpetual `init.scope` (seen on Debian 13).
+pub fn runtime_drop_in(systemctl: &dyn Systemctl, unit: &str, property: &str) -> Result<String> {
+    let dir = if systemctl.property(unit, "Transient")? == "yes" {
+        "transient"
+    } else {
+        "system.control"
+    };
+    Ok(format!("run/systemd/{dir}/{unit}.d/50-{property}.conf"))
 }
 
 /// The real `systemctl` from PATH.

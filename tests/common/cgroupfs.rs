@@ -430,10 +430,28 @@ impl CgroupModel {
 
     /// A file removed under the root: a runtime drop-in leaves the model. `None`: not one.
     pub fn remove_file(&mut self, rel: &str) -> Option<()> {
-        let unit = rel
-            .strip_prefix("run/systemd/system.control/")?
-            .strip_suffix(".d/50-AllowedCPUs.conf")?;
-        self.drop_ins.remove(unit).map(drop)
+        let unit = self
+            .drop_ins
+            .keys()
+            .find(|u| Self::drop_in_path(u) == rel)?
+            .clone();
+        self.drop_ins.remove(&unit).map(drop)
+    }
+
+    /// Units systemd treats as transient: `init.scope` is one on systemd 257 (its runtime
+    /// properties go under /run/systemd/transient, not system.control).
+    pub fn transient(unit: &str) -> bool {
+        unit == "init.scope"
+    }
+
+    /// Where `set-property --runtime` keeps a unit's AllowedCPUs.
+    pub fn drop_in_path(unit: &str) -> String {
+        let dir = if Self::transient(unit) {
+            "transient"
+        } else {
+            "system.control"
+        };
+        format!("run/systemd/{dir}/{unit}.d/50-AllowedCPUs.conf")
     }
 
     fn unit_cgroup(&self, unit: &str) -> String {
@@ -547,7 +565,7 @@ impl CgroupModel {
                     "Scope"
                 };
                 out.push((
-                    format!("run/systemd/system.control/{unit}.d/50-AllowedCPUs.conf"),
+                    Self::drop_in_path(unit),
                     format!("# created via \"systemctl set-property\"\n[{section}]\nAllowedCPUs={value}\n"),
                 ));
             }

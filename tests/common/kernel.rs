@@ -640,9 +640,17 @@ impl TaskAffinity for FakeKernel {
 }
 
 impl Systemctl for FakeKernel {
-    fn property(&self, unit: &str, _property: &str) -> Result<String> {
+    fn property(&self, unit: &str, property: &str) -> Result<String> {
         let m = self.model.borrow();
         let c = m.cgroups.as_ref().expect("with_cgroups");
+        if property == "Transient" {
+            return Ok(if CgroupModel::transient(unit) {
+                "yes"
+            } else {
+                "no"
+            }
+            .into());
+        }
         c.units
             .get(unit)
             .cloned()
@@ -668,6 +676,7 @@ impl Systemctl for FakeKernel {
             c.daemon_reload();
             Some(())
         });
+        self.render();
         Ok(())
     }
 }
