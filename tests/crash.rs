@@ -371,19 +371,16 @@ fn a_crash_at_any_point_of_the_last_release_on_systemd_leaves_no_drop_in() {
         b
     };
     let start = host(Layout::Systemd).snapshot();
-    let (total, names) = points_of(&setup, &|b| b.release("full").unwrap());
+    let (_, names) = points_of(&setup, &|b| b.release("full").unwrap());
     assert!(
         names.iter().any(|n| n.contains("daemon-reload")),
         "{names:?}"
     );
-    for n in 0..total {
+    for (n, name) in names.iter().enumerate() {
         let b = setup();
         crash_at(&b, n, |b| b.release("full"));
         b.recover_all().unwrap();
-        let what = format!(
-            "systemd last release, crash at {n} ({}), then recover",
-            names[n]
-        );
+        let what = format!("systemd last release, crash at {n} ({name}), then recover");
         assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new(), "{what}");
         assert!(b.kernel.cgroups(|c| c.drop_ins.is_empty()), "{what}");
         assert!(b.ledger().vms.is_empty(), "{what}: ledger");
