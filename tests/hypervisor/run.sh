@@ -69,8 +69,10 @@ for s in "$here"/scenarios/*.sh; do
   fi
 done
 # Static helpers (the guest has no compiler).
-cc -static -O2 -o "$disk/bin/irqbalance-ask" "$here/irqbalance-ask.c" 2>"$work/cc.log" ||
-  { cat "$work/cc.log" >&2; die "cannot build irqbalance-ask.c (cc with a static libc: gcc, libc6-dev)"; }
+for helper in irqbalance-ask vfio-msix; do
+  cc -static -O2 -o "$disk/bin/$helper" "$here/$helper.c" 2>"$work/cc.log" ||
+    { cat "$work/cc.log" >&2; die "cannot build $helper.c (cc with a static libc: gcc, libc6-dev)"; }
+done
 # The guest's copy of the README's first command and what it sources.
 mkdir -p "$disk/repo/scripts" "$disk/repo/tests/libvirt"
 cp "$repo/scripts/demo.sh" "$disk/repo/scripts/"

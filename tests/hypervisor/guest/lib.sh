@@ -19,7 +19,8 @@ note() { echo "# $*"; }
 virsh_() { virsh -q -c "$URI" "$@"; }
 
 # wait_for SECONDS WHAT COMMAND...: poll COMMAND every 50 ms until it succeeds; fail after
-# SECONDS with WHAT. Never a fixed sleep: every wait in the tier goes through here.
+# SECONDS with WHAT. Never a fixed sleep: every wait in the tier goes through here. COMMAND is
+# run again each time: pass a predicate (below), not `test "$(…)"`, which the shell expands once.
 wait_for() {
   local bound=$1 what=$2 deadline
   shift 2
@@ -39,6 +40,12 @@ wait_ms() {
 }
 
 hp() { cat "$NODE_SYS/node$1/hugepages/hugepages-$2kB/$3"; }
+
+# Predicates for wait_for.
+pool_is() { [ "$(hp "$1" "$2" nr_hugepages)" = "$3" ]; }             # NODE SIZE_KB COUNT
+driver_is() { [ "$(basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)")" = "$2" ]; }  # BDF DRIVER
+unit_has_pid() { [ "$(systemctl show -p MainPID --value "$1")" != 0 ]; }  # UNIT
+irqbalance_banned_is() { [ "$(irqbalance_banned)" = "$1" ]; }      # MASK as irqbalance prints it
 
 # Does the CPU list $1 (kernel syntax) contain CPU $2?
 in_list() {
@@ -231,7 +238,7 @@ bind_vfio() {
   echo vfio-pci > "$dev/driver_override"
   [ -n "$ORIG_DRIVER" ] && echo "$bdf" > "$dev/driver/unbind"
   echo "$bdf" > /sys/bus/pci/drivers_probe
-  wait_for 10 "$bdf is not bound to vfio-pci" test "$(basename "$(readlink "$dev/driver")")" = vfio-pci
+  wait_for 10 "$bdf is not bound to vfio-pci" driver_is "$bdf" vfio-pci
   note "$bdf: $ORIG_DRIVER -> vfio-pci, IOMMU group $(basename "$(readlink "$dev/iommu_group")")"
 }
 restore_driver() {
@@ -239,6 +246,5 @@ restore_driver() {
   echo > "$dev/driver_override"
   [ -e "$dev/driver" ] && echo "$bdf" > "$dev/driver/unbind"
   echo "$bdf" > /sys/bus/pci/drivers_probe
-  [ -z "$ORIG_DRIVER" ] || wait_for 10 "$bdf is not back on $ORIG_DRIVER" \
-    test "$(basename "$(readlink "$dev/driver" 2>/dev/null)")" = "$ORIG_DRIVER"
+  [ -z "$ORIG_DRIVER" ] || wait_for 10 "$bdf is not back on $ORIG_DRIVER" driver_is "$bdf" "$ORIG_DRIVER"
 }

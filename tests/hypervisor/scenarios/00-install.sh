@@ -39,5 +39,4 @@ note "node 1 2 MiB pool: $before before, $now while the VM runs"
 [ "$now" -ge $((before + 32)) ] || fail "libvirtd did not run kvmtune's hook after install: node 1 pool $before -> $now"
 kvmtune status | grep -q hv-install || fail "kvmtune status does not list the running VM"
 stop hv-install
-wait_for 10 "node 1's pool is not back to $before after the VM stopped" \
-  test "$(hp 1 2048 nr_hugepages)" = "$before"
+wait_for 10 "node 1's pool is not back to $before after the VM stopped" pool_is 1 2048 "$before"

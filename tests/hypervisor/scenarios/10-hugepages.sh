@@ -10,7 +10,7 @@ start hv-strict
 [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 32)) ] || fail "strict: node 1 pool $(hp 1 2048 nr_hugepages), expected $b1 + 32"
 [ "$(hp 0 2048 nr_hugepages)" = "$b0" ] || fail "strict: node 0's pool changed ($b0 -> $(hp 0 2048 nr_hugepages))"
 stop hv-strict
-wait_for 10 "strict: pools not back" test "$(hp 1 2048 nr_hugepages)" = "$b1"
+wait_for 10 "strict: pools not back" pool_is 1 2048 "$b1"
 
 # interleave: 64 MiB spread evenly, 16 pages per node.
 domain_xml hv-inter 11 huge=64 > /tmp/hv-inter.xml
@@ -29,5 +29,6 @@ start hv-cells
 [ "$(hp 0 2048 nr_hugepages)" -ge $((b0 + 16)) ] && [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 16)) ] ||
   fail "memnode cells: pools $(hp 0 2048 nr_hugepages)/$(hp 1 2048 nr_hugepages), expected $b0+16/$b1+16"
 stop hv-cells
-wait_for 10 "pools not back after the last VM" test "$(hp 0 2048 nr_hugepages) $(hp 1 2048 nr_hugepages)" = "$b0 $b1"
+wait_for 10 "node 0 pool not back after the last VM" pool_is 0 2048 "$b0"
+wait_for 10 "node 1 pool not back after the last VM" pool_is 1 2048 "$b1"
 expect_state /tmp/base "after the hugepage VMs"

@@ -29,7 +29,7 @@ check_late() {
 systemd-run --quiet --unit=hv-late sleep 600 || fail "systemd-run of a late service failed"
 check_late "a service started later" "$(systemctl show -p MainPID --value hv-late.service)"
 systemd-run --quiet --unit=hv-timer --on-active=1ms sleep 600 || fail "systemd-run of a timer failed"
-wait_for 10 "the timer's service did not start" test "$(systemctl show -p MainPID --value hv-timer.service)" != 0
+wait_for 10 "the timer's service did not start" unit_has_pid hv-timer.service
 check_late "a timer's service" "$(systemctl show -p MainPID --value hv-timer.service)"
 systemd-run --quiet --scope --unit=hv-scope sleep 600 & scope_sh=$!
 wait_for 10 "the scope did not start" systemctl is-active --quiet hv-scope.scope
