@@ -164,6 +164,34 @@ fn irqbalance_keeps_off_isolated_cpus_and_gets_its_set_back() {
     assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0")));
 }
 
+/// irqbalance applies `settings cpus` at its next round (10 s): a VM that starts before then
+/// reads kvmtune's own ban back from it, and must not take that for irqbalance's set.
+#[test]
+fn a_vm_starting_before_irqbalance_applied_the_give_back_does_not_keep_the_old_ban() {
+    let b = host();
+    b.kernel.irqs(|i| {
+        i.irqbalance = Some(set("0"));
+        i.irqbalance_waits_for_round = true;
+    });
+    b.prepare("a", &vm("a", 3, true, "vcpus")).unwrap();
+    b.started("a").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0,3")));
+    b.release("a").unwrap();
+    // No round yet: irqbalance still answers 0,3 when the next VM starts.
+    b.prepare("b", &vm("b", 1, true, "vcpus")).unwrap();
+    b.started("b").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0-1")));
+    b.release("b").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    assert_eq!(
+        b.kernel.irqs(|i| i.irqbalance.clone()),
+        Some(set("0")),
+        "irqbalance's own set, not the first VM's ban"
+    );
+}
+
 #[test]
 fn another_vm_stopping_does_not_give_back_irqs_an_isolated_vm_needs() {
     let b = host();

@@ -10,6 +10,7 @@ use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::irq::{self, IrqHold};
 use crate::log;
+use crate::state::ledger::GivenBack;
 use crate::state::{Journal, Ledger};
 
 /// Where IRQs not tied to a VM go when all their CPUs are isolated.
@@ -100,9 +101,19 @@ pub fn give_back(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
 }
 
 /// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
-fn irqbalance_change(ctx: &Context, next: &Ledger, hold: &mut IrqHold) -> Option<Change> {
+fn irqbalance_change(ctx: &Context, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
     if !ctx.policy.irqbalance {
         return None;
+    }
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if next
+        .irqbalance_given_back
+        .as_ref()
+        .is_some_and(|g| !g.pending_at(now_secs))
+    {
+        next.irqbalance_given_back = None;
     }
     let isolated = next.isolated_except("");
     let now = match ctx.irqbalance.banned() {
@@ -120,11 +131,25 @@ fn irqbalance_change(ctx: &Context, next: &Ledger, hold: &mut IrqHold) -> Option
     };
     hold.irqbalance_note = None;
     let want = match &hold.irqbalance_banned {
-        _ if isolated.is_empty() => hold.irqbalance_banned.take()?,
+        _ if isolated.is_empty() => {
+            let own = hold.irqbalance_banned.take()?;
+            next.irqbalance_given_back = Some(GivenBack {
+                banned: own.clone(),
+                at: now_secs,
+            });
+            own
+        }
         Some(original) => original.union(&isolated),
         None => {
-            hold.irqbalance_banned = Some(now.clone());
-            now.union(&isolated)
+            // Its own set: what kvmtune gave back moments ago if irqbalance may not have
+            // applied it yet (its answer would still show kvmtune's ban), else its answer.
+            let own = match next.irqbalance_given_back.take() {
+                Some(given) => given.banned,
+                None => now.clone(),
+            };
+            let want = own.union(&isolated);
+            hold.irqbalance_banned = Some(own);
+            want
         }
     };
     (want != now).then_some(Change::IrqBalance {

@@ -27,6 +27,31 @@ pub struct Ledger {
     /// it), written back when no VM's `knobs` names the file any more.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub knobs: BTreeMap<String, String>,
+    /// irqbalance's own banned CPUs as kvmtune last gave them back, kept for a while after the
+    /// last isolated VM stopped: irqbalance applies `settings cpus` only at its next round
+    /// (every 10 s by default), and until then its `setup` answer still shows kvmtune's ban,
+    /// which a VM starting meanwhile must not take for irqbalance's own set (seen on Debian 13:
+    /// the ban then outlived every VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irqbalance_given_back: Option<GivenBack>,
+}
+
+/// See `Ledger::irqbalance_given_back`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GivenBack {
+    pub banned: CpuSet,
+    /// When, in seconds since the epoch.
+    pub at: u64,
+}
+
+impl GivenBack {
+    /// Long enough for irqbalance to have applied it: several rounds of its default 10 s.
+    pub const TRUSTED_FOR_SECS: u64 = 60;
+
+    /// Whether irqbalance may not have applied it yet at `now` (seconds since the epoch).
+    pub fn pending_at(&self, now: u64) -> bool {
+        now < self.at.saturating_add(Self::TRUSTED_FOR_SECS)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,9 +28,21 @@ pub struct IrqModel {
     pub vanish_on_write: Option<u32>,
     /// irqbalance's banned CPUs; `None`: irqbalance does not run.
     pub irqbalance: Option<CpuSet>,
+    /// Like the real irqbalance: a `settings cpus` takes effect at its next round
+    /// (`irqbalance_round`), and `setup` answers the set in effect until then.
+    pub irqbalance_waits_for_round: bool,
+    /// The set told but not yet in effect.
+    pub irqbalance_told: Option<CpuSet>,
 }
 
 impl IrqModel {
+    /// One of irqbalance's rounds: what it was told is in effect from now on.
+    pub fn irqbalance_round(&mut self) {
+        if let Some(told) = self.irqbalance_told.take() {
+            self.irqbalance = Some(told);
+        }
+    }
+
     /// IRQs 10-13 of ordinary devices on every CPU, IRQ 14 managed (a per-queue NVMe vector),
     /// and the passthrough device 0000:06:00.0 with MSI-X vectors 40-41 and INTx 16.
     pub fn new(online: CpuSet) -> IrqModel {
@@ -81,6 +93,8 @@ impl IrqModel {
             irqs,
             vanish_on_write: None,
             irqbalance: None,
+            irqbalance_waits_for_round: false,
+            irqbalance_told: None,
         }
     }
 

@@ -695,7 +695,11 @@ impl IrqBalancer for FakeKernel {
         self.record("irqbalance settings cpus", &cpus.to_string());
         if let Some(i) = self.model.borrow_mut().irqs.as_mut() {
             if i.irqbalance.is_some() {
-                i.irqbalance = Some(cpus.clone());
+                if i.irqbalance_waits_for_round {
+                    i.irqbalance_told = Some(cpus.clone());
+                } else {
+                    i.irqbalance = Some(cpus.clone());
+                }
             }
         }
         Ok(())

@@ -255,6 +255,8 @@ WRAPPER
 # The hook calls libvirtd made for domain NAME, e.g. "prepare begin, start begin, started begin".
 # Known only when we started libvirtd (its hook debug log); empty otherwise.
 lt_hook_calls() {
+  # Only a libvirtd this library started writes that log (not systemd's): then nothing is known.
+  [ -f "$LT_LOG_DIR/libvirtd-debug.log" ] || return 0
   grep -sF " id=$1 op=" "$LT_LOG_DIR/libvirtd-debug.log" \
     | sed -n 's/.* op=\([^ ]*\) subop=\([^ ]*\) extra=\(.*\)$/\1 \2 \3/p' | paste -sd, | sed 's/,/, /g'
 }
