@@ -264,23 +264,22 @@ impl Effects<'_> {
         self.systemctl.set_property(unit, property, value)
     }
 
-    /// Remove a runtime drop-in systemd wrote for kvmtune, and the directories it made for it if
-    /// they are left empty; systemd is reloaded at the end of the batch (`finish`), so that the
-    /// unit no longer lists it. A drop-in already gone (a release redone after a crash) needs
-    /// only the reload.
+    /// Remove a runtime drop-in systemd wrote for kvmtune, and its unit's `UNIT.d` directory if
+    /// that is left empty (never systemd's own `system.control` or `transient`); systemd is
+    /// reloaded at the end of the batch (`finish`), so that the unit no longer lists it. A
+    /// drop-in already gone (a release redone after a crash) needs only the reload.
     fn remove_drop_in(&self, path: &str) -> Result<()> {
         if self.fs.exists(path) {
             self.fs.remove_file(path)?;
         }
-        let mut dir = path;
-        while let Some((parent, _)) = dir.rsplit_once('/') {
-            if parent == "run/systemd" || !self.fs.exists(parent) {
-                break;
+        if let Some((unit_dir, _)) = path.rsplit_once('/') {
+            if unit_dir.ends_with(".d")
+                && self.fs.exists(unit_dir)
+                && self.fs.list(unit_dir)?.is_empty()
+            {
+                // Another drop-in may appear meanwhile (systemctl from elsewhere): then it stays.
+                let _ = self.fs.remove_dir(unit_dir);
             }
-            if !self.fs.list(parent)?.is_empty() || self.fs.remove_dir(parent).is_err() {
-                break;
-            }
-            dir = parent;
         }
         self.reload_pending.set(true);
         Ok(())
