@@ -30,7 +30,29 @@ struct PolicyFile {
     sysctl: crate::knobs::policy::SysctlSection,
     balance: BalanceSection,
     emulator: EmulatorSection,
+    metrics: MetricsSection,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MetricsSection {
+    textfile_dir: String,
+    interval: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            // Where Debian's prometheus-node-exporter reads *.prom files (its
+            // --collector.textfile.directory).
+            textfile_dir: DEFAULT_TEXTFILE_DIR.into(),
+            interval: "15s".into(),
+        }
+    }
+}
+
+/// node_exporter's textfile directory as Debian's package sets it.
+pub const DEFAULT_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -163,8 +185,14 @@ pub struct Policy {
     pub move_other_irqs: bool,
     /// Tell a running irqbalance to keep off isolated CPUs.
     pub irqbalance: bool,
-    /// How often `kvmtune irq-watch` looks for new device IRQs.
+    /// How often `kvmtune watch` looks at the host (new device IRQs, drift, stray processes,
+    /// VMs gone).
     pub irq_watch_interval: Duration,
+    /// Where `kvmtune watch` writes `kvmtune.prom` for node_exporter's textfile collector,
+    /// relative to the root (`None`: nowhere).
+    pub metrics_dir: Option<String>,
+    /// How often `kvmtune watch` rewrites it (and looks at every task of the host).
+    pub metrics_interval: Duration,
     /// Memory each NUMA node keeps free of hugepages after a reservation.
     pub node_memory_floor: u64,
     pub compaction: bool,
@@ -344,6 +372,20 @@ impl Policy {
             },
             knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
             balance: BalancePolicy::from_section(f.balance)?,
+            metrics_dir: match f.metrics.textfile_dir.trim() {
+                "" => None,
+                d if d.starts_with('/') => Some(d.trim_start_matches('/').to_string()),
+                d => {
+                    return Err(format!(
+                        "metrics.textfile_dir = '{d}': expected an absolute path, or \"\" for none"
+                    ))
+                }
+            },
+            metrics_interval: bounded_duration(
+                &f.metrics.interval,
+                "metrics.interval",
+                Duration::from_secs(1),
+            )?,
             emulator_qemu: match f.emulator.qemu.trim() {
                 "auto" => None,
                 p if p.starts_with('/') => Some(p.into()),
@@ -371,7 +413,7 @@ fn cpu_policy(value: &str, key: &str) -> Result<CpuPolicy, String> {
 }
 
 /// Longest duration the policy takes: libvirt waits for the hook without a time limit, and
-/// `irq-watch` must notice a new VM; anything longer is a typo (and a huge one would overflow
+/// `watch` must notice a new VM; anything longer is a typo (and a huge one would overflow
 /// the clock arithmetic).
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 
@@ -482,6 +524,25 @@ mod tests {
         );
         let err = Policy::parse("[emulator]\nqemu = \"qemu-system-x86_64\"\n").unwrap_err();
         assert!(err.contains("emulator.qemu"), "{err}");
+    }
+
+    #[test]
+    fn metrics_dir_is_absolute_or_empty_and_is_kept_relative_to_the_root() {
+        let p = Policy::parse("").unwrap();
+        assert_eq!(
+            p.metrics_dir.as_deref(),
+            Some("var/lib/prometheus/node-exporter")
+        );
+        assert_eq!(p.metrics_interval, Duration::from_secs(15));
+        let p = Policy::parse("[metrics]\ntextfile_dir = \"\"\n").unwrap();
+        assert_eq!(p.metrics_dir, None);
+        let err = Policy::parse("[metrics]\ntextfile_dir = \"prom\"\n").unwrap_err();
+        assert!(
+            err.contains("metrics.textfile_dir") && err.contains("prom"),
+            "{err}"
+        );
+        let err = Policy::parse("[metrics]\ninterval = \"10ms\"\n").unwrap_err();
+        assert!(err.contains("metrics.interval"), "{err}");
     }
 
     #[test]

@@ -126,6 +126,14 @@ fn unmovable_fragmentation_fails_cleanly_with_one_line_and_no_change() {
     assert!(!msg.contains('\n'));
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
     assert_eq!(b.state_files(), Vec::<String>::new());
+    // Counted for the metrics, in the state directory: one failure, the compactions it tried.
+    let counters = b.state().counters();
+    assert_eq!(counters.reservation_failures, 1);
+    assert_eq!(
+        counters.compaction_retries,
+        u64::from(b.kernel.compactions())
+    );
+    assert!(counters.compaction_retries >= 1);
     // libvirt then calls release for the failed start: a no-op.
     b.release("db1").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());

@@ -28,32 +28,42 @@ pub struct Shortfall {
 /// How many compaction rounds without progress end the retries before the deadline.
 const MAX_STALLED_ROUNDS: u32 = 2;
 
-/// Grow the pool to the plan's target. `Ok(None)` when reached, `Ok(Some(shortfall))` when the
-/// kernel gave less; the caller undoes the write either way the journal says.
+/// What growing one pool came to.
+#[derive(Debug, Clone)]
+pub struct Grown {
+    /// `None` when the target was reached; the caller undoes the write either way the
+    /// journal says.
+    pub shortfall: Option<Shortfall>,
+    /// Compactions made to retry (counted for the metrics).
+    pub compactions: u32,
+}
+
+/// Grow the pool to the plan's target, compacting and retrying when the kernel gives less.
 pub fn grow(
     fs: &dyn HostFs,
     growth: &PoolGrowth,
     compaction: bool,
     deadline: Instant,
-) -> Result<Option<Shortfall>> {
+) -> Result<Grown> {
     let pool = growth.pool;
     let target = growth.before.persistent() + growth.grow;
     let value = growth.target_nr().to_string();
     fs.write(&pool.nr_path(), &value)?;
     let mut got = read_pool(fs, pool)?.persistent();
-    let mut compacted = false;
+    let mut compactions = 0;
     let mut stalled = 0;
     while got < target && compaction && Instant::now() < deadline && stalled < MAX_STALLED_ROUNDS {
         if let Err(e) = compact_node(fs, pool.node) {
             log::warn(&format!("cannot compact node {}: {e}", pool.node));
             break;
         }
-        compacted = true;
+        compactions += 1;
         fs.write(&pool.nr_path(), &value)?;
         let now = read_pool(fs, pool)?.persistent();
         stalled = if now > got { 0 } else { stalled + 1 };
         got = now;
     }
+    let compacted = compactions > 0;
     if got >= target {
         log::info(&format!(
             "{pool}: {} -> {} pages{}",
@@ -61,13 +71,19 @@ pub fn grow(
             got,
             if compacted { " after compaction" } else { "" }
         ));
-        return Ok(None);
+        return Ok(Grown {
+            shortfall: None,
+            compactions,
+        });
     }
-    Ok(Some(Shortfall {
-        growth: growth.clone(),
-        obtainable: growth.covered() + got.saturating_sub(growth.before.persistent()),
-        compacted,
-    }))
+    Ok(Grown {
+        shortfall: Some(Shortfall {
+            growth: growth.clone(),
+            obtainable: growth.covered() + got.saturating_sub(growth.before.persistent()),
+            compacted,
+        }),
+        compactions,
+    })
 }
 
 /// Put back pools that hold fewer persistent pages than kvmtune left there (an admin or a

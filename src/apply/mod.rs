@@ -56,7 +56,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
             }
         }
     }
-    let _lock = lock(ctx)?;
+    let lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     if ledger.vms.contains_key(vm) {
         // libvirt never prepares a running VM; an entry left here is from a run whose release
@@ -129,13 +129,19 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     for growth in plan.hugepages.iter().filter(|g| g.grow > 0) {
         journal.changes.extend(growth.change());
         ctx.state.save_journal(&journal)?;
-        let shortfall = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
-            Ok(None) => continue,
-            Ok(Some(shortfall)) => shortfall,
+        let grown = match hugepages::grow(ctx.fs, growth, ctx.policy.compaction, deadline) {
+            Ok(grown) => grown,
             Err(e) => {
                 undo_prepare(ctx, &journal)?;
                 return Err(e);
             }
+        };
+        count(ctx, &lock, |c| {
+            c.compaction_retries += u64::from(grown.compactions);
+            c.reservation_failures += u64::from(grown.shortfall.is_some());
+        });
+        let Some(shortfall) = grown.shortfall else {
+            continue;
         };
         undo_prepare(ctx, &journal)?;
         return Err(shortfall_error(ctx, vm, &shortfall));
@@ -205,49 +211,144 @@ pub fn started(ctx: &Context, vm: &str) -> Result<()> {
         None => {}
     }
     let mut journal = Journal::new(vm, Operation::Started);
-    // At a reconnect after a libvirtd restart, a pool someone shrank meanwhile is put back.
-    hugepages::restore_drifted(ctx, &ledger, &mut journal)?;
-    // Isolation is checked again: processes started meanwhile are swept into place and, at a
-    // reconnect after a libvirtd restart, whatever drifted (someone reset a cpuset or a mask)
-    // is put back.
-    let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
-    journal.pins = pins.clone();
-    let result = make_isolation(ctx, &mut journal, changes, &next, &known)
-        .and_then(|()| knobs::changes(ctx.fs, &mut next))
-        .and_then(|changes| knobs::make(ctx, &mut journal, changes))
-        .and_then(|()| irq::place(ctx, &mut next, &mut journal));
-    if let Err(e) = result {
-        undo_prepare(ctx, &journal)?;
-        isolation::restore_pins(ctx, &pins);
-        return Err(e);
-    }
-    isolation::restore_pins(ctx, &pins);
+    // At a reconnect after a libvirtd restart, whatever drifted is put back: a pool someone
+    // shrank, processes started meanwhile, a reset cpuset, mask, knob or IRQ.
+    reassert_into(ctx, &ledger, &mut next, &mut journal, Scope::ALL)?;
     if next == ledger && journal.changes.is_empty() {
         return ctx.state.remove_journal(&journal.vm);
     }
     commit(ctx, journal, &next)
 }
 
-/// The `irq-watch` daemon's pass: pin device IRQs that appeared (or were reset) since the last
-/// look. Cheap when nothing changed: no lock, no write.
+/// Which parts of what kvmtune holds a reassertion looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub hugepages: bool,
+    pub isolation: bool,
+    pub knobs: bool,
+    pub irqs: bool,
+}
+
+impl Scope {
+    pub const ALL: Scope = Scope {
+        hugepages: true,
+        isolation: true,
+        knobs: true,
+        irqs: true,
+    };
+    pub const IRQS: Scope = Scope {
+        hugepages: false,
+        isolation: false,
+        knobs: false,
+        irqs: true,
+    };
+}
+
+/// The changes one reassertion made, by part: the watcher says each part in one line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reasserted {
+    pub hugepages: Vec<Change>,
+    /// Processes swept, cgroups, units, kernel threads, workqueue masks, governors.
+    pub isolation: Vec<Change>,
+    pub knobs: Vec<Change>,
+    /// IRQ affinities and irqbalance.
+    pub irqs: Vec<Change>,
+}
+
+/// The journal of the watcher's own operations. No domain name holds a `/`: this journal can
+/// never be a VM's. (Older releases' `irq-watch` used `/irq-watch`; any journal left by it is
+/// finished like every other.)
+pub const WATCH_JOURNAL: &str = "/watch";
+
+/// Put back, under the lock, what the ledger says kvmtune holds wherever the host drifted from
+/// it, through the same journaled path as `reconnect` (for the watcher). The changes are
+/// committed before it returns.
+pub fn reassert(ctx: &Context, _lock: &StateLock, scope: Scope) -> Result<Reasserted> {
+    let ledger = ctx.state.load_ledger()?;
+    let mut next = ledger.clone();
+    let mut journal = Journal::new(WATCH_JOURNAL, Operation::Started);
+    let done = reassert_into(ctx, &ledger, &mut next, &mut journal, scope)?;
+    if next == ledger && journal.changes.is_empty() {
+        ctx.state.remove_journal(&journal.vm)?;
+    } else {
+        commit(ctx, journal, &next)?;
+    }
+    Ok(done)
+}
+
+/// The parts of `started` that bring the host back in line with `next`, journaling each
+/// change first; on a failure everything this call made is undone.
+fn reassert_into(
+    ctx: &Context,
+    ledger: &Ledger,
+    next: &mut Ledger,
+    journal: &mut Journal,
+    scope: Scope,
+) -> Result<Reasserted> {
+    let mut done = Reasserted::default();
+    let mut mark = journal.changes.len();
+    let mut since = |journal: &Journal, part: &mut Vec<Change>| {
+        part.extend(journal.changes[mark..].iter().cloned());
+        mark = journal.changes.len();
+    };
+    if scope.hugepages {
+        hugepages::restore_drifted(ctx, ledger, journal)?;
+        since(journal, &mut done.hugepages);
+    }
+    let mut pins = Vec::new();
+    let result = (|| {
+        if scope.isolation {
+            // Processes started meanwhile are swept into place, and a cpuset, unit or mask
+            // someone reset is put back.
+            let (changes, noted, known) = isolation::changes_and_pins(ctx, ledger, next)?;
+            journal.pins = noted.clone();
+            pins = noted;
+            make_isolation(ctx, journal, changes, next, &known)?;
+            since(journal, &mut done.isolation);
+        }
+        if scope.knobs {
+            let changes = knobs::changes(ctx.fs, next)?;
+            knobs::make(ctx, journal, changes)?;
+            since(journal, &mut done.knobs);
+        }
+        if scope.irqs {
+            irq::place(ctx, next, journal)?;
+            since(journal, &mut done.irqs);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        undo_prepare(ctx, journal)?;
+        isolation::restore_pins(ctx, &pins);
+        return Err(e);
+    }
+    isolation::restore_pins(ctx, &pins);
+    Ok(done)
+}
+
+/// The `irq-watch` pass: pin device IRQs that appeared (or were reset) since the last look.
+/// Cheap when nothing changed: no lock, no write.
 pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
     if let Ok(ledger) = ctx.state.load_ledger() {
         if !irq::needs_refresh(ctx, &ledger) {
             return Ok(0);
         }
     }
-    let _lock = lock(ctx)?;
-    let ledger = ctx.state.load_ledger()?;
-    let mut next = ledger.clone();
-    // No domain name holds a `/`: this journal can never be a VM's.
-    let mut journal = Journal::new("/irq-watch", Operation::Started);
-    if let Err(e) = irq::place(ctx, &mut next, &mut journal) {
-        undo_prepare(ctx, &journal)?;
-        return Err(e);
+    locked(ctx, |lock| reassert(ctx, lock, Scope::IRQS)).map(|done| done.irqs.len())
+}
+
+/// Run `f` under the host lock, once interrupted work is finished (for the watcher, which
+/// decides without the lock whether anything needs changing, and takes it only then).
+pub fn locked<T>(ctx: &Context, f: impl FnOnce(&StateLock) -> Result<T>) -> Result<T> {
+    let lock = lock(ctx)?;
+    f(&lock)
+}
+
+/// Add to the counters; a failure to write them is logged, never fatal (they are statistics).
+fn count(ctx: &Context, lock: &StateLock, change: impl FnOnce(&mut crate::state::Counters)) {
+    if let Err(e) = ctx.state.count(lock, change) {
+        log::warn(&format!("cannot update the counters: {e}"));
     }
-    let made = journal.changes.len();
-    commit(ctx, journal, &next)?;
-    Ok(made)
 }
 
 /// `release`: give back what the VM held. A VM kvmtune holds nothing for is a no-op (a failed
@@ -266,13 +367,21 @@ pub enum Recover<'a> {
     /// Every VM whose QEMU no longer runs.
     AllStopped,
     One(&'a str),
+    /// Those of these VMs that the ledger still says run and whose QEMU no longer runs (the
+    /// watcher saw them go without the lock: under it, a VM started again since is kept).
+    Gone(&'a [String]),
 }
 
 /// Finish or undo interrupted operations, then release VMs that no longer run. Idempotent.
 /// Returns the names released.
 pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
-    let _lock = lock(ctx)?;
+    locked(ctx, |lock| recover_locked(ctx, lock, which))
+}
+
+/// `recover`, with the lock already taken.
+pub fn recover_locked(ctx: &Context, _lock: &StateLock, which: Recover) -> Result<Vec<String>> {
     let mut ledger = ctx.state.load_ledger()?;
+    let gone = |name: &str| !crate::host::process::qemu_running(ctx.fs, name);
     let names: Vec<String> = match which {
         Recover::One(vm) => ledger
             .vms
@@ -280,11 +389,14 @@ pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
             .filter(|n| n.as_str() == vm)
             .cloned()
             .collect(),
-        Recover::AllStopped => ledger
+        Recover::AllStopped => ledger.vms.keys().filter(|n| gone(n)).cloned().collect(),
+        Recover::Gone(names) => ledger
             .vms
-            .keys()
-            .filter(|n| !crate::host::process::qemu_running(ctx.fs, n))
-            .cloned()
+            .iter()
+            .filter(|(n, hold)| {
+                hold.phase == Phase::Running && names.contains(n) && gone(n.as_str())
+            })
+            .map(|(n, _)| n.clone())
             .collect(),
     };
     for vm in &names {

@@ -1,8 +1,10 @@
-//! `/run/kvmtune`: the host-wide lock, the per-VM journals and the ledger.
+//! `/run/kvmtune`: the host-wide lock, the per-VM journals and the ledger; beside them, the
+//! counters and the watcher's last look (`stats`).
 
 pub mod atomic;
 pub mod journal;
 pub mod ledger;
+pub mod stats;
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -15,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::log;
 pub use journal::{Journal, Operation};
 pub use ledger::{Ledger, Phase, PoolHold, VmHold};
+pub use stats::{Counters, WatchMark};
 
 const LEDGER: &str = "ledger.json";
 const LOCK: &str = "lock";

@@ -88,14 +88,15 @@ impl Bench {
         self.state().load_ledger().unwrap()
     }
 
-    /// Files left in the state directory other than the lock.
+    /// Files left in the state directory other than the lock and the statistics (counters,
+    /// the watcher's last look), which are no state to finish or undo.
     pub fn state_files(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(state_path(self)) else {
             return Vec::new();
         };
         let mut names: Vec<String> = entries
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "lock")
+            .filter(|n| !["lock", "counters.json", "watch.json"].contains(&n.as_str()))
             .collect();
         names.sort();
         names
