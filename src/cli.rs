@@ -81,13 +81,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what each VM holds, every hugepage pool, and which CPUs are isolated.
+    /// Show what each VM holds, every hugepage pool, which CPUs are isolated, and whether every
+    /// promise kvmtune made holds (first line). Exits 0 when all are kept, 1 when one is not.
     Status {
-        #[arg(long)]
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// text (default), json, or prometheus (the metrics `kvmtune watch` writes for
+        /// node_exporter's textfile collector).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<StatusFormat>,
     },
-    /// Keep running VMs' device IRQs pinned: VFIO vectors appear when the guest driver enables
-    /// MSI-X and come back with new numbers after a guest reboot.
+    /// A daemon that keeps every promise kvmtune made for running VMs: pins device IRQs that
+    /// appear late (VFIO vectors come when the guest enables MSI-X), sweeps host processes born
+    /// on isolated CPUs, puts back what someone reset (an IRQ, a cgroup, a pool, a knob),
+    /// releases VMs whose QEMU died while libvirtd was down, and writes kvmtune.prom for
+    /// node_exporter. Takes the lock only to change something; each repair is one syslog line.
+    Watch {
+        /// Look once (and write the metrics), then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// The old name of `watch`, kept for one release: pins device IRQs only, as before.
+    #[command(hide = true)]
     IrqWatch {
         /// Look once and exit.
         #[arg(long)]
@@ -148,6 +164,14 @@ pub enum Command {
         /// Release this VM's holdings, running or not.
         name: Option<String>,
     },
+}
+
+/// How `kvmtune status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    Prometheus,
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +235,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         );
     }
     match run_command(&cli) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("kvmtune: {e}");
             e.exit_code()
@@ -345,7 +369,37 @@ impl Roots {
     }
 }
 
-fn run_command(cli: &Cli) -> Result<()> {
+/// Run a command; its exit status (0, or 1 for a status whose promises are not all kept).
+fn run_command(cli: &Cli) -> Result<i32> {
+    let roots = &cli.roots;
+    if let Command::Status { json, format } = &cli.command {
+        let format = match (json, format) {
+            (true, _) => StatusFormat::Json,
+            (false, f) => f.unwrap_or(StatusFormat::Text),
+        };
+        return status(roots, format);
+    }
+    run_other(cli).map(|()| 0)
+}
+
+/// `kvmtune status`: the verdict decides the exit status, whatever the format.
+fn status(roots: &Roots, format: StatusFormat) -> Result<i32> {
+    let policy = Policy::load(&roots.config)?;
+    let fs = RootFs::new(&roots.root);
+    let state = StateDir::peek(&roots.state_dir)?;
+    let status = status::gather(&fs, state.as_ref(), &policy)?;
+    match format {
+        StatusFormat::Text => print!("{}", status::render(&status)),
+        StatusFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("status serializes")
+        ),
+        StatusFormat::Prometheus => print!("{}", crate::metrics::render(&status)),
+    }
+    Ok(status.verdict.exit_code())
+}
+
+fn run_other(cli: &Cli) -> Result<()> {
     let roots = &cli.roots;
     match &cli.command {
         Command::Hook { .. } => unreachable!("hook is parsed by position before clap"),
@@ -373,39 +427,9 @@ fn run_command(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Status { json } => {
-            let policy = Policy::load(&roots.config)?;
-            let fs = RootFs::new(&roots.root);
-            let state = StateDir::peek(&roots.state_dir)?;
-            let status = status::gather(&fs, state.as_ref(), &policy)?;
-            if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).expect("status serializes")
-                );
-            } else {
-                print!("{}", status::render(&status));
-            }
-            Ok(())
-        }
-        Command::IrqWatch { once } => {
-            require_root("irq-watch")?;
-            let owner = roots.context()?;
-            let ctx = owner.context();
-            loop {
-                match apply::refresh_irqs(&ctx) {
-                    Ok(0) => {}
-                    Ok(n) => log::info(&format!("irq-watch: {n} IRQ affinity change(s)")),
-                    // A daemon keeps going: the next pass may succeed (a VM stopped meanwhile).
-                    Err(e) if !once => log::warn(&format!("irq-watch: {e}")),
-                    Err(e) => return Err(e),
-                }
-                if *once {
-                    return Ok(());
-                }
-                std::thread::sleep(owner.policy.irq_watch_interval);
-            }
-        }
+        Command::Status { .. } => unreachable!("status is handled in run_command"),
+        Command::Watch { once } => watch(roots, crate::watch::Watcher::new(), *once),
+        Command::IrqWatch { once } => watch(roots, crate::watch::Watcher::irqs_only(), *once),
         Command::Balance {
             once,
             dry_run,
@@ -470,6 +494,12 @@ fn run_command(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn watch(roots: &Roots, watcher: crate::watch::Watcher, once: bool) -> Result<()> {
+    require_root("watch")?;
+    let mut owner = roots.context()?;
+    crate::watch::run(&mut owner, &roots.config, watcher, once)
 }
 
 fn require_root(what: &str) -> Result<()> {

@@ -1,4 +1,4 @@
-//! Placing IRQs for the running VMs (at `started`, by `irq-watch`) and giving them back (at
+//! Placing IRQs for the running VMs (at `started`, by the watcher) and giving them back (at
 //! `release`). Managed IRQs refuse to move (EIO; EPERM since 6.12): skipped, logged once, and
 //! remembered for `status`.
 
@@ -14,7 +14,7 @@ use crate::state::ledger::GivenBack;
 use crate::state::{Journal, Ledger};
 
 /// Where IRQs not tied to a VM go when all their CPUs are isolated.
-fn housekeeping(ctx: &Context, next: &Ledger) -> CpuSet {
+pub fn housekeeping(ctx: &Context, next: &Ledger) -> CpuSet {
     let online = crate::host::topology::parse_list(ctx.fs, "sys/devices/system/cpu/online")
         .unwrap_or_default();
     online.difference(&next.isolated_except(""))

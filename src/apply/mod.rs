@@ -237,10 +237,14 @@ impl Scope {
         irqs: true,
     };
     pub const IRQS: Scope = Scope {
+        irqs: true,
+        ..Scope::NONE
+    };
+    pub const NONE: Scope = Scope {
         hugepages: false,
         isolation: false,
         knobs: false,
-        irqs: true,
+        irqs: false,
     };
 }
 

@@ -5,9 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use nix::sys::signal::{SigSet, Signal};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::config::BalancePolicy;
 use super::rule::{self, Bounds, Decision, HostLevel, HostMem, LastChange, VmState};
@@ -17,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::host::HostFs;
 use crate::log;
 use crate::size::human;
+use crate::stop::StopSignals;
 
 /// What one pass found or did, for the log (see `report`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,47 +365,6 @@ fn report_line(line: &str, out: Output) {
     log::info(line);
     if out.print_all || !log::has_syslog() {
         println!("{line}");
-    }
-}
-
-/// SIGTERM and SIGINT, blocked so that they wait for `sigtimedwait` between passes instead of
-/// killing the process in the middle of one. (Children get a clean mask: std resets it.)
-struct StopSignals(SigSet);
-
-impl StopSignals {
-    fn block() -> Result<StopSignals> {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGINT);
-        set.thread_block()
-            .map_err(|e| Error::State(format!("cannot block SIGTERM and SIGINT: {e}")))?;
-        Ok(StopSignals(set))
-    }
-
-    /// Sleep up to `timeout`; the signal that ended the sleep early, if any.
-    fn wait(&self, timeout: Duration) -> Result<Option<Signal>> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            let ts = libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: left.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: the set is a valid sigset_t, the info pointer may be null, `ts` lives
-            // across the call.
-            let n = unsafe { libc::sigtimedwait(self.0.as_ref(), std::ptr::null_mut(), &ts) };
-            if n > 0 {
-                return Ok(Signal::try_from(n).ok());
-            }
-            match nix::errno::Errno::last() {
-                nix::errno::Errno::EAGAIN => return Ok(None),
-                nix::errno::Errno::EINTR => continue,
-                e => return Err(Error::State(format!("sigtimedwait: {e}"))),
-            }
-        }
     }
 }
 

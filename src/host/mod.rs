@@ -5,6 +5,7 @@ pub mod fs;
 pub mod hugepages;
 pub mod knobs;
 pub mod process;
+pub mod schedstat;
 pub mod tasks;
 pub mod topology;
 

@@ -1,4 +1,4 @@
-//! Finding a VM's QEMU process in /proc (for `recover`: is a VM still running?).
+//! Finding a VM's QEMU process in /proc (for `recover` and the watcher: is a VM still running?).
 
 use super::fs::HostFs;
 
@@ -21,6 +21,13 @@ pub fn processes_naming(fs: &dyn HostFs, vm: &str) -> Vec<u32> {
                 .is_ok_and(|cmdline| names_vm(&cmdline, vm))
         })
         .collect()
+}
+
+/// Whether process `pid` still runs with a command line naming the VM (one read: the watcher
+/// checks the QEMU it found last time instead of every process of the host).
+pub fn names_vm_at(fs: &dyn HostFs, pid: u32, vm: &str) -> bool {
+    fs.read(&format!("proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| names_vm(&cmdline, vm))
 }
 
 fn names_vm(cmdline: &str, vm: &str) -> bool {

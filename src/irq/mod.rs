@@ -4,7 +4,7 @@
 //!
 //! The wanted state is computed from the ledger (running VMs, their devices and targets, the
 //! isolated CPUs) and compared with the kernel's: the same code serves `started`, `release`
-//! and the `irq-watch` daemon that pins VFIO vectors appearing after the guest enables MSI-X.
+//! and the `watch` daemon that pins VFIO vectors appearing after the guest enables MSI-X.
 
 pub mod irqbalance;
 
@@ -246,16 +246,30 @@ fn same_value(path: &str, a: &str, b: &str) -> bool {
 }
 
 /// Whether the kernel's IRQ affinities differ from what the ledger wants (read-only: the
-/// `irq-watch` daemon asks this every interval and takes the lock only when it is true).
+/// watcher asks this every interval and takes the lock only when it is true).
 pub fn differs(fs: &dyn HostFs, ledger: &Ledger, move_others: bool, housekeeping: &CpuSet) -> bool {
+    !differing(fs, ledger, move_others, housekeeping).is_empty()
+}
+
+/// The affinity files whose value differs from what the ledger wants: `(path, now, wanted)`.
+pub fn differing(
+    fs: &dyn HostFs,
+    ledger: &Ledger,
+    move_others: bool,
+    housekeeping: &CpuSet,
+) -> Vec<(String, String, String)> {
     let wanted = wanted(fs, ledger, move_others, housekeeping);
-    wanted.files.iter().any(|(path, want)| {
+    let mut out = Vec::new();
+    for (path, want) in &wanted.files {
         let now = match wanted.read.get(path) {
             Some(v) => Some(v.clone()),
-            None => fs.read(path).ok(),
+            None => fs.read(path).ok().map(|v| v.trim().to_string()),
         };
-        now.is_some_and(|now| !same_value(path, &now, want))
-    })
+        if let Some(now) = now.filter(|now| !same_value(path, now, want)) {
+            out.push((path.clone(), now, want.clone()));
+        }
+    }
+    out
 }
 
 /// The IRQ number of an affinity file path, if it is one.

@@ -17,6 +17,7 @@
 //! The first value kvmtune found for everything it changed is kept in the ledger
 //! (`IsolationHold::baseline`) and written back when the last isolated VM stops.
 
+pub mod drift;
 pub mod systemd;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,7 @@ pub const V1_HOUSEKEEPING: &str = "kvmtune";
 pub const V2_HOUSEKEEPING: &str = "kvmtune.housekeeping";
 /// cgroups that belong to libvirt's VMs (v2 top level; v1 `machine`).
 const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
-const WORKQUEUE_MASKS: [&str; 2] = [
+pub(crate) const WORKQUEUE_MASKS: [&str; 2] = [
     "sys/devices/virtual/workqueue/cpumask",
     "sys/bus/workqueue/devices/writeback/cpumask",
 ];

@@ -1,20 +1,32 @@
 //! `kvmtune status`: per VM what it holds, per node the hugepage pools, the CPU sets the policy
-//! defines. Read-only and lock-free (state files are replaced atomically).
+//! defines, and whether every promise kvmtune made still holds (`verdict`). Read-only and
+//! lock-free (state files are replaced atomically). The metrics (`crate::metrics`) are this
+//! same data in Prometheus' text format.
+//!
+//! - `render`: the text for people;
+//! - `verdict`: which promises do not hold now.
+
+mod render;
+pub mod verdict;
 
 use serde::Serialize;
+
+pub use render::render;
+pub use verdict::{Broken, Promise, Verdict};
 
 use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::host::tasks::list_tasks;
-use crate::host::{Host, HostFs, PoolKey};
+use crate::host::{Host, HostFs};
 use crate::isolation::Method;
 use crate::plan::bounds;
 use crate::policy::Policy;
-use crate::size::page_size_name;
-use crate::state::{Ledger, Phase, PoolHold, StateDir};
+use crate::state::{Counters, Ledger, Phase, PoolHold, StateDir, VmHold, WatchMark};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// Whether every promise kvmtune made holds now; what does not.
+    pub verdict: Verdict,
     pub vms: Vec<VmStatus>,
     pub pools: Vec<PoolStatus>,
     pub housekeeping_cpus: CpuSet,
@@ -27,6 +39,10 @@ pub struct Status {
     pub knobs: crate::knobs::status::KnobsStatus,
     /// VMs with an operation that was interrupted and not yet finished or undone.
     pub interrupted: Vec<String>,
+    /// Events counted since boot: repairs of the watcher, reservation failures, compactions.
+    pub counters: Counters,
+    /// When `kvmtune watch` last looked; `None` when no watcher ran since boot.
+    pub watch: Option<WatchMark>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +56,14 @@ pub struct VmStatus {
     pub pid: Option<u32>,
     /// Host knobs held for it: file → value.
     pub knobs: std::collections::BTreeMap<String, String>,
+    /// The processes whose command line names the VM (its QEMU; with `kvmtune run`, the
+    /// wrapper too). Empty: none runs.
+    pub qemu_pids: Vec<u32>,
+    /// Its passthrough devices' IRQs that kvmtune pins while it runs.
+    pub pinned_irqs: usize,
+    /// How long its vCPU threads waited for a host CPU since QEMU started, in seconds (the
+    /// sum of their schedstat run_delay); `None` without a QEMU whose vCPUs can be read.
+    pub vcpu_wait_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +77,11 @@ pub struct IsolationStatus {
     pub unconfined: Vec<TaskStatus>,
     /// Per-CPU kernel threads on isolated CPUs: the kernel binds them, nothing can move them.
     pub per_cpu_kernel_threads: usize,
+    /// IRQs allowed on isolated CPUs that are no VM's device IRQ and that the kernel would
+    /// move (kvmtune moves them at `started`, the watcher whenever they come back).
+    pub irqs_on_isolated: Vec<u32>,
+    /// IRQs allowed on isolated CPUs that the kernel refused to move (managed or fixed).
+    pub refused_irqs_on_isolated: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,14 +122,30 @@ pub struct PoolStatus {
     pub baseline: Option<u64>,
 }
 
+/// The status of this host, finding each VM's QEMU by its command line.
 pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Result<Status> {
+    gather_with(fs, state, policy, &mut |name, _| {
+        crate::host::process::processes_naming(fs, name)
+    })
+}
+
+/// The status, with `qemu` telling the processes of a VM (the watcher knows them from its last
+/// look, and need not read the command line of every process of the host).
+pub fn gather_with(
+    fs: &dyn HostFs,
+    state: Option<&StateDir>,
+    policy: &Policy,
+    qemu: &mut dyn FnMut(&str, &VmHold) -> Vec<u32>,
+) -> Result<Status> {
     let host = Host::read(fs)?;
-    let (ledger, interrupted) = match state {
+    let (ledger, interrupted, counters, watch) = match state {
         Some(s) => (
             s.load_ledger()?,
             s.journals()?.into_iter().map(|j| j.vm).collect(),
+            s.counters(),
+            s.watch_mark(),
         ),
-        None => (Ledger::default(), Vec::new()),
+        None => (Ledger::default(), Vec::new(), Counters::default(), None),
     };
     let pools = host
         .pools
@@ -115,11 +160,16 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
             baseline: ledger.baseline(*key),
         })
         .collect();
-    Ok(Status {
-        vms: ledger
-            .vms
-            .iter()
-            .map(|(name, hold)| VmStatus {
+    let irqs = ledger
+        .irq
+        .as_ref()
+        .map(|hold| irq_status(fs, &ledger, hold));
+    let vms = ledger
+        .vms
+        .iter()
+        .map(|(name, hold)| {
+            let qemu_pids = qemu(name, hold);
+            VmStatus {
                 name: name.clone(),
                 phase: hold.phase,
                 hugepages: hold.hugepages.clone(),
@@ -130,27 +180,67 @@ pub fn gather(fs: &dyn HostFs, state: Option<&StateDir>, policy: &Policy) -> Res
                     .iter()
                     .map(|(path, value)| (crate::host::knobs::shown(path), value.clone()))
                     .collect(),
-            })
-            .collect(),
+                pinned_irqs: irqs
+                    .as_ref()
+                    .map_or(0, |i| i.pinned.iter().filter(|p| p.vm == *name).count()),
+                vcpu_wait_seconds: crate::host::schedstat::vcpu_wait_ns(fs, &qemu_pids)
+                    .map(|ns| ns as f64 / 1e9),
+                qemu_pids,
+            }
+        })
+        .collect();
+    let isolation = ledger.isolation.as_ref().map(|hold| {
+        let mut iso = isolation_status(
+            fs,
+            hold.method,
+            &ledger.isolated_except(""),
+            &hold.housekeeping,
+            &ledger.isolated_vm_pids(),
+        );
+        irqs_on_isolated(fs, &mut iso, irqs.as_ref());
+        iso
+    });
+    let mut status = Status {
+        verdict: Verdict::default(),
+        vms,
         pools,
         housekeeping_cpus: bounds::housekeeping(policy, &host.topology),
         isolatable_cpus: bounds::isolatable(policy, &host.topology),
-        isolation: ledger.isolation.as_ref().map(|hold| {
-            isolation_status(
-                fs,
-                hold.method,
-                &ledger.isolated_except(""),
-                &hold.housekeeping,
-                &ledger.isolated_vm_pids(),
-            )
-        }),
-        irqs: ledger
-            .irq
-            .as_ref()
-            .map(|hold| irq_status(fs, &ledger, hold)),
+        isolation,
+        irqs,
         knobs: crate::knobs::status::gather(fs, &ledger)?,
         interrupted,
-    })
+        counters,
+        watch,
+    };
+    status.verdict = verdict::judge(fs, &ledger, policy, &host, &status);
+    Ok(status)
+}
+
+/// Which IRQs may still fire on isolated CPUs, the VMs' own device IRQs aside.
+fn irqs_on_isolated(fs: &dyn HostFs, iso: &mut IsolationStatus, irqs: Option<&IrqStatus>) {
+    let devices: Vec<u32> = irqs.map_or(Vec::new(), |i| i.pinned.iter().map(|p| p.irq).collect());
+    let refused: Vec<u32> = irqs.map_or(Vec::new(), |i| i.refused.clone());
+    for irq in crate::irq::all_irqs(fs) {
+        if devices.contains(&irq) {
+            continue;
+        }
+        let Some(cpus) = fs
+            .read(&crate::irq::affinity_path(irq))
+            .ok()
+            .and_then(|v| CpuSet::parse(&v).ok())
+        else {
+            continue;
+        };
+        if cpus.intersection(&iso.isolated).is_empty() {
+            continue;
+        }
+        if refused.contains(&irq) {
+            iso.refused_irqs_on_isolated.push(irq);
+        } else {
+            iso.irqs_on_isolated.push(irq);
+        }
+    }
 }
 
 fn irq_status(fs: &dyn HostFs, ledger: &Ledger, hold: &crate::irq::IrqHold) -> IrqStatus {
@@ -226,124 +316,14 @@ fn isolation_status(
         housekeeping: housekeeping.clone(),
         unconfined,
         per_cpu_kernel_threads,
+        irqs_on_isolated: Vec::new(),
+        refused_irqs_on_isolated: Vec::new(),
     }
 }
 
-pub fn render(status: &Status) -> String {
-    let mut out = String::new();
-    out.push_str("Hugepage pools:\n");
-    for p in &status.pools {
-        let key = PoolKey {
-            node: p.node,
-            page_kib: p.page_kib,
-        };
-        out.push_str(&format!(
-            "  node {} {:>7}: {} total, {} free, {} surplus, {} added by kvmtune{}\n",
-            key.node,
-            page_size_name(key.page_kib),
-            p.total,
-            p.free,
-            p.surplus,
-            p.added_by_kvmtune,
-            p.baseline
-                .map(|b| format!(" (was {b})"))
-                .unwrap_or_default()
-        ));
+impl TaskStatus {
+    /// A virtualization daemon, kept unconfined on purpose on cgroupfs hosts.
+    pub fn is_daemon(&self) -> bool {
+        crate::apply::effects::UNCONFINED_DAEMONS.contains(&self.comm.as_str())
     }
-    out.push_str("VMs:\n");
-    if status.vms.is_empty() {
-        out.push_str("  none\n");
-    }
-    for vm in &status.vms {
-        let phase = match vm.phase {
-            Phase::Prepared => "prepared",
-            Phase::Running => "running",
-        };
-        let qemu = vm
-            .pid
-            .map(|pid| format!(", QEMU pid {pid} under kvmtune run"))
-            .unwrap_or_default();
-        out.push_str(&format!("  {:?} ({phase}{qemu})\n", vm.name));
-        if !vm.isolate.is_empty() {
-            out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
-        }
-        for (path, value) in &vm.knobs {
-            out.push_str(&format!("    holds {path} = {value}\n"));
-        }
-        for h in &vm.hugepages {
-            out.push_str(&format!(
-                "    node {} {}: {} pages, {} added for it\n",
-                h.pool.node,
-                page_size_name(h.pool.page_kib),
-                h.pages,
-                h.added
-            ));
-        }
-    }
-    out.push_str(&format!(
-        "CPUs: housekeeping {}, isolatable {}\n",
-        status.housekeeping_cpus, status.isolatable_cpus
-    ));
-    match &status.isolation {
-        None => out.push_str("Isolation: none\n"),
-        Some(iso) => {
-            out.push_str(&format!(
-                "Isolation ({}): CPUs {} isolated, host tasks on {}\n",
-                iso.method, iso.isolated, iso.housekeeping
-            ));
-            out.push_str(&format!(
-                "  per-CPU kernel threads on isolated CPUs (cannot move): {}\n",
-                iso.per_cpu_kernel_threads
-            ));
-            if iso.unconfined.is_empty() {
-                out.push_str("  every other host task is confined\n");
-            }
-            for t in &iso.unconfined {
-                let why = if crate::apply::effects::UNCONFINED_DAEMONS.contains(&t.comm.as_str()) {
-                    " (virtualization daemon, kept unconfined)"
-                } else {
-                    ""
-                };
-                out.push_str(&format!(
-                    "  still allowed: pid {} {:?} on CPUs {}{why}\n",
-                    t.pid, t.comm, t.allowed
-                ));
-            }
-        }
-    }
-    if let Some(irqs) = &status.irqs {
-        out.push_str(&format!(
-            "IRQs: {} other IRQ(s) (and default_smp_affinity) moved off isolated CPUs\n",
-            irqs.moved
-        ));
-        for p in &irqs.pinned {
-            out.push_str(&format!(
-                "  IRQ {} of VM {:?} pinned to CPUs {}\n",
-                p.irq, p.vm, p.cpus
-            ));
-        }
-        if !irqs.refused.is_empty() {
-            let list: Vec<String> = irqs.refused.iter().map(u32::to_string).collect();
-            out.push_str(&format!(
-                "  refused by the kernel (managed or fixed IRQs, left where it put them): {}\n",
-                list.join(" ")
-            ));
-        }
-        if let Some(note) = &irqs.irqbalance {
-            out.push_str(&format!("  irqbalance: {note}\n"));
-        }
-    }
-    out.push_str(&crate::knobs::status::render(&status.knobs));
-    if !status.interrupted.is_empty() {
-        out.push_str(&format!(
-            "Interrupted operations (run `kvmtune recover`): {}\n",
-            status
-                .interrupted
-                .iter()
-                .map(|n| format!("{n:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    out
 }

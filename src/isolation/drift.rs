@@ -1,0 +1,171 @@
+//! Whether isolation still holds, read-only and cheap enough to ask every watch interval:
+//! - what kvmtune set (the hold's baseline: its cgroup and that cgroup's CPUs, the cpuset
+//!   controller, the CPUs of top-level cgroups and systemd units, the workqueue masks, the
+//!   governors) still reads as set, and
+//! - which host processes sit in the root cgroup that confinement emptied: on cgroupfs hosts a
+//!   process started later by something outside a cgroup (a daemon's child, a login on the
+//!   console) is born there, on the isolated CPUs.
+//!
+//! Kernel threads are not looked at here: new ones inherit kthreadd's mask, which kvmtune
+//! confined, and reading every task costs what a hook call does. The watcher's slower full look
+//! (the one that writes the metrics) catches any that were moved back.
+
+use std::collections::HashSet;
+
+use super::{IsolationHold, Method, V1_HOUSEKEEPING, V2_HOUSEKEEPING, WORKQUEUE_MASKS};
+use crate::apply::effects::UNCONFINED_DAEMONS;
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::host::cgroup::CgroupMounts;
+use crate::host::tasks::{read_stat, PF_KTHREAD};
+use crate::host::HostFs;
+
+/// What differs from what kvmtune set, one line each (empty: everything holds).
+pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> Vec<String> {
+    let mut out = Vec::new();
+    let cpus_differ = |path: &str, out: &mut Vec<String>| match fs.read(path) {
+        Ok(text) if CpuSet::parse(&text).as_ref() == Ok(&hold.housekeeping) => {}
+        Ok(text) => out.push(format!(
+            "/{path} holds '{}', kvmtune set {}",
+            text.trim(),
+            hold.housekeeping
+        )),
+        Err(e) => out.push(e.to_string()),
+    };
+    for change in &hold.baseline {
+        match change {
+            Change::CreateCgroup { path, settings, .. } => {
+                if !fs.exists(path) {
+                    out.push(format!("kvmtune's cgroup /{path} is gone"));
+                    continue;
+                }
+                for (name, _) in settings.iter().filter(|(n, _)| is_cpus_file(n)) {
+                    cpus_differ(&format!("{path}/{name}"), &mut out);
+                }
+            }
+            Change::File { path, after, .. } => {
+                if WORKQUEUE_MASKS.contains(&path.as_str()) {
+                    match fs.read(path).map(|m| CpuSet::parse_mask(&m)) {
+                        Ok(Ok(mask)) if mask == hold.housekeeping => {}
+                        Ok(_) => out.push(format!(
+                            "/{path} is not the housekeeping CPUs {}",
+                            hold.housekeeping
+                        )),
+                        Err(e) => out.push(e.to_string()),
+                    }
+                } else if path.ends_with("/cpufreq/scaling_governor") {
+                    match fs.read(path) {
+                        Ok(now) if now.trim() == after.trim() => {}
+                        Ok(now) => {
+                            out.push(format!("/{path} is '{}', kvmtune set {after}", now.trim()))
+                        }
+                        Err(e) => out.push(e.to_string()),
+                    }
+                } else if path.rsplit('/').next().is_some_and(is_cpus_file) {
+                    cpus_differ(path, &mut out);
+                }
+            }
+            Change::Controller {
+                cgroup,
+                controller,
+                enable: true,
+            } => {
+                let path = format!("{cgroup}/cgroup.subtree_control");
+                let on = fs
+                    .read(&path)
+                    .is_ok_and(|t| t.split_whitespace().any(|c| c == controller));
+                if !on {
+                    out.push(format!("/{path} no longer enables {controller}"));
+                }
+            }
+            // systemctl is a process to start: the unit's cgroup shows the same, for a read.
+            Change::UnitProperty { unit, .. } => {
+                if let Some(v2) = &mounts.v2 {
+                    cpus_differ(&format!("{v2}/{unit}/cpuset.cpus"), &mut out);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `cpuset.cpus`, or `cpus` in a v1 hierarchy mounted with `noprefix`.
+fn is_cpus_file(name: &str) -> bool {
+    name == "cpuset.cpus" || name == "cpus"
+}
+
+/// A host process in the root cgroup of a cgroupfs method: confinement would move it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// The root cgroup's processes already known to stay there (kernel threads, the
+/// virtualization daemons, VM processes), so that a look reads only the /proc/PID/stat of
+/// processes it has not seen. A PID that leaves the root cgroup leaves this set at the next
+/// look; for a PID to come back as another process between two looks, the kernel's PIDs would
+/// have to wrap around within one watch interval.
+#[derive(Debug, Default)]
+pub struct Stays(HashSet<u32>);
+
+/// The root cgroup confinement empties, for cgroupfs methods (systemd confines whole slices:
+/// processes are born in them).
+pub fn root_cgroup(method: Method, mounts: &CgroupMounts) -> Option<&str> {
+    match method {
+        Method::CgroupV1 => mounts.v1_cpuset.as_deref(),
+        Method::CgroupV2 => mounts.v2.as_deref(),
+        Method::Systemd => None,
+    }
+}
+
+/// The housekeeping cgroup host processes go to, for cgroupfs methods.
+pub fn housekeeping_cgroup(method: Method, mounts: &CgroupMounts) -> Option<String> {
+    let root = root_cgroup(method, mounts)?;
+    let name = match method {
+        Method::CgroupV1 => V1_HOUSEKEEPING,
+        _ => V2_HOUSEKEEPING,
+    };
+    Some(format!("{root}/{name}"))
+}
+
+/// Host processes in the root cgroup that confinement would move: not kernel threads, not the
+/// virtualization daemons, not the VM processes in `keep`. The caller's own process counts
+/// (a watcher started before isolation began is a host task like any other).
+pub fn strays(
+    fs: &dyn HostFs,
+    method: Method,
+    mounts: &CgroupMounts,
+    keep: &[u32],
+    stays: &mut Stays,
+) -> Vec<Stray> {
+    let Some(root) = root_cgroup(method, mounts) else {
+        return Vec::new();
+    };
+    let procs = fs.read(&format!("{root}/cgroup.procs")).unwrap_or_default();
+    let pids: Vec<u32> = procs
+        .lines()
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    let listed: HashSet<u32> = pids.iter().copied().collect();
+    stays.0.retain(|pid| listed.contains(pid));
+    let mut out = Vec::new();
+    for pid in pids {
+        if stays.0.contains(&pid) {
+            continue;
+        }
+        let Some((comm, flags)) = read_stat(fs, pid) else {
+            continue; // gone meanwhile
+        };
+        if flags & PF_KTHREAD != 0
+            || UNCONFINED_DAEMONS.contains(&comm.as_str())
+            || keep.contains(&pid)
+        {
+            stays.0.insert(pid);
+        } else {
+            out.push(Stray { pid, comm });
+        }
+    }
+    out
+}

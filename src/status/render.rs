@@ -1,0 +1,180 @@
+//! `kvmtune status` as text: the verdict first (one line), then pools, VMs, CPUs, isolation,
+//! IRQs, host knobs, interrupted operations and the watcher.
+
+use super::Status;
+use crate::host::PoolKey;
+use crate::size::page_size_name;
+use crate::state::Phase;
+
+pub fn render(status: &Status) -> String {
+    let mut out = format!("{}\n", status.verdict.line());
+    out.push_str("Hugepage pools:\n");
+    for p in &status.pools {
+        let key = PoolKey {
+            node: p.node,
+            page_kib: p.page_kib,
+        };
+        out.push_str(&format!(
+            "  node {} {:>7}: {} total, {} free, {} surplus, {} added by kvmtune{}\n",
+            key.node,
+            page_size_name(key.page_kib),
+            p.total,
+            p.free,
+            p.surplus,
+            p.added_by_kvmtune,
+            p.baseline
+                .map(|b| format!(" (was {b})"))
+                .unwrap_or_default()
+        ));
+    }
+    out.push_str("VMs:\n");
+    if status.vms.is_empty() {
+        out.push_str("  none\n");
+    }
+    for vm in &status.vms {
+        let phase = match vm.phase {
+            Phase::Prepared => "prepared",
+            Phase::Running => "running",
+        };
+        let qemu = vm
+            .pid
+            .map(|pid| format!(", QEMU pid {pid} under kvmtune run"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {:?} ({phase}{qemu})\n", vm.name));
+        if !vm.isolate.is_empty() {
+            out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
+        }
+        if vm.phase == Phase::Running && vm.qemu_pids.is_empty() {
+            out.push_str(
+                "    its QEMU is gone (no process names it): `kvmtune watch` or `kvmtune recover` releases it\n",
+            );
+        }
+        if let Some(wait) = vm.vcpu_wait_seconds {
+            out.push_str(&format!(
+                "    vCPU threads waited {wait:.3} s for a host CPU since QEMU started\n"
+            ));
+        }
+        for (path, value) in &vm.knobs {
+            out.push_str(&format!("    holds {path} = {value}\n"));
+        }
+        for h in &vm.hugepages {
+            out.push_str(&format!(
+                "    node {} {}: {} pages, {} added for it\n",
+                h.pool.node,
+                page_size_name(h.pool.page_kib),
+                h.pages,
+                h.added
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "CPUs: housekeeping {}, isolatable {}\n",
+        status.housekeeping_cpus, status.isolatable_cpus
+    ));
+    match &status.isolation {
+        None => out.push_str("Isolation: none\n"),
+        Some(iso) => {
+            out.push_str(&format!(
+                "Isolation ({}): CPUs {} isolated, host tasks on {}\n",
+                iso.method, iso.isolated, iso.housekeeping
+            ));
+            out.push_str(&format!(
+                "  per-CPU kernel threads on isolated CPUs (cannot move): {}\n",
+                iso.per_cpu_kernel_threads
+            ));
+            if iso.unconfined.is_empty() {
+                out.push_str("  every other host task is confined\n");
+            }
+            for t in &iso.unconfined {
+                let why = if t.is_daemon() {
+                    " (virtualization daemon, kept unconfined)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "  still allowed: pid {} {:?} on CPUs {}{why}\n",
+                    t.pid, t.comm, t.allowed
+                ));
+            }
+        }
+    }
+    if let Some(irqs) = &status.irqs {
+        out.push_str(&format!(
+            "IRQs: {} other IRQ(s) (and default_smp_affinity) moved off isolated CPUs\n",
+            irqs.moved
+        ));
+        for p in &irqs.pinned {
+            out.push_str(&format!(
+                "  IRQ {} of VM {:?} pinned to CPUs {}\n",
+                p.irq, p.vm, p.cpus
+            ));
+        }
+        if !irqs.refused.is_empty() {
+            let list: Vec<String> = irqs.refused.iter().map(u32::to_string).collect();
+            out.push_str(&format!(
+                "  refused by the kernel (managed or fixed IRQs, left where it put them): {}\n",
+                list.join(" ")
+            ));
+        }
+        if let Some(note) = &irqs.irqbalance {
+            out.push_str(&format!("  irqbalance: {note}\n"));
+        }
+    }
+    if let Some(iso) = &status.isolation {
+        if !iso.irqs_on_isolated.is_empty() {
+            let list: Vec<String> = iso.irqs_on_isolated.iter().map(u32::to_string).collect();
+            out.push_str(&format!(
+                "IRQs still allowed on isolated CPUs: {}\n",
+                list.join(" ")
+            ));
+        }
+    }
+    out.push_str(&crate::knobs::status::render(&status.knobs));
+    if !status.interrupted.is_empty() {
+        out.push_str(&format!(
+            "Interrupted operations (run `kvmtune recover`): {}\n",
+            status
+                .interrupted
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out.push_str(&watcher_line(status));
+    out
+}
+
+/// What the watcher did since boot, and when it last looked.
+fn watcher_line(status: &Status) -> String {
+    let c = &status.counters;
+    let repairs: Vec<String> = c
+        .repairs
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    let last = match &status.watch {
+        None => "has not run since boot".to_string(),
+        Some(mark) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            format!(
+                "pid {} last looked {:.0} s ago",
+                mark.pid,
+                (now - mark.last_pass).max(0.0)
+            )
+        }
+    };
+    format!(
+        "Watcher: {last}; repairs since boot: {}; reservation failures {}, compaction retries {}\n",
+        if repairs.is_empty() {
+            "none".to_string()
+        } else {
+            repairs.join(", ")
+        },
+        c.reservation_failures,
+        c.compaction_retries
+    )
+}

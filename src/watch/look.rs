@@ -1,0 +1,144 @@
+//! The watcher's look: read-only, without the lock, cheap enough for every watch interval. It
+//! compares what the ledger says kvmtune holds with the host and says what differs; the repair
+//! (under the lock) decides again from what it reads there.
+
+use super::kind::{Finding, Kind};
+use super::qemu::QemuPids;
+use crate::apply::Context;
+use crate::host::hugepages::read_pool;
+use crate::isolation::drift::{self, Stays, Stray};
+use crate::state::{Ledger, Phase};
+
+/// What the watcher keeps between looks.
+#[derive(Debug, Default)]
+pub struct Memory {
+    pub qemu: QemuPids,
+    pub stays: Stays,
+}
+
+/// What one look found.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub findings: Vec<Finding>,
+    /// Host processes in the root cgroup (on cgroupfs hosts): the sweep's work.
+    pub strays: Vec<Stray>,
+}
+
+/// Look at everything the watcher keeps (or only at IRQs, for the old `irq-watch`).
+pub fn look(ctx: &Context, ledger: &Ledger, memory: &mut Memory, irqs_only: bool) -> Found {
+    let mut found = Found::default();
+    irqs(ctx, ledger, &mut found.findings);
+    if irqs_only {
+        return found;
+    }
+    gone(ctx, ledger, &mut memory.qemu, &mut found.findings);
+    pools(ctx, ledger, &mut found.findings);
+    knobs(ctx, ledger, &mut found.findings);
+    isolation(ctx, ledger, &mut memory.stays, &mut found);
+    found
+}
+
+/// Device IRQs of running VMs not on their CPUs (a VFIO vector that appeared or came back with
+/// a new number), other IRQs back on isolated CPUs.
+fn irqs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
+    let places = ledger.vms.values().any(|v| v.irq.is_some()) || ledger.isolation.is_some();
+    if !places {
+        return;
+    }
+    let housekeeping = crate::apply::irq::housekeeping(ctx, ledger);
+    let differing =
+        crate::irq::differing(ctx.fs, ledger, ctx.policy.move_other_irqs, &housekeeping);
+    out.extend(differing.into_iter().map(|(path, now, want)| Finding {
+        kind: Kind::Irq,
+        what: format!("/{path} is {now}, wanted {want}"),
+    }));
+}
+
+/// Running VMs whose QEMU no longer runs: it died while libvirtd was down, and no `release`
+/// will come. Prepared VMs are left alone: their QEMU is about to start.
+fn gone(ctx: &Context, ledger: &Ledger, qemu: &mut QemuPids, out: &mut Vec<Finding>) {
+    qemu.retain(|vm| ledger.vms.contains_key(vm));
+    for (name, hold) in &ledger.vms {
+        if hold.phase == Phase::Running && qemu.of(ctx.fs, name).is_empty() {
+            out.push(Finding {
+                kind: Kind::GoneVm,
+                what: name.clone(),
+            });
+        }
+    }
+}
+
+/// Pools holding fewer persistent pages than kvmtune left there for its VMs.
+fn pools(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
+    for baseline in &ledger.pools {
+        let want = baseline.persistent + ledger.added(baseline.pool);
+        let Ok(state) = read_pool(ctx.fs, baseline.pool) else {
+            continue;
+        };
+        if state.persistent() < want {
+            out.push(Finding {
+                kind: Kind::Hugepages,
+                what: format!(
+                    "{} holds {} persistent pages, {want} while its VMs run",
+                    baseline.pool,
+                    state.persistent()
+                ),
+            });
+        }
+    }
+}
+
+/// Host knobs no longer at the value held for running VMs.
+fn knobs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
+    let mut held = std::collections::BTreeMap::new();
+    for hold in ledger.vms.values() {
+        for (path, value) in &hold.knobs {
+            held.entry(path.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    for (path, value) in held {
+        let Ok(Some(now)) = crate::host::knobs::read_value(ctx.fs, &path) else {
+            continue; // gone: nothing to put back
+        };
+        if !crate::host::knobs::same_value(&now, &value) {
+            out.push(Finding {
+                kind: Kind::Knob,
+                what: format!(
+                    "{} is {now}, held at {value}",
+                    crate::host::knobs::shown(&path)
+                ),
+            });
+        }
+    }
+}
+
+/// What confines host tasks, and host processes born on isolated CPUs.
+fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Found) {
+    let Some(hold) = &ledger.isolation else {
+        return;
+    };
+    let Ok(mounts) = crate::host::cgroup::detect(ctx.fs) else {
+        return;
+    };
+    found.findings.extend(
+        drift::drifted(ctx.fs, hold, &mounts)
+            .into_iter()
+            .map(|what| Finding {
+                kind: Kind::Isolation,
+                what,
+            }),
+    );
+    let strays = drift::strays(
+        ctx.fs,
+        hold.method,
+        &mounts,
+        &ledger.isolated_vm_pids(),
+        stays,
+    );
+    let root = drift::root_cgroup(hold.method, &mounts).unwrap_or_default();
+    found.findings.extend(strays.iter().map(|s| Finding {
+        kind: Kind::Sweep,
+        what: format!("pid {} {:?} is in the root cgroup /{root}", s.pid, s.comm),
+    }));
+    found.strays = strays;
+}
