@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cgroupfs;
+pub mod exposition;
 pub mod irqs;
 pub mod kernel;
 pub mod knobs;
@@ -82,6 +83,26 @@ impl Bench {
 
     pub fn recover_all(&self) -> Result<Vec<String>> {
         self.run(|ctx| apply::recover(ctx, apply::Recover::AllStopped))
+    }
+
+    /// One pass of the watcher.
+    pub fn watch(&self, watcher: &mut kvmtune::watch::Watcher) -> Result<kvmtune::watch::Pass> {
+        self.watch_at(watcher, std::time::Instant::now())
+    }
+
+    /// One pass of the watcher as if its clock said `now` (the metrics and the full look are
+    /// due every `metrics.interval`: a test need not wait for them).
+    pub fn watch_at(
+        &self,
+        watcher: &mut kvmtune::watch::Watcher,
+        now: std::time::Instant,
+    ) -> Result<kvmtune::watch::Pass> {
+        self.run(|ctx| watcher.pass(ctx, now))
+    }
+
+    /// `kvmtune status` of this host.
+    pub fn status(&self) -> kvmtune::status::Status {
+        kvmtune::status::gather(&self.kernel, Some(&self.state()), &self.policy).unwrap()
     }
 
     pub fn ledger(&self) -> Ledger {
