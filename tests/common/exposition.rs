@@ -148,9 +148,7 @@ type Labels = BTreeMap<String, String>;
 
 /// `name{a="x",b="y"} rest` → (name, labels, rest).
 fn split_sample(line: &str) -> Result<(String, Labels, &str), String> {
-    let end = line
-        .find(|c: char| c == '{' || c == ' ')
-        .ok_or("no value")?;
+    let end = line.find(['{', ' ']).ok_or("no value")?;
     let name = &line[..end];
     check_name(name)?;
     let mut labels = BTreeMap::new();
