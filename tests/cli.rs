@@ -395,3 +395,76 @@ fn plan_and_status_show_host_knobs_and_an_unknown_thp_word_is_a_configuration_er
         "{text}"
     );
 }
+
+#[test]
+fn watch_is_listed_and_its_old_name_irq_watch_still_answers() {
+    let h = Host::new();
+    let help = h.run(Path::new(BIN), &["--help"], b"");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("\n  watch "), "{text}");
+    assert!(
+        !text.contains("irq-watch"),
+        "the old name is hidden: {text}"
+    );
+    for name in ["watch", "irq-watch"] {
+        let out = h.run(Path::new(BIN), &[name, "--help"], b"");
+        assert_eq!(out.status.code(), Some(0), "{name}");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        let out = h.run(Path::new(BIN), &["watch", "--once"], b"");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("must run as root"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Each repair is one syslog line (facility daemon), and `--once` prints it too. The repair
+/// here: libvirtd never called release for a VM whose QEMU is gone. Root only: `watch` changes
+/// the host (here the fake root's plain files).
+#[test]
+fn a_repair_of_watch_is_one_syslog_line() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: `kvmtune watch` needs root");
+        return;
+    }
+    let h = Host::new();
+    let xml = huge_vm("db1", 64, "");
+    assert!(h
+        .hook(&["db1", "prepare", "begin", "-"], &xml)
+        .status
+        .success());
+    assert!(h
+        .hook(&["db1", "started", "begin", "-"], &xml)
+        .status
+        .success());
+    assert_eq!(h.pool().trim(), "32");
+    let socket_path = h.kernel.path().join("dev/log");
+    std::fs::create_dir_all(socket_path.parent().unwrap()).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    let out = h.run(Path::new(BIN), &["watch", "--once"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(h.pool().trim(), "0", "released");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("watch: gone_vm: released VM 'db1'"),
+        "{stdout}"
+    );
+    // The process has exited: everything it logged is queued.
+    socket.set_nonblocking(true).unwrap();
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let repairs: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("watch: gone_vm"))
+        .collect();
+    assert_eq!(repairs.len(), 1, "{lines:?}");
+    // <28> = facility daemon (3) * 8 + severity warning (4).
+    assert!(repairs[0].starts_with("<28>"), "{}", repairs[0]);
+}

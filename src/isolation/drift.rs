@@ -102,11 +102,13 @@ pub struct Stray {
     pub comm: String,
 }
 
-/// The root cgroup's processes already known to stay there (kernel threads, the
-/// virtualization daemons, VM processes), so that a look reads only the /proc/PID/stat of
-/// processes it has not seen. A PID that leaves the root cgroup leaves this set at the next
-/// look; for a PID to come back as another process between two looks, the kernel's PIDs would
-/// have to wrap around within one watch interval.
+/// The root cgroup's kernel threads, known from an earlier look, so that a look reads only the
+/// /proc/PID/stat of the few other processes there (the root cgroup of a large host holds
+/// thousands of kernel threads, and nothing else once host tasks are confined). Only kernel
+/// threads: a kernel thread never becomes anything else, whereas a daemon's child may `exec`
+/// another program under its PID. A PID that leaves the root cgroup leaves this set at the next
+/// look; for a PID to come back as another task between two looks, the kernel's PIDs would have
+/// to wrap around within one watch interval.
 #[derive(Debug, Default)]
 pub struct Stays(HashSet<u32>);
 
@@ -158,12 +160,9 @@ pub fn strays(
         let Some((comm, flags)) = read_stat(fs, pid) else {
             continue; // gone meanwhile
         };
-        if flags & PF_KTHREAD != 0
-            || UNCONFINED_DAEMONS.contains(&comm.as_str())
-            || keep.contains(&pid)
-        {
+        if flags & PF_KTHREAD != 0 {
             stays.0.insert(pid);
-        } else {
+        } else if !UNCONFINED_DAEMONS.contains(&comm.as_str()) && !keep.contains(&pid) {
             out.push(Stray { pid, comm });
         }
     }
