@@ -17,8 +17,18 @@ done
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
     if [ "$1" -eq 1 ]; then
-        systemctl enable kvmtune-recover.service kvmtune-irq-watch.service >/dev/null 2>&1 || :
-        systemctl start kvmtune-irq-watch.service >/dev/null 2>&1 || :
+        systemctl enable kvmtune-recover.service kvmtune-watch.service >/dev/null 2>&1 || :
+        systemctl start kvmtune-watch.service >/dev/null 2>&1 || :
+    elif [ -e /usr/lib/systemd/system/kvmtune-irq-watch.service ]; then
+        # Upgrade from a release with kvmtune-irq-watch.service (its file goes after this
+        # scriptlet): kvmtune-watch.service replaces it, enabled if it was.
+        if systemctl is-enabled --quiet kvmtune-irq-watch.service; then
+            systemctl enable kvmtune-watch.service >/dev/null 2>&1 || :
+        fi
+        systemctl disable --now kvmtune-irq-watch.service >/dev/null 2>&1 || :
+        if systemctl is-enabled --quiet kvmtune-watch.service; then
+            systemctl start kvmtune-watch.service >/dev/null 2>&1 || :
+        fi
     fi
     # libvirt re-scans its hooks on reload (SIGHUP); running VMs are not affected.
     for d in libvirtd virtqemud; do

@@ -11,6 +11,6 @@ if [ "$1" -eq 0 ]; then
     rmdir /usr/libexec/kvmtune 2>/dev/null || :
     rm -rf /run/kvmtune
 elif [ -d /run/systemd/system ]; then
-    systemctl try-restart kvmtune-irq-watch.service kvmtune-balance.service >/dev/null 2>&1 || :
+    systemctl try-restart kvmtune-watch.service kvmtune-balance.service >/dev/null 2>&1 || :
 fi
 exit 0

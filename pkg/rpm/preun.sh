@@ -12,7 +12,10 @@ if [ "$1" -eq 0 ]; then
         fi
     fi
     if [ -d /run/systemd/system ]; then
-        systemctl --no-reload disable --now kvmtune-irq-watch.service kvmtune-recover.service kvmtune-balance.service >/dev/null 2>&1 || :
+        systemctl --no-reload disable --now kvmtune-watch.service kvmtune-recover.service kvmtune-balance.service >/dev/null 2>&1 || :
     fi
+    # Metrics left behind would be served by node_exporter as if kvmtune still ran.
+    dir=$(sed -n 's/^[[:space:]]*textfile_dir[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' /etc/kvmtune/kvmtune.toml 2>/dev/null | head -1)
+    rm -f "${dir:-/var/lib/prometheus/node-exporter}/kvmtune.prom"
 fi
 exit 0

@@ -76,7 +76,7 @@ test_deb_contents() {
     "l /usr/libexec/kvmtune/qemu-system-x86_64 -> /usr/sbin/kvmtune"
     "- /etc/kvmtune/kvmtune.toml"
     "- /usr/lib/systemd/system/kvmtune-recover.service"
-    "- /usr/lib/systemd/system/kvmtune-irq-watch.service"
+    "- /usr/lib/systemd/system/kvmtune-watch.service"
     "- /usr/lib/systemd/system/kvmtune-balance.service"
     "- /usr/share/man/man8/kvmtune.8.gz"
     "- /usr/share/man/man5/kvmtune.toml.5.gz"
@@ -144,7 +144,7 @@ test_man_pages() {
   done
   # A command every page must name: each subcommand of the CLI is in kvmtune(8).
   out=$(gzip -dc "$DATA/usr/share/man/man8/kvmtune.8.gz")
-  for name in status plan recover irq-watch; do
+  for name in status plan recover watch; do
     grep -q -- "$name" <<<"$out" || { fail $t "kvmtune.8 does not mention '$name'"; return; }
   done
   pass $t
@@ -155,7 +155,7 @@ test_completions() {
   local t=completions f sub
   for f in /usr/share/bash-completion/completions/kvmtune /usr/share/zsh/vendor-completions/_kvmtune \
     /usr/share/fish/vendor_completions.d/kvmtune.fish; do
-    for sub in status plan recover irq-watch hook; do
+    for sub in status plan recover watch hook; do
       grep -q -- "$sub" "$DATA$f" 2>/dev/null || { fail $t "$f does not offer '$sub'"; return; }
     done
   done
@@ -235,7 +235,7 @@ test_rpm() {
   fi
   files=$(rpm -qlp "$RPM" 2>/dev/null)
   want=(/usr/sbin/kvmtune /etc/kvmtune/kvmtune.toml /usr/lib/systemd/system/kvmtune-recover.service
-    /usr/lib/systemd/system/kvmtune-irq-watch.service /usr/lib/systemd/system/kvmtune-balance.service
+    /usr/lib/systemd/system/kvmtune-watch.service /usr/lib/systemd/system/kvmtune-balance.service
     /usr/share/man/man8/kvmtune.8.gz
     /usr/share/man/man5/kvmtune.toml.5.gz /usr/share/bash-completion/completions/kvmtune)
   for p in "${want[@]}"; do grep -qxF "$p" <<<"$files" || missing+=("$p"); done

@@ -31,10 +31,10 @@ units=$(dpkg -L kvmtune | grep -E '/systemd/system/.*\.service$')
 verify=$(systemd-analyze verify --man=no $units 2>&1)
 [ -z "$verify" ] || fail "systemd-analyze verify on the package's units: $(echo "$verify" | head -3 | tr '\n' ' ')"
 note "systemd-analyze verify: clean ($(echo $units | wc -w) units)"
-for unit in kvmtune-recover.service kvmtune-irq-watch.service; do
+for unit in kvmtune-recover.service kvmtune-watch.service; do
   [ "$(systemctl is-enabled "$unit")" = enabled ] || fail "$unit is not enabled after install"
 done
-wait_for 10 "kvmtune-irq-watch.service is not active after install" systemctl is-active --quiet kvmtune-irq-watch.service
+wait_for 10 "kvmtune-watch.service is not active after install" systemctl is-active --quiet kvmtune-watch.service
 
 # The hook is live without a restart: a hugepage VM gets 32 pages on node 1.
 before=$(hp 1 2048 nr_hugepages)
