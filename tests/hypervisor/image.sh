@@ -24,7 +24,7 @@ packages=(
   systemd-sysv systemd-container dbus udev kmod linux-image-amd64
   libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 seabios
   irqbalance prometheus-node-exporter
-  iproute2 procps pciutils util-linux e2fsprogs curl ca-certificates
+  iproute2 procps pciutils util-linux e2fsprogs curl ca-certificates jq
 )
 
 die() { echo "hypervisor image: $*" >&2; exit 1; }
