@@ -578,6 +578,33 @@ libvirt {lv['libvirt']}.
     )
 
 
+def watch_section(w):
+    n, o = w["watch"], w["irq_watch"]
+    shape = n["shape"]
+    vms = ", ".join(f"{v['name']} ({len(v['vcpus'])} vCPUs on node {v['node']}{', the passthrough device' if v['device'] else ''})" for v in n["vms"])
+    return f"""`kvmtune watch` on a host where nothing needs repairing: the fake root of section 1
+({shape['nodes']} nodes, {shape['cpus']} CPUs, {shape['irqs']} IRQs, {shape['tasks']} processes, cgroup v1) with two isolated,
+hugepage-backed VMs running, started by kvmtune's own code: {vms}; each with
+a QEMU process named as libvirt names it and a `CPU N/KVM` thread per vCPU. The watcher runs
+{n['passes']} passes in one process, its clock advanced by the watch interval ({n['watch_interval_ms']} ms) each time,
+so that the full look (every task, every IRQ) and the metrics come every {n['metrics_interval_s']} s as on a host
+({n['metrics_passes']} of them, each writing kvmtune.prom); CPU time is the process's user + system time
+(getrusage) before and after, and an hour is 3600 s of such passes. `fakehost watch-cost`
+(bench/fakehost/watchcost.rs); kvmtune {w['commit']}, {w['date']}, load {w['load']}.
+
+| | CPU per hour | share of one CPU | a look | a full look + metrics, more |
+| --- | ---: | ---: | ---: | ---: |
+| `kvmtune watch` | **{n['cpu_s_per_hour']:.1f} s** | {n['cpu_s_per_hour'] / 36:.3f} % | {n['cheap_look_cpu_us']:.0f} µs CPU | {n['full_look_extra_cpu_ms']:.1f} ms CPU |
+| `kvmtune irq-watch` (IRQs only, as before) | {o['cpu_s_per_hour']:.1f} s | {o['cpu_s_per_hour'] / 36:.3f} % | {o['cheap_look_cpu_us']:.0f} µs CPU | — |
+
+A look reads the ledger, the VMs' device IRQs, each VM's QEMU command line (found once, then
+checked), the pools and knobs kvmtune holds, what it set to confine host tasks, and the root
+cgroup's processes (kernel threads remembered between looks). Every other IRQ of the host is read
+only by the full look: that is most of what the old `irq-watch` spent at every look, which is
+why the watcher that does everything costs less than the one that only pinned IRQs.
+"""
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     check = "--check" in sys.argv
@@ -598,6 +625,7 @@ def main():
     hp_host = load(results, "hugepages-host.json")
     hp_guest = load(results, "hugepages-guest.json")
     lv = load(results, "libvirt.json")
+    wt = load(results, "watch.json")
 
     sections = []
     sections.append(("1. Hook overhead", hook_section(h, out_dir, svgs)))
@@ -614,6 +642,8 @@ def main():
     else:
         lv_text, lv_ratio = "Not run (bench/run.sh --quick runs only the fake-root sections).\n", None
     sections.append(("5. VM start through the real libvirtd", lv_text))
+    if wt:
+        sections.append(("6. The watcher's idle cost (fake root)", watch_section(wt)))
 
     summary = [
         "| target | measured | |",
@@ -642,6 +672,9 @@ def main():
     )
     if lv_ratio is not None:
         summary.append(f"| `virsh start` with the hook / without | {lv_ratio:.2f} | (reported) |")
+    if wt:
+        per_hour = wt["watch"]["cpu_s_per_hour"]
+        summary.append(f"| `kvmtune watch` idle with 2 isolated VMs: CPU per hour | {per_hour:.1f} s ({per_hour / 36:.3f} % of one CPU) | (reported) |")
 
     cmd = "bench/run.sh" + (" --quick" if fh.get("quick") else "")
     doc = f"""# kvmtune benchmarks
@@ -706,7 +739,7 @@ CAVEATS = """## Caveats
 - **{nproc} CPUs, shared.** This machine is a small VM that other jobs use at the same time; the
   load average is in the machine table. Wall times include waiting for a CPU; the CPU times and
   the file-operation counts do not, and ratios are taken within one run, variants interleaved.
-- **Fake root.** Sections 1 and 4 run on a tree of plain files on tmpfs laid out like /sys and
+- **Fake root.** Sections 1, 4 and 6 run on a tree of plain files on tmpfs laid out like /sys and
   /proc (bench/fakehost/layout.rs); the kernel's own work (allocating pages, moving tasks,
   reprogramming IRQs, dropping caches) is not counted, for kvmtune or for the scripts. A file
   read there costs a few microseconds, as on procfs. kvmtune's library runs in the benchmark's
@@ -730,7 +763,7 @@ HOWTO = """## How to run
 
     bench/run.sh            # everything: builds, fake root, this host (root; takes the host lock), guest, libvirtd
     bench/run.sh --quick    # the fake-root sections only, fewer rounds, into a temp dir (what CI runs)
-    bench/run.sh --only hook,scale,isolation,hugepages,guest,libvirt   # a subset
+    bench/run.sh --only hook,scale,watch,isolation,hugepages,guest,libvirt   # a subset
 
 It writes `BENCHMARKS.md`, `bench/*.svg` and `bench/results/*.json`. Profiling one hook call on
 the large fake host:

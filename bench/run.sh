@@ -4,14 +4,14 @@
 #
 #   bench/run.sh [--quick] [--only SECTIONS] [--keep]
 #
-#   (default)   every section: 1 hook overhead and 4 scale on a fake root; 2 hugepages on this
-#               host and in the test guest, 3 isolation on this host, 5 VM starts through the
-#               real libvirtd. Root; the real-host sections take the host lock
+#   (default)   every section: 1 hook overhead, 4 scale and 6 the watcher's idle cost on a fake
+#               root; 2 hugepages on this host and in the test guest, 3 isolation on this host,
+#               5 VM starts through the real libvirtd. Root; the real-host sections take the host lock
 #               (/run/lock/kvmtune-real-host.lock) and restore what they change. About 30 min.
-#   --quick     sections 1 and 4 only, fewer rounds, written to a temporary directory (the
+#   --quick     sections 1, 4 and 6 only, fewer rounds, written to a temporary directory (the
 #               committed BENCHMARKS.md is left alone) and checked: the numbers must be there and
 #               loosely within their targets. What tests/run-all.sh runs. About a minute.
-#   --only L    a comma-separated subset of hook,scale,hugepages,isolation,guest,libvirt; the
+#   --only L    a comma-separated subset of hook,scale,watch,hugepages,isolation,guest,libvirt; the
 #               results of the others already in bench/results are kept in the report.
 #   --keep      keep the temporary directory of a quick run.
 set -euo pipefail
@@ -19,13 +19,13 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 quick=0
 keep=0
-only=hook,scale,hugepages,isolation,guest,libvirt
+only=hook,scale,watch,hugepages,isolation,guest,libvirt
 while [ $# -gt 0 ]; do
   case $1 in
-    --quick) quick=1; only=hook,scale ;;
+    --quick) quick=1; only=hook,scale,watch ;;
     --only) only=$2; shift ;;
     --keep) keep=1 ;;
-    *) echo "usage: bench/run.sh [--quick] [--only hook,scale,hugepages,isolation,guest,libvirt] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--only hook,scale,watch,hugepages,isolation,guest,libvirt] [--keep]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -116,6 +116,30 @@ json.dump(old, open(sys.argv[1], "w"), indent=1)
 PY
   else
     failed+=(fakehost)
+  fi
+fi
+
+# ---- 6: the watcher's idle cost, on the fake root
+if wants watch; then
+  passes=2400
+  [ "$quick" = 1 ] && passes=600
+  log "watch: $passes looks of kvmtune watch, then of irq-watch"
+  if "$fakehost" watch-cost --passes "$passes" --workdir "$work/watch" --out "$tmp/watch-new.json" \
+    && "$fakehost" watch-cost --irq-watch --passes "$passes" --workdir "$work/watch" --out "$tmp/irq-watch.json"; then
+    python3 - "$results/watch.json" "$tmp/watch-new.json" "$tmp/irq-watch.json" <<'PY'
+import datetime, json, subprocess, sys
+out, watch, irq = sys.argv[1:]
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+json.dump({
+    "watch": json.load(open(watch)),
+    "irq_watch": json.load(open(irq)),
+    "commit": commit,
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "load": " ".join(open("/proc/loadavg").read().split()[:3]),
+}, open(out, "w"), indent=1)
+PY
+  else
+    failed+=(watch)
   fi
 fi
 

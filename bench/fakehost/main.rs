@@ -5,6 +5,8 @@
 //!   fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick]
 //!   fakehost setup DIR NODES CPUS IRQS TASKS [KERNEL]  (lay out a host and DIR/vm.xml, for profiling)
 //!   fakehost hook NAME OP SUBOP [EXTRA]     (the hook role, see below)
+//!   fakehost watch-cost [--passes N] [--out FILE] [--workdir DIR]  (the watcher's idle cost,
+//!                                            see watchcost.rs)
 //!
 //! Hook overhead (section 1): every hook call is a fresh process, as libvirt runs it. A full
 //! prepare → start → started → stopped → release cycle of a VM with hugepages, isolation and a
@@ -23,6 +25,7 @@
 mod layout;
 mod model;
 mod timing;
+mod watchcost;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -49,9 +52,10 @@ fn main() {
         Some("hook") => std::process::exit(hook(&args[1..])),
         Some("run") => run(&args[1..]),
         Some("setup") => setup(&args[1..]),
+        Some("watch-cost") => watchcost::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick] [--only hook|scale]\n       fakehost setup DIR NODES CPUS IRQS TASKS   (a host to profile by hand)\n       fakehost hook NAME OP SUBOP [EXTRA]"
+                "usage: fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick] [--only hook|scale]\n       fakehost setup DIR NODES CPUS IRQS TASKS   (a host to profile by hand)\n       fakehost hook NAME OP SUBOP [EXTRA]\n       fakehost watch-cost [--passes N] [--out FILE] [--workdir DIR]   (the watcher's idle CPU per hour)"
             );
             std::process::exit(2);
         }

@@ -267,7 +267,7 @@ fn counters(e: &mut Exposition, status: &Status) {
         status
             .watch
             .iter()
-            .map(|m| Sample::new(m.last_pass))
+            .map(|m| Sample::new(m.last_pass_seconds()))
             .collect(),
     );
 }

@@ -33,12 +33,20 @@ pub struct Counters {
 }
 
 /// The watcher's last look.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchMark {
-    /// Unix time of the last pass, in seconds.
-    pub last_pass: f64,
+    /// Unix time of the last pass, in whole milliseconds (an integer reads back exactly: the
+    /// metrics `status` prints must equal those the watcher wrote).
+    pub last_pass_ms: u64,
     /// The watcher's process.
     pub pid: u32,
+}
+
+impl WatchMark {
+    /// The last pass in seconds since the Unix epoch.
+    pub fn last_pass_seconds(&self) -> f64 {
+        self.last_pass_ms as f64 / 1000.0
+    }
 }
 
 impl StateDir {
@@ -128,7 +136,7 @@ mod tests {
         let state = StateDir::open(&dir.path().join("s")).unwrap();
         assert_eq!(state.watch_mark(), None);
         let mark = WatchMark {
-            last_pass: 1700000000.25,
+            last_pass_ms: 1_700_000_000_250,
             pid: 42,
         };
         state.save_watch_mark(&mark).unwrap();

@@ -163,7 +163,7 @@ fn watcher_line(status: &Status) -> String {
             format!(
                 "pid {} last looked {:.0} s ago",
                 mark.pid,
-                (now - mark.last_pass).max(0.0)
+                (now - mark.last_pass_seconds()).max(0.0)
             )
         }
     };

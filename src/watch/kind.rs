@@ -55,6 +55,26 @@ pub struct Finding {
     pub kind: Kind,
     /// What it is, in words (for the log when it cannot be repaired); for `GoneVm`, the VM.
     pub what: String,
+    /// Seen only by the full look (every `metrics.interval`): kept until the next one.
+    pub slow: bool,
+}
+
+impl Finding {
+    pub fn new(kind: Kind, what: impl Into<String>) -> Finding {
+        Finding {
+            kind,
+            what: what.into(),
+            slow: false,
+        }
+    }
+
+    /// A finding only the full look makes.
+    pub fn slow(kind: Kind, what: impl Into<String>) -> Finding {
+        Finding {
+            slow: true,
+            ..Finding::new(kind, what)
+        }
+    }
 }
 
 /// A repair made: one line in the log, one count.

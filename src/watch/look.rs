@@ -24,10 +24,17 @@ pub struct Found {
     pub strays: Vec<Stray>,
 }
 
-/// Look at everything the watcher keeps (or only at IRQs, for the old `irq-watch`).
-pub fn look(ctx: &Context, ledger: &Ledger, memory: &mut Memory, irqs_only: bool) -> Found {
+/// Look at everything the watcher keeps (or only at IRQs, for the old `irq-watch`). `full`: the
+/// full look's turn (every `metrics.interval`), which also reads every IRQ of the host.
+pub fn look(
+    ctx: &Context,
+    ledger: &Ledger,
+    memory: &mut Memory,
+    irqs_only: bool,
+    full: bool,
+) -> Found {
     let mut found = Found::default();
-    irqs(ctx, ledger, &mut found.findings);
+    irqs(ctx, ledger, full, &mut found.findings);
     if irqs_only {
         return found;
     }
@@ -39,19 +46,34 @@ pub fn look(ctx: &Context, ledger: &Ledger, memory: &mut Memory, irqs_only: bool
 }
 
 /// Device IRQs of running VMs not on their CPUs (a VFIO vector that appeared or came back with
-/// a new number), other IRQs back on isolated CPUs.
-fn irqs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
+/// a new number), at every look: a late vector is pinned within one interval. Other IRQs back
+/// on isolated CPUs (a driver reset, an admin) only at the full look: reading every IRQ of the
+/// host is most of what a look costs, and an IRQ created later already gets the housekeeping
+/// CPUs from default_smp_affinity.
+fn irqs(ctx: &Context, ledger: &Ledger, full: bool, out: &mut Vec<Finding>) {
     let places = ledger.vms.values().any(|v| v.irq.is_some()) || ledger.isolation.is_some();
     if !places {
         return;
     }
     let housekeeping = crate::apply::irq::housekeeping(ctx, ledger);
-    let differing =
-        crate::irq::differing(ctx.fs, ledger, ctx.policy.move_other_irqs, &housekeeping);
-    out.extend(differing.into_iter().map(|(path, now, want)| Finding {
-        kind: Kind::Irq,
-        what: format!("/{path} is {now}, wanted {want}"),
-    }));
+    let finding = |slow: bool, (path, now, want): (String, String, String)| {
+        let what = format!("/{path} is {now}, wanted {want}");
+        if slow {
+            Finding::slow(Kind::Irq, what)
+        } else {
+            Finding::new(Kind::Irq, what)
+        }
+    };
+    let devices = crate::irq::differing(ctx.fs, ledger, false, &housekeeping);
+    if full && ctx.policy.move_other_irqs {
+        let all = crate::irq::differing(ctx.fs, ledger, true, &housekeeping);
+        out.extend(
+            all.into_iter()
+                .filter(|d| !devices.contains(d))
+                .map(|d| finding(true, d)),
+        );
+    }
+    out.extend(devices.into_iter().map(|d| finding(false, d)));
 }
 
 /// Running VMs whose QEMU no longer runs: it died while libvirtd was down, and no `release`
@@ -60,10 +82,7 @@ fn gone(ctx: &Context, ledger: &Ledger, qemu: &mut QemuPids, out: &mut Vec<Findi
     qemu.retain(|vm| ledger.vms.contains_key(vm));
     for (name, hold) in &ledger.vms {
         if hold.phase == Phase::Running && qemu.of(ctx.fs, name).is_empty() {
-            out.push(Finding {
-                kind: Kind::GoneVm,
-                what: name.clone(),
-            });
+            out.push(Finding::new(Kind::GoneVm, name.clone()));
         }
     }
 }
@@ -76,14 +95,14 @@ fn pools(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
             continue;
         };
         if state.persistent() < want {
-            out.push(Finding {
-                kind: Kind::Hugepages,
-                what: format!(
+            out.push(Finding::new(
+                Kind::Hugepages,
+                format!(
                     "{} holds {} persistent pages, {want} while its VMs run",
                     baseline.pool,
                     state.persistent()
                 ),
-            });
+            ));
         }
     }
 }
@@ -101,13 +120,13 @@ fn knobs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
             continue; // gone: nothing to put back
         };
         if !crate::host::knobs::same_value(&now, &value) {
-            out.push(Finding {
-                kind: Kind::Knob,
-                what: format!(
+            out.push(Finding::new(
+                Kind::Knob,
+                format!(
                     "{} is {now}, held at {value}",
                     crate::host::knobs::shown(&path)
                 ),
-            });
+            ));
         }
     }
 }
@@ -123,10 +142,7 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
     found.findings.extend(
         drift::drifted(ctx.fs, hold, &mounts)
             .into_iter()
-            .map(|what| Finding {
-                kind: Kind::Isolation,
-                what,
-            }),
+            .map(|what| Finding::new(Kind::Isolation, what)),
     );
     let strays = drift::strays(
         ctx.fs,
@@ -136,9 +152,11 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
         stays,
     );
     let root = drift::root_cgroup(hold.method, &mounts).unwrap_or_default();
-    found.findings.extend(strays.iter().map(|s| Finding {
-        kind: Kind::Sweep,
-        what: format!("pid {} {:?} is in the root cgroup /{root}", s.pid, s.comm),
+    found.findings.extend(strays.iter().map(|s| {
+        Finding::new(
+            Kind::Sweep,
+            format!("pid {} {:?} is in the root cgroup /{root}", s.pid, s.comm),
+        )
     }));
     found.strays = strays;
 }

@@ -50,7 +50,8 @@ pub struct Pass {
 pub struct Watcher {
     irqs_only: bool,
     memory: look::Memory,
-    /// Findings of the last full look (host tasks on isolated CPUs), kept until the next one.
+    /// Findings of the last full look (other IRQs back on isolated CPUs, host tasks there
+    /// that the cheap look does not see), kept until the next one.
     slow: Vec<Finding>,
     /// Findings already said to be beyond repair.
     said: Vec<Finding>,
@@ -80,10 +81,22 @@ impl Watcher {
             // A damaged ledger: taking the lock sets it aside, as a hook call would.
             Err(_) => crate::apply::locked(ctx, |_| ctx.state.load_ledger())?,
         };
-        let found = look::look(ctx, &ledger, &mut self.memory, self.irqs_only);
-        let mut findings = found.findings;
+        // The old irq-watch read every IRQ at every look; it still does.
+        let full = self.irqs_only || self.metrics_due(now, &ledger);
+        let found = look::look(ctx, &ledger, &mut self.memory, self.irqs_only, full);
+        let (slow, cheap): (Vec<Finding>, Vec<Finding>) =
+            found.findings.into_iter().partition(|f| f.slow);
+        if full {
+            // What only a full look sees stays until the next one (the tasks' part comes with
+            // the metrics, below).
+            self.slow = slow;
+        }
+        let mut findings = cheap;
         findings.extend(self.slow.iter().cloned());
-        self.said.retain(|f| findings.contains(f));
+        // A finding said to be beyond repair is forgotten once a look that sees its kind no
+        // longer finds it.
+        self.said
+            .retain(|f| findings.contains(f) || (f.slow && !full));
         let fresh: Vec<Finding> = findings
             .into_iter()
             .filter(|f| !self.said.contains(f))
@@ -94,8 +107,10 @@ impl Watcher {
             if pass.repairs.is_empty() {
                 self.said.extend(fresh.iter().cloned());
                 pass.unrepaired = fresh;
+            } else {
+                // Repaired or not, the next full look says again.
+                self.slow.clear();
             }
-            self.slow.clear();
         }
         if !self.irqs_only {
             let ledger = if pass.repairs.is_empty() {
@@ -103,7 +118,7 @@ impl Watcher {
             } else {
                 ctx.state.load_ledger()?
             };
-            if self.metrics_due(now, &ledger) {
+            if full || self.metrics_due(now, &ledger) {
                 self.metrics(ctx, now, &ledger)?;
                 pass.metrics = true;
             }
@@ -123,9 +138,9 @@ impl Watcher {
             crate::status::gather_with(ctx.fs, Some(ctx.state), ctx.policy, &mut |vm, _| {
                 qemu.of(ctx.fs, vm)
             })?;
-        self.slow = slow_findings(&status);
+        self.slow.extend(slow_findings(&status));
         let mark = WatchMark {
-            last_pass: unix_now(),
+            last_pass_ms: unix_now_ms(),
             pid: std::process::id(),
         };
         if let Err(e) = ctx.state.save_watch_mark(&mark) {
@@ -173,20 +188,22 @@ fn slow_findings(status: &crate::status::Status) -> Vec<Finding> {
     iso.unconfined
         .iter()
         .filter(|t| !t.is_daemon())
-        .map(|t| Finding {
-            kind: Kind::Isolation,
-            what: format!(
-                "pid {} {:?} may run on isolated CPUs {}",
-                t.pid, t.comm, iso.isolated
-            ),
+        .map(|t| {
+            Finding::slow(
+                Kind::Isolation,
+                format!(
+                    "pid {} {:?} may run on isolated CPUs {}",
+                    t.pid, t.comm, iso.isolated
+                ),
+            )
         })
         .collect()
 }
 
-fn unix_now() -> f64 {
+fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How the daemon says what a pass did: each repair one line in syslog (and on stdout for

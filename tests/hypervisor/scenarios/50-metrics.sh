@@ -99,8 +99,8 @@ for kind in irq sweep isolation hugepages knob gone_vm; do
 done
 same "reservation failures" "$(metric kvmtune_hugepages_reservation_failures_total)" "$(jq .counters.reservation_failures /tmp/status.json)"
 last=$(metric kvmtune_watch_last_pass_timestamp_seconds)
-awk -v l="$last" -v t="$t0" -v s="$(jq .watch.last_pass /tmp/status.json)" 'BEGIN { exit !(l >= t && s >= l) }' ||
-  fail "the watcher's last look: served $last, status $(jq .watch.last_pass /tmp/status.json), VM started at $t0"
+awk -v l="$last" -v t="$t0" -v s="$(jq '.watch.last_pass_ms / 1000' /tmp/status.json)" 'BEGIN { exit !(l >= t && s >= l) }' ||
+  fail "the watcher's last look: served $last, status $(jq '.watch.last_pass_ms / 1000' /tmp/status.json), VM started at $t0"
 
 stop hv-metrics
 gone_series() { scrape && [ "$(vm_series)" = 0 ]; }
