@@ -63,10 +63,13 @@ fn old_release() -> tempfile::TempDir {
     root
 }
 
-/// dpkg unpacks this release: the old unit's file goes, the new one comes.
+/// dpkg unpacks this release: the old unit's file goes (from /lib, where 0.1.0 put it, or
+/// /usr/lib), the new ones come to /usr/lib.
 fn unpack(root: &Path) {
+    for dir in ["lib/systemd/system", "usr/lib/systemd/system"] {
+        let _ = std::fs::remove_file(root.join(dir).join("kvmtune-irq-watch.service"));
+    }
     let units = root.join("usr/lib/systemd/system");
-    let _ = std::fs::remove_file(units.join("kvmtune-irq-watch.service"));
     std::fs::create_dir_all(&units).unwrap();
     for unit in ["kvmtune-watch.service", "kvmtune-recover.service"] {
         std::fs::copy(Path::new(UNITS).join(unit), units.join(unit)).unwrap();
