@@ -422,8 +422,8 @@ fn watch_is_listed_and_its_old_name_irq_watch_still_answers() {
 }
 
 /// Each repair is one syslog line (facility daemon), and `--once` prints it too. The repair
-/// here: libvirtd never called release for a VM whose QEMU is gone. Root only: `watch` changes
-/// the host (here the fake root's plain files).
+/// here: someone shrank the pool kvmtune grew for a running VM. Root only: `watch` changes the
+/// host (here the fake root's plain files).
 #[test]
 fn a_repair_of_watch_is_one_syslog_line() {
     if !nix::unistd::geteuid().is_root() {
@@ -441,18 +441,20 @@ fn a_repair_of_watch_is_one_syslog_line() {
         .status
         .success());
     assert_eq!(h.pool().trim(), "32");
+    let nr = h
+        .kernel
+        .path()
+        .join("sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages");
+    std::fs::write(&nr, "8\n").unwrap();
     let socket_path = h.kernel.path().join("dev/log");
     std::fs::create_dir_all(socket_path.parent().unwrap()).unwrap();
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     let out = h.run(Path::new(BIN), &["watch", "--once"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(h.pool().trim(), "0", "released");
+    assert_eq!(h.pool().trim(), "32", "grown back");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(
-        stdout.starts_with("watch: gone_vm: released VM 'db1'"),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("watch: hugepages: "), "{stdout}");
     // The process has exited: everything it logged is queued.
     socket.set_nonblocking(true).unwrap();
     let mut lines = Vec::new();
@@ -462,9 +464,12 @@ fn a_repair_of_watch_is_one_syslog_line() {
     }
     let repairs: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains("watch: gone_vm"))
+        .filter(|l| l.contains("watch: hugepages"))
         .collect();
     assert_eq!(repairs.len(), 1, "{lines:?}");
     // <28> = facility daemon (3) * 8 + severity warning (4).
     assert!(repairs[0].starts_with("<28>"), "{}", repairs[0]);
+    // The VM runs in the ledger, but no QEMU names it: one look cannot know it has been gone
+    // long enough (libvirt may be about to release it), so it is left to a running watcher.
+    assert!(!stdout.contains("gone_vm"));
 }

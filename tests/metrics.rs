@@ -454,7 +454,10 @@ fn a_running_vm_without_qemu_is_a_broken_promise_until_released() {
         kvmtune::status::render(&status)
     );
     let mut w = Watcher::new();
-    b.watch(&mut w).unwrap();
+    let t0 = std::time::Instant::now();
+    b.watch_at(&mut w, t0).unwrap();
+    b.watch_at(&mut w, t0 + kvmtune::watch::look::GONE_GRACE)
+        .unwrap();
     let status = b.status();
     assert!(status.verdict.kept, "{:?}", status.verdict);
     assert_eq!(status.counters.repairs["gone_vm"], 1);

@@ -2,6 +2,9 @@
 //! compares what the ledger says kvmtune holds with the host and says what differs; the repair
 //! (under the lock) decides again from what it reads there.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use super::kind::{Finding, Kind};
 use super::qemu::QemuPids;
 use crate::apply::Context;
@@ -9,11 +12,19 @@ use crate::host::hugepages::read_pool;
 use crate::isolation::drift::{self, Stays, Stray};
 use crate::state::{Ledger, Phase};
 
+/// How long a running VM must be seen without its QEMU before the watcher releases it. On a
+/// normal stop libvirt calls `release` a moment after QEMU exits (it first re-attaches the
+/// VM's devices, which can take a while): that is libvirt's release to make, not a repair.
+/// A QEMU that died while libvirtd was down stays gone: it is released after this.
+pub const GONE_GRACE: Duration = Duration::from_secs(10);
+
 /// What the watcher keeps between looks.
 #[derive(Debug, Default)]
 pub struct Memory {
     pub qemu: QemuPids,
     pub stays: Stays,
+    /// Running VMs seen without their QEMU, and since when.
+    pub gone_since: HashMap<String, Instant>,
 }
 
 /// What one look found.
@@ -32,13 +43,14 @@ pub fn look(
     memory: &mut Memory,
     irqs_only: bool,
     full: bool,
+    now: Instant,
 ) -> Found {
     let mut found = Found::default();
     irqs(ctx, ledger, full, &mut found.findings);
     if irqs_only {
         return found;
     }
-    gone(ctx, ledger, &mut memory.qemu, &mut found.findings);
+    gone(ctx, ledger, memory, now, &mut found.findings);
     pools(ctx, ledger, &mut found.findings);
     knobs(ctx, ledger, &mut found.findings);
     isolation(ctx, ledger, &mut memory.stays, &mut found);
@@ -76,15 +88,22 @@ fn irqs(ctx: &Context, ledger: &Ledger, full: bool, out: &mut Vec<Finding>) {
     out.extend(devices.into_iter().map(|d| finding(false, d)));
 }
 
-/// Running VMs whose QEMU no longer runs: it died while libvirtd was down, and no `release`
-/// will come. Prepared VMs are left alone: their QEMU is about to start.
-fn gone(ctx: &Context, ledger: &Ledger, qemu: &mut QemuPids, out: &mut Vec<Finding>) {
-    qemu.retain(|vm| ledger.vms.contains_key(vm));
+/// Running VMs whose QEMU has not run for `GONE_GRACE`: it died while libvirtd was down, and
+/// no `release` will come. Prepared VMs are left alone: their QEMU is about to start.
+fn gone(ctx: &Context, ledger: &Ledger, memory: &mut Memory, now: Instant, out: &mut Vec<Finding>) {
+    memory.qemu.retain(|vm| ledger.vms.contains_key(vm));
+    let mut seen = HashMap::new();
     for (name, hold) in &ledger.vms {
-        if hold.phase == Phase::Running && qemu.of(ctx.fs, name).is_empty() {
+        if hold.phase != Phase::Running || !memory.qemu.of(ctx.fs, name).is_empty() {
+            continue;
+        }
+        let since = memory.gone_since.get(name).copied().unwrap_or(now);
+        seen.insert(name.clone(), since);
+        if now.saturating_duration_since(since) >= GONE_GRACE {
             out.push(Finding::new(Kind::GoneVm, name.clone()));
         }
     }
+    memory.gone_since = seen;
 }
 
 /// Pools holding fewer persistent pages than kvmtune left there for its VMs.

@@ -83,7 +83,7 @@ impl Watcher {
         };
         // The old irq-watch read every IRQ at every look; it still does.
         let full = self.irqs_only || self.metrics_due(now, &ledger);
-        let found = look::look(ctx, &ledger, &mut self.memory, self.irqs_only, full);
+        let found = look::look(ctx, &ledger, &mut self.memory, self.irqs_only, full, now);
         let (slow, cheap): (Vec<Finding>, Vec<Finding>) =
             found.findings.into_iter().partition(|f| f.slow);
         if full {

@@ -7,8 +7,9 @@
 # `kvmtune status --json` reports: pools, what the VM holds, the isolation method, the
 # counters, the watcher's last look. After the VM stops, its series are gone.
 # Then libvirtd is stopped (service and sockets), and the VM's QEMU killed with SIGKILL: no
-# release can come. The watcher releases the VM within a bound (the pool back, the ledger
-# without it, one line in the journal, counted); libvirtd restarts and finds nothing to undo.
+# release can come. The watcher releases the VM within a bound (it waits 10 s for a release
+# that will not come; then the pool is back, the ledger without it, one line in the journal,
+# counted); libvirtd restarts and finds nothing to undo.
 . /hv/guest/lib.sh
 TEXTFILE_DIR=/var/lib/prometheus/node-exporter
 LIBVIRTD_UNITS="libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket"
