@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use common::cgroupfs::{Layout, V1_MOUNT, V2_MOUNT};
@@ -406,6 +407,40 @@ fn a_look_that_finds_nothing_takes_no_lock_and_changes_nothing() {
         .irqs(|i| i.irqs.get_mut(&41).unwrap().affinity = set("0-3"));
     b.watch(&mut w).unwrap();
     assert!(!probe.exists());
+}
+
+/// A release killed midway (libvirt's, or recover's): the host is half given back, which the
+/// watcher's look sees as drift. Taking the lock finishes the release first; with nothing left
+/// to repair, nothing is reported as beyond repair.
+#[test]
+fn a_release_killed_midway_is_finished_under_the_lock_and_not_reported() {
+    common::quiet_injected_crashes();
+    let b = host(Layout::V1);
+    let start = b.snapshot();
+    running(&b, "rt", 3);
+    let mut w = settled(&b);
+    qemu_exits(&b);
+    b.kernel.crash_at_write(Some(2));
+    assert!(catch_unwind(AssertUnwindSafe(|| b.release("rt"))).is_err());
+    assert!(
+        b.ledger().vms.contains_key("rt"),
+        "the release did not commit"
+    );
+    let probe = lock_probe(&b);
+    let pass = b.watch(&mut w).unwrap();
+    assert!(
+        !probe.exists(),
+        "the look saw the half-restored host and took the lock"
+    );
+    assert!(
+        pass.repairs.is_empty() && pass.unrepaired.is_empty(),
+        "{pass:?}"
+    );
+    assert!(
+        b.ledger().vms.is_empty(),
+        "the interrupted release was finished"
+    );
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }
 
 /// A device IRQ that turned managed refuses every write: the repair changes nothing. It is

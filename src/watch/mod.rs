@@ -105,8 +105,18 @@ impl Watcher {
         if !fresh.is_empty() {
             pass.repairs = repair::repair(ctx, &fresh, &found.strays)?;
             if pass.repairs.is_empty() {
-                self.said.extend(fresh.iter().cloned());
-                pass.unrepaired = fresh;
+                // Nothing changed. Taking the lock may have finished someone's interrupted
+                // operation, which resolved the finding: only what a look still sees (or what
+                // only the full look sees) is beyond repair.
+                let ledger = ctx.state.load_ledger()?;
+                let again =
+                    look::look(ctx, &ledger, &mut self.memory, self.irqs_only, full, now).findings;
+                let stays: Vec<Finding> = fresh
+                    .into_iter()
+                    .filter(|f| f.slow || again.contains(f))
+                    .collect();
+                self.said.extend(stays.iter().cloned());
+                pass.unrepaired = stays;
             } else {
                 // Repaired or not, the next full look says again.
                 self.slow.clear();
