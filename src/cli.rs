@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::apply::{self, Recover};
+use crate::apply::{self, Base, Context, Recover};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::hook::{self, ContextOwner, HookCall};
+use crate::hook::{self, BaseOwner, HookCall};
 use crate::host::{Host, RootFs};
 use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
+use crate::privilege::{Privilege, MODEL_VAR};
 use crate::size::page_size_name;
 use crate::state::StateDir;
 use crate::status;
@@ -197,9 +198,17 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         }
     };
     log::init(&cli.roots.root);
+    let privilege = match cli.roots.privilege() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kvmtune: {e}");
+            return e.exit_code();
+        }
+    };
     if let Command::Run(run) = &cli.command {
         return crate::launch::run(
             &cli.roots,
+            &privilege,
             &crate::launch::RunOptions {
                 name: run.name.clone(),
                 xml: run.xml.clone(),
@@ -210,7 +219,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             },
         );
     }
-    match run_command(&cli) {
+    match run_command(&cli, &privilege) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("kvmtune: {e}");
@@ -241,14 +250,25 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
     exit_on_panic(if call.may_fail() { 1 } else { 0 });
     let stdin = io::stdin();
     let mut input = stdin.lock();
+    let privilege = match roots.privilege() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = io::copy(&mut input, &mut io::sink());
+            say(&e.to_string());
+            return if call.may_fail() { e.exit_code() } else { 0 };
+        }
+    };
     // libvirt's session daemon runs the same hook as an unprivileged user: nothing to do.
-    if !nix::unistd::geteuid().is_root() {
+    if !privilege.is_root() {
         let _ = io::copy(&mut input, &mut io::sink());
         return 0;
     }
-    let build = || -> Result<ContextOwner> { roots.context() };
+    let env = HostEnv {
+        roots,
+        privilege: &privilege,
+    };
     let mut out = io::stdout().lock();
-    match hook::run(&call, &mut input as &mut dyn Read, &mut out, &build) {
+    match hook::run(&call, &mut input as &mut dyn Read, &mut out, &env) {
         Ok(()) => 0,
         Err(e) => {
             // syslog gets the context; stderr (which libvirt shows to whoever ran `virsh
@@ -335,28 +355,66 @@ impl Roots {
         }
     }
 
-    pub fn context(&self) -> Result<ContextOwner> {
-        Ok(ContextOwner {
-            policy: Policy::load(&self.config)?,
-            state: StateDir::open(&self.state_dir)?,
+    /// Who this process is, decided once for the whole run: the kernel's answer, or with a
+    /// test root (`--root` other than `/`) the model in `KVMTUNE_PRIVILEGE`, if set.
+    pub fn privilege(&self) -> Result<Privilege> {
+        let real = Privilege::detect();
+        let Some(model) = std::env::var_os(MODEL_VAR).filter(|v| !v.is_empty()) else {
+            return Ok(real);
+        };
+        if self.root == Path::new("/") {
+            return Err(Error::Usage(format!(
+                "{MODEL_VAR} models the privilege for a test root only (KVMTUNE_ROOT or --root other than /)"
+            )));
+        }
+        Privilege::model(&model.to_string_lossy(), real.uid).map_err(Error::Usage)
+    }
+
+    /// The host policy, trusted as `privilege` trusts it.
+    pub fn policy(&self, privilege: &Privilege) -> Result<Policy> {
+        Policy::load(&self.config, privilege)
+    }
+
+    /// The host's ports and the state directory, opened for changes.
+    pub fn base(&self, privilege: &Privilege) -> Result<BaseOwner> {
+        Ok(BaseOwner {
+            state: StateDir::open(&self.state_dir, privilege)?,
             fs: RootFs::new(&self.root),
             irqbalance: crate::irq::irqbalance::IrqbalanceSocket::new(&self.root),
+            privilege: privilege.clone(),
         })
     }
 }
 
-fn run_command(cli: &Cli) -> Result<()> {
+/// The hook's operations on the host under the roots.
+struct HostEnv<'a> {
+    roots: &'a Roots,
+    privilege: &'a Privilege,
+}
+
+impl hook::Env for HostEnv<'_> {
+    fn policy(&self) -> Result<Policy> {
+        self.roots.policy(self.privilege)
+    }
+
+    fn with_base(&self, f: &mut dyn FnMut(&Base) -> Result<()>) -> Result<()> {
+        let owner = self.roots.base(self.privilege)?;
+        f(&owner.base())
+    }
+}
+
+fn run_command(cli: &Cli, privilege: &Privilege) -> Result<()> {
     let roots = &cli.roots;
     match &cli.command {
         Command::Hook { .. } => unreachable!("hook is parsed by position before clap"),
         Command::Run(_) => unreachable!("run returns QEMU's status, handled in main"),
         Command::Plan { xml, name, json } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let fs = RootFs::new(&roots.root);
             let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
             let domain = Domain::parse(&text)?;
             let vm = vm.unwrap_or_else(|| domain.name.clone());
-            let ledger = match StateDir::peek(&roots.state_dir)? {
+            let ledger = match StateDir::peek(&roots.state_dir, privilege)? {
                 Some(s) => s.load_ledger()?,
                 None => Default::default(),
             };
@@ -374,9 +432,9 @@ fn run_command(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let fs = RootFs::new(&roots.root);
-            let state = StateDir::peek(&roots.state_dir)?;
+            let state = StateDir::peek(&roots.state_dir, privilege)?;
             let status = status::gather(&fs, state.as_ref(), &policy)?;
             if *json {
                 println!(
@@ -389,9 +447,13 @@ fn run_command(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::IrqWatch { once } => {
-            require_root("irq-watch")?;
-            let owner = roots.context()?;
-            let ctx = owner.context();
+            privilege.require_root("irq-watch")?;
+            let policy = roots.policy(privilege)?;
+            let owner = roots.base(privilege)?;
+            let ctx = Context {
+                base: owner.base(),
+                policy: &policy,
+            };
             loop {
                 match apply::refresh_irqs(&ctx) {
                     Ok(0) => {}
@@ -403,7 +465,7 @@ fn run_command(cli: &Cli) -> Result<()> {
                 if *once {
                     return Ok(());
                 }
-                std::thread::sleep(owner.policy.irq_watch_interval);
+                std::thread::sleep(policy.irq_watch_interval);
             }
         }
         Command::Balance {
@@ -411,13 +473,13 @@ fn run_command(cli: &Cli) -> Result<()> {
             dry_run,
             connect,
         } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let fs = RootFs::new(&roots.root);
             let mut virsh = crate::balance::virsh::Virsh::new(connect);
             crate::balance::run(&mut virsh, &fs, &policy.balance, *once, *dry_run)
         }
         Command::Check { xml, name, json } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
             crate::advisor::run_check(
                 &RootFs::new(&roots.root),
@@ -434,7 +496,7 @@ fn run_command(cli: &Cli) -> Result<()> {
             node,
             isolate,
         } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let args = crate::advisor::suggest::SuggestArgs {
                 vcpus: *vcpus,
                 memory_bytes: crate::size::parse_size(memory)
@@ -454,13 +516,18 @@ fn run_command(cli: &Cli) -> Result<()> {
             crate::advisor::run_suggest(&RootFs::new(&roots.root), &policy, &args)
         }
         Command::Recover { all: _, name } => {
-            require_root("recover")?;
-            let owner = roots.context()?;
+            privilege.require_root("recover")?;
+            // SPEC: recover works from the journals and the ledger only; a broken policy is
+            // said, and changes nothing of what is given back.
+            if let Err(e) = roots.policy(privilege) {
+                log::warn(&format!("{e} (recover works from the ledger all the same)"));
+            }
+            let owner = roots.base(privilege)?;
             let which = match name {
                 Some(n) => Recover::One(n),
                 None => Recover::AllStopped,
             };
-            let released = apply::recover(&owner.context(), which)?;
+            let released = apply::recover(&owner.base(), which)?;
             if released.is_empty() {
                 println!("nothing to release");
             }
@@ -469,16 +536,6 @@ fn run_command(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-fn require_root(what: &str) -> Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "{what} changes the host and must run as root"
-        )))
     }
 }
 

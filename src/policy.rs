@@ -12,6 +12,7 @@ use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::error::{Error, Result};
+use crate::privilege::Privilege;
 use crate::size::parse_size;
 
 /// Largest policy file read.
@@ -192,8 +193,9 @@ impl Default for Policy {
 
 impl Policy {
     /// Read the policy at `path`; a missing file means the built-in defaults. The file decides
-    /// what less trusted domain editors may do, so one that others could write is refused.
-    pub fn load(path: &Path) -> Result<Policy> {
+    /// what less trusted domain editors may do, so one that others could write is refused: it
+    /// must belong to root or to `privilege`'s uid.
+    pub fn load(path: &Path, privilege: &Privilege) -> Result<Policy> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         // O_NONBLOCK: a FIFO in the policy's place must not hang the hook.
@@ -223,7 +225,7 @@ impl Policy {
                 meta.mode() & 0o7777
             )));
         }
-        if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 {
+        if meta.uid() != privilege.uid && meta.uid() != 0 {
             return Err(Error::Config(format!(
                 "policy {} is owned by uid {}, not root",
                 path.display(),
@@ -494,11 +496,12 @@ mod tests {
     fn missing_file_is_defaults_and_group_writable_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kvmtune.toml");
-        assert_eq!(Policy::load(&path).unwrap(), Policy::default());
+        let me = Privilege::root_as(nix::unistd::geteuid().as_raw());
+        assert_eq!(Policy::load(&path, &me).unwrap(), Policy::default());
         std::fs::write(&path, "").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = Policy::load(&path).unwrap_err();
+        let err = Policy::load(&path, &me).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("writable"), "{err}");
     }

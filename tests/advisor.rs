@@ -82,6 +82,8 @@ impl Host {
             .env("KVMTUNE_ROOT", self.kernel.path())
             .env("KVMTUNE_STATE_DIR", self.tmp.path().join("state"))
             .env("KVMTUNE_CONFIG", self.tmp.path().join("kvmtune.toml"))
+            // Root with the capabilities kvmtune needs, whoever runs the tests.
+            .env("KVMTUNE_PRIVILEGE", "root")
             // Only the fake virsh: never the machine's libvirt.
             .env("PATH", self.tmp.path().join("bin"))
             .stdin(Stdio::piped())
@@ -500,6 +502,7 @@ fn migrate_begin_without_opt_in_prints_nothing_and_reads_no_host() {
             .env("KVMTUNE_ROOT", empty.path())
             .env("KVMTUNE_STATE_DIR", empty.path().join("state"))
             .env("KVMTUNE_CONFIG", empty.path().join("none.toml"))
+            .env("KVMTUNE_PRIVILEGE", "root")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

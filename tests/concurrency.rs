@@ -155,6 +155,8 @@ fn hook(r: &Root, i: u32, op: &str, subop: &str) -> (Option<i32>, String) {
         .env("KVMTUNE_ROOT", r.root.path())
         .env("KVMTUNE_STATE_DIR", r.state.path().join("kvmtune"))
         .env("KVMTUNE_CONFIG", r.root.path().join("no-policy.toml"))
+        // Root with the capabilities kvmtune needs, whoever runs the tests.
+        .env("KVMTUNE_PRIVILEGE", "root")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -85,6 +85,47 @@ pub struct IrqHold {
     /// Why irqbalance could not be told, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irqbalance_note: Option<String>,
+    /// The policy's settings the IRQs were last placed with. `release` gives IRQs back with
+    /// these, never with the policy, which may have changed or broken since. (A ledger written
+    /// before they were kept reads as the built-in defaults.)
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+impl IrqHold {
+    /// Nothing held: no changed affinity, refused IRQ, irqbalance value or note (whatever the
+    /// settings).
+    pub fn is_empty(&self) -> bool {
+        self.baseline.is_empty()
+            && self.refused.is_empty()
+            && self.irqbalance_banned.is_none()
+            && self.irqbalance_note.is_none()
+    }
+}
+
+/// The policy's IRQ settings, as a hold keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `irq.move_others`: IRQs that are not a VM's move off isolated CPUs.
+    pub move_others: bool,
+    /// `irq.irqbalance`: a running irqbalance is told to keep off isolated CPUs.
+    pub irqbalance: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::of(&crate::policy::Policy::default())
+    }
+}
+
+impl Settings {
+    pub fn of(policy: &crate::policy::Policy) -> Settings {
+        Settings {
+            move_others: policy.move_other_irqs,
+            irqbalance: policy.irqbalance,
+        }
+    }
 }
 
 /// The affinity files to change, from the ledger's running VMs and isolated CPUs.

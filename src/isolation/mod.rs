@@ -71,6 +71,37 @@ pub struct IsolationHold {
     /// Threads that were pinned when isolation began: their masks are put back at the end.
     #[serde(default)]
     pub pinned: Vec<crate::host::tasks::PinnedThread>,
+    /// The policy's settings the host tasks were last confined with. `release` narrows the
+    /// isolation with these, never with the policy, which may have changed or broken since.
+    /// (A ledger written before they were kept reads as the built-in defaults.)
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// The policy's settings that shape the confinement, as a hold keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `cpus.move_kernel_threads`.
+    pub move_kernel_threads: bool,
+    /// `cpus.governor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governor: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::of(&Policy::default())
+    }
+}
+
+impl Settings {
+    pub fn of(policy: &Policy) -> Settings {
+        Settings {
+            move_kernel_threads: policy.move_kernel_threads,
+            governor: policy.governor.clone(),
+        }
+    }
 }
 
 /// Pick the method from the policy and the host's cgroup mounts.
@@ -116,7 +147,7 @@ impl View {
 pub struct Inputs<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
-    pub policy: &'a Policy,
+    pub settings: &'a Settings,
     pub view: &'a View,
     /// QEMU processes of isolated VMs that `kvmtune run` started (they are in no VM cgroup).
     pub keep: &'a [u32],
@@ -135,10 +166,10 @@ pub fn confine(
         Method::CgroupV2 => cgroup_v2(input, housekeeping)?,
         Method::Systemd => systemd_units(input, housekeeping)?,
     };
-    if input.policy.move_kernel_threads {
+    if input.settings.move_kernel_threads {
         changes.extend(kernel_threads(input, housekeeping)?);
     }
-    if let Some(governor) = &input.policy.governor {
+    if let Some(governor) = &input.settings.governor {
         changes.extend(governors(input.fs, isolated, governor)?);
     }
     Ok(changes)

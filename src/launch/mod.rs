@@ -34,6 +34,7 @@ use crate::host::tasks::read_task;
 use crate::host::HostFs;
 use crate::log;
 use crate::plan::Plan;
+use crate::privilege::Privilege;
 use process::Settings;
 use qemu_args::{Hugetlbfs, QemuArgs};
 use ready::{Expect, Ready};
@@ -95,9 +96,9 @@ fn cpu_list(value: &str) -> Result<CpuSet, String> {
 }
 
 /// Run QEMU under kvmtune; returns kvmtune's exit status (QEMU's, once QEMU ran).
-pub fn run(roots: &Roots, options: &RunOptions) -> i32 {
+pub fn run(roots: &Roots, privilege: &Privilege, options: &RunOptions) -> i32 {
     let signals = Signals::block();
-    match run_vm(roots, options, &signals) {
+    match run_vm(roots, privilege, options, &signals) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kvmtune: {e}");
@@ -106,7 +107,12 @@ pub fn run(roots: &Roots, options: &RunOptions) -> i32 {
     }
 }
 
-fn run_vm(roots: &Roots, options: &RunOptions, signals: &Signals) -> Result<i32> {
+fn run_vm(
+    roots: &Roots,
+    privilege: &Privilege,
+    options: &RunOptions,
+    signals: &Signals,
+) -> Result<i32> {
     let (program_arg, args) = options.command.split_first().ok_or_else(|| {
         Error::Usage("run needs a QEMU program: kvmtune run -- QEMU [ARGS…]".into())
     })?;
@@ -125,13 +131,13 @@ fn run_vm(roots: &Roots, options: &RunOptions, signals: &Signals) -> Result<i32>
             "kvmtune run supervises QEMU and cannot follow it into the background: remove -daemonize (run kvmtune itself in the background)".into(),
         ));
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Usage(
-            "run changes the host and must run as root".into(),
-        ));
-    }
-    let owner = roots.context()?;
-    let ctx = owner.context();
+    privilege.require_root("run")?;
+    let policy = roots.policy(privilege)?;
+    let owner = roots.base(privilege)?;
+    let ctx = Context {
+        base: owner.base(),
+        policy: &policy,
+    };
     let mut domain = match &options.xml {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
