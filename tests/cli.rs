@@ -200,6 +200,35 @@ fn release_and_reconnect_exit_0_even_when_broken() {
 }
 
 #[test]
+fn a_policy_broken_while_a_vm_runs_does_not_keep_its_pages() {
+    // The binary as libvirt runs it: release (and recover) give back from the ledger, say
+    // what is wrong with the policy, and exit 0. (tests/broken_policy.rs: every resource.)
+    for last in ["release", "recover"] {
+        let h = Host::new();
+        let start = h.kernel.snapshot();
+        let xml = huge_vm("a", 64, "");
+        let out = h.hook(&["a", "prepare", "begin", "-"], &xml);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(h.pool().trim(), "32");
+        std::fs::write(h.config(), "[hugepages]\ntimeout = \"soon\"\n").unwrap();
+        let out = if last == "release" {
+            h.hook(&["a", "release", "end", "destroyed"], &xml)
+        } else {
+            h.run(Path::new(BIN), &["recover", "a"], b"")
+        };
+        assert_eq!(out.status.code(), Some(0), "{last}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.lines().count() == 1 && err.contains("hugepages.timeout"),
+            "{last}: {err}"
+        );
+        assert_eq!(h.pool().trim(), "0", "{last}");
+        assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
+        assert!(!h.state().join("ledger.json").exists(), "{last}");
+    }
+}
+
+#[test]
 fn wrong_argument_count_is_usage_error() {
     let h = Host::new();
     let out = h.hook(&["a", "prepare"], "");
