@@ -160,13 +160,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub xml: Option<PathBuf>,
     /// Reserve hugepages: auto (when the memory is hugepage-backed), on, off.
-    #[arg(long, value_name = "auto|on|off", value_parser = crate::launch::parse_reserve)]
+    #[arg(long, value_name = "auto|on|off", value_parser = crate::launch::option_word::<crate::domain::metadata::Reserve>)]
     pub hugepages: Option<crate::domain::metadata::Reserve>,
     /// Isolate CPUs while QEMU runs (QEMU runs on them): a CPU list, vcpus (--xml), off.
-    #[arg(long, value_name = "LIST|vcpus|off", value_parser = crate::launch::parse_isolate)]
+    #[arg(long, value_name = "LIST|vcpus|off", value_parser = crate::launch::option_word::<crate::domain::metadata::IsolateChoice>)]
     pub isolate: Option<crate::domain::metadata::IsolateChoice>,
     /// Where the IRQs of -device vfio-pci devices go: a CPU list, housekeeping, vcpus, off.
-    #[arg(long, value_name = "LIST|housekeeping|vcpus|off", value_parser = crate::launch::parse_irq)]
+    #[arg(long, value_name = "LIST|housekeeping|vcpus|off", value_parser = crate::launch::option_word::<crate::domain::metadata::IrqChoice>)]
     pub irq: Option<crate::domain::metadata::IrqChoice>,
     /// The QEMU program and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "QEMU [ARGS]")]
@@ -595,7 +595,11 @@ fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
     if let Some(irq) = plan.irq.as_ref().filter(|_| !plan.devices.is_empty()) {
         out.push_str(&format!(
             "  irq: IRQs of passthrough devices {} go to CPUs {irq} from started on\n",
-            plan.devices.join(", ")
+            plan.devices
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for k in &plan.knobs {

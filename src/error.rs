@@ -75,3 +75,51 @@ impl std::error::Error for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A value that is none of the words (or forms) a setting takes: the error of every `FromStr`
+/// of a value word (`Reserve`, `IsolateChoice`, `PciAddress`, …). Where the word was written
+/// (a metadata attribute, a policy key, an option) is the caller's to say, in its own syntax;
+/// `Display` alone names the value and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadValue {
+    /// The value as given (trimmed).
+    pub value: String,
+    /// What is accepted, e.g. `auto, on or off`.
+    pub expected: &'static str,
+    /// Why a value of the right form is still wrong (`range '3-1' is reversed`).
+    pub why: Option<String>,
+}
+
+impl BadValue {
+    pub fn new(value: &str, expected: &'static str) -> BadValue {
+        BadValue {
+            value: value.to_string(),
+            expected,
+            why: None,
+        }
+    }
+
+    pub fn because(value: &str, expected: &'static str, why: impl Into<String>) -> BadValue {
+        BadValue {
+            value: value.to_string(),
+            expected,
+            why: Some(why.into()),
+        }
+    }
+
+    /// What is wrong, without the value: for callers that show it their own way.
+    pub fn reason(&self) -> String {
+        match &self.why {
+            None => format!("expected {}", self.expected),
+            Some(why) => format!("{why} (expected {})", self.expected),
+        }
+    }
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}': {}", self.value, self.reason())
+    }
+}
+
+impl std::error::Error for BadValue {}

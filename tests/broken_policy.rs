@@ -147,6 +147,11 @@ fn breakages() -> Vec<(&'static str, Break, &'static str)> {
             "cpus.isolation = 'sometimes'",
         ),
         (
+            "a blank CPU list",
+            |h: &Host| h.write_policy("[defaults]\nirq = \"\"\n"),
+            "defaults.irq = ''",
+        ),
+        (
             "writable by others",
             |h: &Host| {
                 std::fs::set_permissions(h.config(), std::fs::Permissions::from_mode(0o666))

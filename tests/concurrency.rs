@@ -255,7 +255,7 @@ fn assert_all_running(r: &Root, round: u32) {
             "round {round}: vm{i}'s pages"
         );
         assert_eq!(hold.isolate, CpuSet::from_ids([cpu(i)]));
-        assert_eq!(hold.devices, vec![bdf(i)]);
+        assert_eq!(hold.devices, vec![bdf(i).parse().unwrap()]);
         isolated.insert(cpu(i));
         assert_eq!(
             read(r, &format!("proc/irq/{}/smp_affinity_list", 100 + i)),

@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod fs;
 pub mod hugepages;
 pub mod knobs;
+pub mod mounts;
 pub mod process;
 pub mod tasks;
 pub mod topology;

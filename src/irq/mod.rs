@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::change::Change;
 use crate::cpulist::CpuSet;
+use crate::domain::PciAddress;
 use crate::host::HostFs;
 use crate::state::{Ledger, Phase};
 
@@ -33,7 +34,9 @@ pub fn all_irqs(fs: &dyn HostFs) -> Vec<u32> {
 
 /// The IRQs of one PCI device: its MSI/MSI-X vectors (`msi_irqs/`), its INTx line (`irq`), and
 /// /proc/interrupts lines that name it (VFIO's `vfio-msix[N](BDF)`).
-pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32> {
+pub fn device_irqs(fs: &dyn HostFs, device: &PciAddress, interrupts: &str) -> BTreeSet<u32> {
+    let bdf = device.to_string();
+    let bdf = bdf.as_str();
     let dir = format!("sys/bus/pci/devices/{bdf}");
     let mut irqs: BTreeSet<u32> = fs
         .list(&format!("{dir}/msi_irqs"))

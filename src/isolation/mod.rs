@@ -399,15 +399,9 @@ fn daemon_top_cgroups(input: &Inputs) -> Vec<String> {
         .tasks
         .iter()
         .filter(|t| UNCONFINED_DAEMONS.contains(&t.comm.as_str()))
-        .filter_map(|t| input.fs.read(&format!("proc/{}/cgroup", t.pid)).ok())
-        .filter_map(|text| {
-            let line = text.lines().find(|l| l.starts_with("0::"))?.to_string();
-            let top = line
-                .trim_start_matches("0::/")
-                .split('/')
-                .next()?
-                .to_string();
-            (!top.is_empty()).then_some(top)
+        .filter_map(|t| {
+            let cgroup = cgroup::of_process(input.fs, t.pid);
+            cgroup.unified_top().map(str::to_string)
         })
         .collect()
 }

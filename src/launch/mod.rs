@@ -19,16 +19,16 @@ pub mod spawn;
 pub mod supervise;
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use crate::apply::{self, Context};
 use crate::cli::Roots;
-use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::domain::Domain;
-use crate::error::{Error, Result};
+use crate::error::{BadValue, Error, Result};
 use crate::host::hugepages::default_page_kib;
 use crate::host::tasks::read_task;
 use crate::host::HostFs;
@@ -58,41 +58,11 @@ pub struct RunOptions {
     pub command: Vec<String>,
 }
 
-/// `--hugepages auto|on|off`, as the metadata's `reserve`.
-pub fn parse_reserve(value: &str) -> Result<Reserve, String> {
-    match value {
-        "auto" => Ok(Reserve::Auto),
-        "on" => Ok(Reserve::On),
-        "off" => Ok(Reserve::Off),
-        v => Err(format!("'{v}': expected auto, on or off")),
-    }
-}
-
-/// `--isolate vcpus|off|LIST`, as the metadata's `isolate cpus`.
-pub fn parse_isolate(value: &str) -> Result<IsolateChoice, String> {
-    match value {
-        "vcpus" => Ok(IsolateChoice::Vcpus),
-        "off" => Ok(IsolateChoice::Off),
-        v => Ok(IsolateChoice::List(cpu_list(v)?)),
-    }
-}
-
-/// `--irq vcpus|housekeeping|off|LIST`, as the metadata's `irq cpus`.
-pub fn parse_irq(value: &str) -> Result<IrqChoice, String> {
-    match value {
-        "vcpus" => Ok(IrqChoice::Vcpus),
-        "housekeeping" => Ok(IrqChoice::Housekeeping),
-        "off" => Ok(IrqChoice::Off),
-        v => Ok(IrqChoice::List(cpu_list(v)?)),
-    }
-}
-
-fn cpu_list(value: &str) -> Result<CpuSet, String> {
-    let set = CpuSet::parse(value).map_err(|e| format!("'{value}': {e}"))?;
-    if set.is_empty() {
-        return Err("an empty CPU list".into());
-    }
-    Ok(set)
+/// clap's parser for `--hugepages`, `--isolate` and `--irq`: the metadata's words through the
+/// metadata's parsers (`Reserve`, `IsolateChoice`, `IrqChoice`). clap names the option and the
+/// value; this says what is accepted.
+pub fn option_word<T: FromStr<Err = BadValue>>(value: &str) -> Result<T, String> {
+    value.parse().map_err(|e: BadValue| e.reason())
 }
 
 /// Run QEMU under kvmtune; returns kvmtune's exit status (QEMU's, once QEMU ran).
