@@ -74,7 +74,7 @@ pub enum Command {
     },
     /// Show what `prepare` would do for a VM on this host now; changes nothing.
     Plan {
-        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        /// Read the domain XML from FILE instead of libvirt's for the domain called NAME.
         #[arg(long, value_name = "FILE")]
         xml: Option<PathBuf>,
         /// The VM's name (default: the <name> in the XML).
@@ -115,7 +115,7 @@ pub enum Command {
     /// Judge a VM's design against this host: NUMA placement, pins, hugepages, memory,
     /// devices. Exits 1 when an error-level finding exists.
     Check {
-        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        /// Read the domain XML from FILE instead of libvirt's for the domain called NAME.
         #[arg(long, value_name = "FILE")]
         xml: Option<PathBuf>,
         /// The VM's name (default: the <name> in the XML).
@@ -475,7 +475,7 @@ fn run_command(cli: &Cli, privilege: &Privilege) -> Result<()> {
         } => {
             let policy = roots.policy(privilege)?;
             let fs = RootFs::new(&roots.root);
-            let mut virsh = crate::balance::virsh::Virsh::new(connect);
+            let mut virsh = crate::host::virsh::Virsh::new(Some(connect));
             crate::balance::run(&mut virsh, &fs, &policy.balance, *once, *dry_run)
         }
         Command::Check { xml, name, json } => {
@@ -539,7 +539,7 @@ fn run_command(cli: &Cli, privilege: &Privilege) -> Result<()> {
     }
 }
 
-/// The XML from `--xml FILE` or, outside the hook, `virsh dumpxml NAME`.
+/// The XML from `--xml FILE` or, outside the hook, libvirt's for the domain called NAME.
 fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<String>)> {
     if let Some(path) = xml {
         let text = if path == Path::new("-") {
@@ -554,20 +554,15 @@ fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<
         return Ok((text, name.map(str::to_string)));
     }
     let name = name.ok_or_else(|| Error::Usage("give a VM NAME or --xml FILE".into()))?;
-    let out = std::process::Command::new("virsh")
-        .args(["dumpxml", "--", name])
-        .output()
-        .map_err(|e| Error::io("run", "virsh", e))?;
-    if !out.status.success() {
-        return Err(Error::Usage(format!(
-            "virsh dumpxml {name:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok((
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        Some(name.to_string()),
-    ))
+    // By its UUID: a VM called `7` is not the running domain with id 7.
+    let text = crate::host::virsh::Virsh::new(None)
+        .domain_xml(name)
+        .map_err(|e| match e {
+            // A name libvirt does not know is the caller's mistake (exit 2).
+            Error::Domain(m) => Error::Usage(m),
+            other => other,
+        })?;
+    Ok((text, Some(name.to_string())))
 }
 
 fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {

@@ -24,6 +24,13 @@ pub enum Error {
     Refused(String),
     /// A state file (journal, ledger, lock) is unsafe or unreadable.
     State(String),
+    /// A program kvmtune ran (`virsh`) failed or did not answer in time.
+    Subprocess {
+        /// The command as run, e.g. `virsh dumpxml --domain UUID`.
+        command: String,
+        /// The program's own message (its stderr on one line), or how it ended.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -56,6 +63,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { op, path, source } => write!(f, "cannot {op} {}: {source}", path.display()),
+            Error::Subprocess { command, detail } => write!(f, "{command} failed: {detail}"),
             Error::Usage(m)
             | Error::Config(m)
             | Error::Domain(m)

@@ -8,6 +8,7 @@ pub mod mounts;
 pub mod process;
 pub mod tasks;
 pub mod topology;
+pub mod virsh;
 
 use std::collections::BTreeMap;
 

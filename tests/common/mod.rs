@@ -6,6 +6,7 @@ pub mod cgroupfs;
 pub mod irqs;
 pub mod kernel;
 pub mod knobs;
+pub mod virsh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
