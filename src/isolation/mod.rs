@@ -177,9 +177,10 @@ pub fn confine(
 
 fn cgroup_v1(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     let fs = input.fs;
-    let mount = input.view.mounts.v1_cpuset.clone().ok_or_else(|| {
-        Error::State("the cgroup v1 cpuset hierarchy is no longer mounted".into())
-    })?;
+    let mount =
+        input.view.mounts.v1_cpuset.clone().ok_or_else(|| {
+            Error::Host("the cgroup v1 cpuset hierarchy is no longer mounted".into())
+        })?;
     // Hierarchies mounted with `noprefix` name the files `cpus`, `mems`.
     let prefix = if fs.exists(&format!("{mount}/cpuset.cpus")) {
         "cpuset."
@@ -286,7 +287,7 @@ fn v2_root(input: &Inputs) -> Result<String> {
         .mounts
         .v2
         .clone()
-        .ok_or_else(|| Error::State("the cgroup v2 hierarchy is no longer mounted".into()))
+        .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))
 }
 
 /// The units whose `AllowedCPUs` confines host tasks under systemd: the three top-level units
@@ -340,8 +341,8 @@ fn kernel_threads(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> 
         }
         let current = input.fs.read(path)?;
         let groups = current.trim().split(',').count();
-        let parsed =
-            CpuSet::parse_mask(&current).map_err(|e| Error::State(format!("/{path}: {e}")))?;
+        let parsed = CpuSet::parse_mask(&current)
+            .map_err(|e| Error::parse(input.fs.display(path), &current, e))?;
         if parsed != *housekeeping {
             changes.push(Change::File {
                 path: path.to_string(),

@@ -26,10 +26,13 @@ pub fn leave_housekeeping(fs: &dyn HostFs, pid: u32) -> Result<bool> {
         return Ok(false);
     }
     fs.write(&format!("{root}/cgroup.procs"), &pid.to_string())
-        .map_err(|e| {
-            Error::State(format!(
-                "cannot move QEMU (pid {pid}) out of the housekeeping cgroup /{root}/{ours}: {e}"
-            ))
+        .map_err(|e| match e {
+            Error::Io { path, source, .. } => Error::io(
+                "move QEMU out of the housekeeping cgroup through",
+                path,
+                source,
+            ),
+            other => other,
         })?;
     Ok(true)
 }
