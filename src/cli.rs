@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::apply::{self, Base, Context, Recover};
+use crate::apply::{self, Base, Recover};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::hook::{self, BaseOwner, HookCall};
+use crate::hook::{self, BaseOwner, ContextOwner, HookCall};
 use crate::host::{Host, RootFs};
 use crate::log;
 use crate::plan::{self, Plan};
@@ -375,7 +375,27 @@ impl Roots {
         Policy::load(&self.config, privilege)
     }
 
-    /// The host's ports and the state directory, opened for changes.
+    /// The policy (read first: a broken one is a configuration error before anything else),
+    /// the host's ports and the state directory, for the operations that read the policy.
+    pub fn context(&self, privilege: &Privilege) -> Result<ContextOwner> {
+        let policy = self.policy(privilege)?;
+        let BaseOwner {
+            fs,
+            irqbalance,
+            state,
+            privilege,
+        } = self.base(privilege)?;
+        Ok(ContextOwner {
+            fs,
+            irqbalance,
+            state,
+            privilege,
+            policy,
+        })
+    }
+
+    /// The host's ports and the state directory, opened for changes: what `release` and
+    /// `recover` work with (no policy).
     pub fn base(&self, privilege: &Privilege) -> Result<BaseOwner> {
         Ok(BaseOwner {
             state: StateDir::open(&self.state_dir, privilege)?,
@@ -448,12 +468,8 @@ fn run_command(cli: &Cli, privilege: &Privilege) -> Result<()> {
         }
         Command::IrqWatch { once } => {
             privilege.require_root("irq-watch")?;
-            let policy = roots.policy(privilege)?;
-            let owner = roots.base(privilege)?;
-            let ctx = Context {
-                base: owner.base(),
-                policy: &policy,
-            };
+            let owner = roots.context(privilege)?;
+            let ctx = owner.context();
             loop {
                 match apply::refresh_irqs(&ctx) {
                     Ok(0) => {}
@@ -465,7 +481,7 @@ fn run_command(cli: &Cli, privilege: &Privilege) -> Result<()> {
                 if *once {
                     return Ok(());
                 }
-                std::thread::sleep(policy.irq_watch_interval);
+                std::thread::sleep(owner.policy.irq_watch_interval);
             }
         }
         Command::Balance {

@@ -186,6 +186,23 @@ fn drain(stdin: &mut dyn Read) {
     let _ = std::io::copy(stdin, &mut std::io::sink());
 }
 
+/// The ports of the host under `--root`: its files, systemctl, sched_setaffinity, irqbalance.
+fn real_host<'a>(
+    fs: &'a crate::host::RootFs,
+    irqbalance: &'a crate::irq::irqbalance::IrqbalanceSocket,
+    state: &'a crate::state::StateDir,
+    privilege: &'a Privilege,
+) -> Base<'a> {
+    Base {
+        fs,
+        systemctl: &crate::isolation::systemd::SystemctlCommand,
+        affinity: &crate::host::tasks::SchedAffinity,
+        irqbalance,
+        state,
+        privilege,
+    }
+}
+
 /// Owns what a `Base` borrows on the host under `--root`.
 pub struct BaseOwner {
     pub fs: crate::host::RootFs,
@@ -196,14 +213,30 @@ pub struct BaseOwner {
 
 impl BaseOwner {
     pub fn base(&self) -> Base<'_> {
-        Base {
-            fs: &self.fs,
-            systemctl: &crate::isolation::systemd::SystemctlCommand,
-            affinity: &crate::host::tasks::SchedAffinity,
-            irqbalance: &self.irqbalance,
-            state: &self.state,
-            privilege: &self.privilege,
+        real_host(&self.fs, &self.irqbalance, &self.state, &self.privilege)
+    }
+}
+
+/// Owns what a `Context` borrows: a `BaseOwner` and the policy (for the operations and daemons
+/// that read it; `release` and `recover` take a `BaseOwner` alone).
+pub struct ContextOwner {
+    pub fs: crate::host::RootFs,
+    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
+    pub state: crate::state::StateDir,
+    pub privilege: Privilege,
+    pub policy: Policy,
+}
+
+impl ContextOwner {
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            base: self.base(),
+            policy: &self.policy,
         }
+    }
+
+    pub fn base(&self) -> Base<'_> {
+        real_host(&self.fs, &self.irqbalance, &self.state, &self.privilege)
     }
 }
 

@@ -102,12 +102,8 @@ fn run_vm(
         ));
     }
     privilege.require_root("run")?;
-    let policy = roots.policy(privilege)?;
-    let owner = roots.base(privilege)?;
-    let ctx = Context {
-        base: owner.base(),
-        policy: &policy,
-    };
+    let owner = roots.context(privilege)?;
+    let ctx = owner.context();
     let mut domain = match &options.xml {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
