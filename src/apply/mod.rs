@@ -1,6 +1,9 @@
 //! Making a plan real, and undoing it: every change is journaled before it is made, read back
 //! after, and rolled back on the first shortfall. Release and recover work from the ledger and
-//! the journals only.
+//! the journals only: they take a `Base`, which has no policy, and where they must recompute
+//! (narrowing isolation, giving IRQs back while other VMs run) they use the settings the holds
+//! in the ledger recorded. Whether kvmtune may change the host at all is the `Privilege` the
+//! entry decided, checked before the lock is taken.
 
 pub mod effects;
 pub mod hugepages;
