@@ -4,9 +4,11 @@ pub mod cgroup;
 pub mod fs;
 pub mod hugepages;
 pub mod knobs;
+pub mod mounts;
 pub mod process;
 pub mod tasks;
 pub mod topology;
+pub mod virsh;
 
 use std::collections::BTreeMap;
 
