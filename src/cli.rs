@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::apply::{self, Recover};
+use crate::apply::{self, Base, Recover};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::hook::{self, ContextOwner, HookCall};
+use crate::hook::{self, BaseOwner, ContextOwner, HookCall};
 use crate::host::{Host, RootFs};
 use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
+use crate::privilege::{Privilege, MODEL_VAR};
 use crate::size::page_size_name;
 use crate::state::StateDir;
 use crate::status;
@@ -73,7 +74,7 @@ pub enum Command {
     },
     /// Show what `prepare` would do for a VM on this host now; changes nothing.
     Plan {
-        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        /// Read the domain XML from FILE instead of libvirt's for the domain called NAME.
         #[arg(long, value_name = "FILE")]
         xml: Option<PathBuf>,
         /// The VM's name (default: the <name> in the XML).
@@ -130,7 +131,7 @@ pub enum Command {
     /// Judge a VM's design against this host: NUMA placement, pins, hugepages, memory,
     /// devices. Exits 1 when an error-level finding exists.
     Check {
-        /// Read the domain XML from FILE instead of `virsh dumpxml NAME`.
+        /// Read the domain XML from FILE instead of libvirt's for the domain called NAME.
         #[arg(long, value_name = "FILE")]
         xml: Option<PathBuf>,
         /// The VM's name (default: the <name> in the XML).
@@ -183,13 +184,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub xml: Option<PathBuf>,
     /// Reserve hugepages: auto (when the memory is hugepage-backed), on, off.
-    #[arg(long, value_name = "auto|on|off", value_parser = crate::launch::parse_reserve)]
+    #[arg(long, value_name = "auto|on|off", value_parser = crate::launch::option_word::<crate::domain::metadata::Reserve>)]
     pub hugepages: Option<crate::domain::metadata::Reserve>,
     /// Isolate CPUs while QEMU runs (QEMU runs on them): a CPU list, vcpus (--xml), off.
-    #[arg(long, value_name = "LIST|vcpus|off", value_parser = crate::launch::parse_isolate)]
+    #[arg(long, value_name = "LIST|vcpus|off", value_parser = crate::launch::option_word::<crate::domain::metadata::IsolateChoice>)]
     pub isolate: Option<crate::domain::metadata::IsolateChoice>,
     /// Where the IRQs of -device vfio-pci devices go: a CPU list, housekeeping, vcpus, off.
-    #[arg(long, value_name = "LIST|housekeeping|vcpus|off", value_parser = crate::launch::parse_irq)]
+    #[arg(long, value_name = "LIST|housekeeping|vcpus|off", value_parser = crate::launch::option_word::<crate::domain::metadata::IrqChoice>)]
     pub irq: Option<crate::domain::metadata::IrqChoice>,
     /// The QEMU program and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "QEMU [ARGS]")]
@@ -221,9 +222,17 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         }
     };
     log::init(&cli.roots.root);
+    let privilege = match cli.roots.privilege() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kvmtune: {e}");
+            return e.exit_code();
+        }
+    };
     if let Command::Run(run) = &cli.command {
         return crate::launch::run(
             &cli.roots,
+            &privilege,
             &crate::launch::RunOptions {
                 name: run.name.clone(),
                 xml: run.xml.clone(),
@@ -234,7 +243,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             },
         );
     }
-    match run_command(&cli) {
+    match run_command(&cli, &privilege) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kvmtune: {e}");
@@ -265,14 +274,25 @@ fn hook_mode(args: &[String], roots: &Roots) -> i32 {
     exit_on_panic(if call.may_fail() { 1 } else { 0 });
     let stdin = io::stdin();
     let mut input = stdin.lock();
+    let privilege = match roots.privilege() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = io::copy(&mut input, &mut io::sink());
+            say(&e.to_string());
+            return if call.may_fail() { e.exit_code() } else { 0 };
+        }
+    };
     // libvirt's session daemon runs the same hook as an unprivileged user: nothing to do.
-    if !nix::unistd::geteuid().is_root() {
+    if !privilege.is_root() {
         let _ = io::copy(&mut input, &mut io::sink());
         return 0;
     }
-    let build = || -> Result<ContextOwner> { roots.context() };
+    let env = HostEnv {
+        roots,
+        privilege: &privilege,
+    };
     let mut out = io::stdout().lock();
-    match hook::run(&call, &mut input as &mut dyn Read, &mut out, &build) {
+    match hook::run(&call, &mut input as &mut dyn Read, &mut out, &env) {
         Ok(()) => 0,
         Err(e) => {
             // syslog gets the context; stderr (which libvirt shows to whoever ran `virsh
@@ -359,34 +379,92 @@ impl Roots {
         }
     }
 
-    pub fn context(&self) -> Result<ContextOwner> {
+    /// Who this process is, decided once for the whole run: the kernel's answer, or with a
+    /// test root (`--root` other than `/`) the model in `KVMTUNE_PRIVILEGE`, if set.
+    pub fn privilege(&self) -> Result<Privilege> {
+        let real = Privilege::detect();
+        let Some(model) = std::env::var_os(MODEL_VAR).filter(|v| !v.is_empty()) else {
+            return Ok(real);
+        };
+        if self.root == Path::new("/") {
+            return Err(Error::Usage(format!(
+                "{MODEL_VAR} models the privilege for a test root only (KVMTUNE_ROOT or --root other than /)"
+            )));
+        }
+        Privilege::model(&model.to_string_lossy(), real.uid).map_err(Error::Usage)
+    }
+
+    /// The host policy, trusted as `privilege` trusts it.
+    pub fn policy(&self, privilege: &Privilege) -> Result<Policy> {
+        Policy::load(&self.config, privilege)
+    }
+
+    /// The policy (read first: a broken one is a configuration error before anything else),
+    /// the host's ports and the state directory, for the operations that read the policy.
+    pub fn context(&self, privilege: &Privilege) -> Result<ContextOwner> {
+        let policy = self.policy(privilege)?;
+        let BaseOwner {
+            fs,
+            irqbalance,
+            state,
+            privilege,
+        } = self.base(privilege)?;
         Ok(ContextOwner {
-            policy: Policy::load(&self.config)?,
-            state: StateDir::open(&self.state_dir)?,
+            fs,
+            irqbalance,
+            state,
+            privilege,
+            policy,
+        })
+    }
+
+    /// The host's ports and the state directory, opened for changes: what `release` and
+    /// `recover` work with (no policy).
+    pub fn base(&self, privilege: &Privilege) -> Result<BaseOwner> {
+        Ok(BaseOwner {
+            state: StateDir::open(&self.state_dir, privilege)?,
             fs: RootFs::new(&self.root),
             irqbalance: crate::irq::irqbalance::IrqbalanceSocket::new(&self.root),
+            privilege: privilege.clone(),
         })
     }
 }
 
+/// The hook's operations on the host under the roots.
+struct HostEnv<'a> {
+    roots: &'a Roots,
+    privilege: &'a Privilege,
+}
+
+impl hook::Env for HostEnv<'_> {
+    fn policy(&self) -> Result<Policy> {
+        self.roots.policy(self.privilege)
+    }
+
+    fn with_base(&self, f: &mut dyn FnMut(&Base) -> Result<()>) -> Result<()> {
+        let owner = self.roots.base(self.privilege)?;
+        f(&owner.base())
+    }
+}
+
 /// Run a command; its exit status (0, or 1 for a status whose promises are not all kept).
-fn run_command(cli: &Cli) -> Result<i32> {
+fn run_command(cli: &Cli, privilege: &Privilege) -> Result<i32> {
     let roots = &cli.roots;
     if let Command::Status { json, format } = &cli.command {
         let format = match (json, format) {
             (true, _) => StatusFormat::Json,
             (false, f) => f.unwrap_or(StatusFormat::Text),
         };
-        return status(roots, format);
+        return status(roots, privilege, format);
     }
-    run_other(cli).map(|()| 0)
+    run_other(cli, privilege).map(|()| 0)
 }
 
 /// `kvmtune status`: the verdict decides the exit status, whatever the format.
-fn status(roots: &Roots, format: StatusFormat) -> Result<i32> {
-    let policy = Policy::load(&roots.config)?;
+fn status(roots: &Roots, privilege: &Privilege, format: StatusFormat) -> Result<i32> {
+    let policy = roots.policy(privilege)?;
     let fs = RootFs::new(&roots.root);
-    let state = StateDir::peek(&roots.state_dir)?;
+    let state = StateDir::peek(&roots.state_dir, privilege)?;
     let status = status::gather(&fs, state.as_ref(), &policy)?;
     match format {
         StatusFormat::Text => print!("{}", status::render(&status)),
@@ -399,18 +477,18 @@ fn status(roots: &Roots, format: StatusFormat) -> Result<i32> {
     Ok(status.verdict.exit_code())
 }
 
-fn run_other(cli: &Cli) -> Result<()> {
+fn run_other(cli: &Cli, privilege: &Privilege) -> Result<()> {
     let roots = &cli.roots;
     match &cli.command {
         Command::Hook { .. } => unreachable!("hook is parsed by position before clap"),
         Command::Run(_) => unreachable!("run returns QEMU's status, handled in main"),
         Command::Plan { xml, name, json } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let fs = RootFs::new(&roots.root);
             let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
             let domain = Domain::parse(&text)?;
             let vm = vm.unwrap_or_else(|| domain.name.clone());
-            let ledger = match StateDir::peek(&roots.state_dir)? {
+            let ledger = match StateDir::peek(&roots.state_dir, privilege)? {
                 Some(s) => s.load_ledger()?,
                 None => Default::default(),
             };
@@ -428,20 +506,22 @@ fn run_other(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { .. } => unreachable!("status is handled in run_command"),
-        Command::Watch { once } => watch(roots, crate::watch::Watcher::new(), *once),
-        Command::IrqWatch { once } => watch(roots, crate::watch::Watcher::irqs_only(), *once),
+        Command::Watch { once } => watch(roots, privilege, crate::watch::Watcher::new(), *once),
+        Command::IrqWatch { once } => {
+            watch(roots, privilege, crate::watch::Watcher::irqs_only(), *once)
+        }
         Command::Balance {
             once,
             dry_run,
             connect,
         } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let fs = RootFs::new(&roots.root);
-            let mut virsh = crate::balance::virsh::Virsh::new(connect);
+            let mut virsh = crate::host::virsh::Virsh::new(Some(connect));
             crate::balance::run(&mut virsh, &fs, &policy.balance, *once, *dry_run)
         }
         Command::Check { xml, name, json } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
             crate::advisor::run_check(
                 &RootFs::new(&roots.root),
@@ -458,7 +538,7 @@ fn run_other(cli: &Cli) -> Result<()> {
             node,
             isolate,
         } => {
-            let policy = Policy::load(&roots.config)?;
+            let policy = roots.policy(privilege)?;
             let args = crate::advisor::suggest::SuggestArgs {
                 vcpus: *vcpus,
                 memory_bytes: crate::size::parse_size(memory)
@@ -478,13 +558,18 @@ fn run_other(cli: &Cli) -> Result<()> {
             crate::advisor::run_suggest(&RootFs::new(&roots.root), &policy, &args)
         }
         Command::Recover { all: _, name } => {
-            require_root("recover")?;
-            let owner = roots.context()?;
+            privilege.require_root("recover")?;
+            // SPEC: recover works from the journals and the ledger only; a broken policy is
+            // said, and changes nothing of what is given back.
+            if let Err(e) = roots.policy(privilege) {
+                log::warn(&format!("{e} (recover works from the ledger all the same)"));
+            }
+            let owner = roots.base(privilege)?;
             let which = match name {
                 Some(n) => Recover::One(n),
                 None => Recover::AllStopped,
             };
-            let released = apply::recover(&owner.context(), which)?;
+            let released = apply::recover(&owner.base(), which)?;
             if released.is_empty() {
                 println!("nothing to release");
             }
@@ -496,23 +581,18 @@ fn run_other(cli: &Cli) -> Result<()> {
     }
 }
 
-fn watch(roots: &Roots, watcher: crate::watch::Watcher, once: bool) -> Result<()> {
-    require_root("watch")?;
-    let mut owner = roots.context()?;
+fn watch(
+    roots: &Roots,
+    privilege: &Privilege,
+    watcher: crate::watch::Watcher,
+    once: bool,
+) -> Result<()> {
+    privilege.require_root("watch")?;
+    let mut owner = roots.context(privilege)?;
     crate::watch::run(&mut owner, &roots.config, watcher, once)
 }
 
-fn require_root(what: &str) -> Result<()> {
-    if nix::unistd::geteuid().is_root() {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "{what} changes the host and must run as root"
-        )))
-    }
-}
-
-/// The XML from `--xml FILE` or, outside the hook, `virsh dumpxml NAME`.
+/// The XML from `--xml FILE` or, outside the hook, libvirt's for the domain called NAME.
 fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<String>)> {
     if let Some(path) = xml {
         let text = if path == Path::new("-") {
@@ -527,20 +607,15 @@ fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<
         return Ok((text, name.map(str::to_string)));
     }
     let name = name.ok_or_else(|| Error::Usage("give a VM NAME or --xml FILE".into()))?;
-    let out = std::process::Command::new("virsh")
-        .args(["dumpxml", "--", name])
-        .output()
-        .map_err(|e| Error::io("run", "virsh", e))?;
-    if !out.status.success() {
-        return Err(Error::Usage(format!(
-            "virsh dumpxml {name:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok((
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        Some(name.to_string()),
-    ))
+    // By its UUID: a VM called `7` is not the running domain with id 7.
+    let text = crate::host::virsh::Virsh::new(None)
+        .domain_xml(name)
+        .map_err(|e| match e {
+            // A name libvirt does not know is the caller's mistake (exit 2).
+            Error::Domain(m) => Error::Usage(m),
+            other => other,
+        })?;
+    Ok((text, Some(name.to_string())))
 }
 
 fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
@@ -568,7 +643,11 @@ fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
     if let Some(irq) = plan.irq.as_ref().filter(|_| !plan.devices.is_empty()) {
         out.push_str(&format!(
             "  irq: IRQs of passthrough devices {} go to CPUs {irq} from started on\n",
-            plan.devices.join(", ")
+            plan.devices
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for k in &plan.knobs {

@@ -3,11 +3,13 @@
 
 use std::io::{Read, Write};
 
-use crate::apply::{self, Context};
+use crate::apply::{self, Base, Context};
 use crate::domain::xml::MAX_XML_BYTES;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::log;
+use crate::policy::Policy;
+use crate::privilege::Privilege;
 
 /// What libvirt asked, taken by position only (a domain may be called `--help`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,40 +49,71 @@ impl HookCall {
     }
 }
 
-/// Run one hook call. `ctx` is built lazily: most operations need nothing from the host.
-/// `stdout` is written only by `migrate begin`, with a rewritten domain XML.
+/// What the hook's operations work with, built only when an operation needs it (most need
+/// nothing). `cli` gives the real host; tests give the kernel-modelling fake.
+pub trait Env {
+    /// The host policy, read now.
+    fn policy(&self) -> Result<Policy>;
+    /// Run `f` with the host's ports, the state directory (opened and checked) and the
+    /// privilege.
+    fn with_base(&self, f: &mut dyn FnMut(&Base) -> Result<()>) -> Result<()>;
+}
+
+/// Run one hook call. `stdout` is written only by `migrate begin`, with a rewritten domain XML.
 pub fn run(
     call: &HookCall,
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
-    ctx: &dyn Fn() -> Result<ContextOwner>,
+    env: &dyn Env,
 ) -> Result<()> {
     match (call.op.as_str(), call.subop.as_str()) {
         ("prepare", "begin") => {
             let xml = read_xml(stdin)?;
             let domain =
                 Domain::parse(&xml).map_err(|e| Error::Domain(format!("VM '{}': {e}", call.vm)))?;
-            let owner = ctx()?;
-            let plan = apply::prepare(&owner.context(), &call.vm, &domain)?;
-            for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
-                log::info(&format!(
-                    "VM '{}': {} grown by {} page(s) for it",
-                    call.vm, g.pool, g.grow
-                ));
-            }
-            Ok(())
+            let policy = env.policy()?;
+            env.with_base(&mut |base| {
+                let ctx = Context {
+                    base: *base,
+                    policy: &policy,
+                };
+                let plan = apply::prepare(&ctx, &call.vm, &domain)?;
+                for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
+                    log::info(&format!(
+                        "VM '{}': {} grown by {} page(s) for it",
+                        call.vm, g.pool, g.grow
+                    ));
+                }
+                Ok(())
+            })
         }
         ("started", "begin") | ("reconnect", "begin") => {
             drain(stdin);
-            let owner = ctx()?;
-            apply::started(&owner.context(), &call.vm)
+            let policy = env.policy()?;
+            env.with_base(&mut |base| {
+                apply::started(
+                    &Context {
+                        base: *base,
+                        policy: &policy,
+                    },
+                    &call.vm,
+                )
+            })
         }
         ("release", "end") => {
             drain(stdin);
-            let owner = ctx()?;
-            apply::release(&owner.context(), &call.vm)
+            // SPEC: release works from the journal and the ledger only. A policy broken while
+            // the VM ran is said (the next prepare fails on it), and the VM's holdings go back
+            // all the same.
+            if let Err(e) = env.policy() {
+                log::warn(&format!(
+                    "{e} (VM '{}' is released from the ledger all the same)",
+                    call.vm
+                ));
+            }
+            env.with_base(&mut |base| apply::release(base, &call.vm))
         }
-        ("migrate", "begin") => migrate_begin(call, stdin, stdout, ctx),
+        ("migrate", "begin") => migrate_begin(call, stdin, stdout, env),
         _ => {
             // start, stopped, restore, attach, and operations of future libvirt versions:
             // nothing to do. restore reads our stdout as a replacement XML: nothing is printed.
@@ -98,7 +131,7 @@ fn migrate_begin(
     call: &HookCall,
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
-    ctx: &dyn Fn() -> Result<ContextOwner>,
+    env: &dyn Env,
 ) -> Result<()> {
     use crate::advisor::remap;
     let parsed = read_xml(stdin).and_then(|xml| {
@@ -113,19 +146,21 @@ fn migrate_begin(
             return Ok(());
         }
     };
-    let owner = ctx()?;
-    let held = owner.state.load_ledger()?.isolated_except(&call.vm);
-    if let Some(new) = remap::for_host(&call.vm, &xml, &owner.fs, &owner.policy, &held)? {
-        stdout
-            .write_all(new.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(|e| Error::io("write the remapped domain XML to", "stdout", e))?;
-        log::info(&format!(
-            "VM '{}': pins and node sets remapped for this host",
-            call.vm
-        ));
-    }
-    Ok(())
+    let policy = env.policy()?;
+    env.with_base(&mut |base| {
+        let held = base.state.load_ledger()?.isolated_except(&call.vm);
+        if let Some(new) = remap::for_host(&call.vm, &xml, base.fs, &policy, &held)? {
+            stdout
+                .write_all(new.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::io("write the remapped domain XML to", "stdout", e))?;
+            log::info(&format!(
+                "VM '{}': pins and node sets remapped for this host",
+                call.vm
+            ));
+        }
+        Ok(())
+    })
 }
 
 /// Read the domain XML from stdin, refusing absurd sizes before they are held in memory.
@@ -151,24 +186,57 @@ fn drain(stdin: &mut dyn Read) {
     let _ = std::io::copy(stdin, &mut std::io::sink());
 }
 
-/// Owns what a `Context` borrows.
+/// The ports of the host under `--root`: its files, systemctl, sched_setaffinity, irqbalance.
+fn real_host<'a>(
+    fs: &'a crate::host::RootFs,
+    irqbalance: &'a crate::irq::irqbalance::IrqbalanceSocket,
+    state: &'a crate::state::StateDir,
+    privilege: &'a Privilege,
+) -> Base<'a> {
+    Base {
+        fs,
+        systemctl: &crate::isolation::systemd::SystemctlCommand,
+        affinity: &crate::host::tasks::SchedAffinity,
+        irqbalance,
+        state,
+        privilege,
+    }
+}
+
+/// Owns what a `Base` borrows on the host under `--root`.
+pub struct BaseOwner {
+    pub fs: crate::host::RootFs,
+    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
+    pub state: crate::state::StateDir,
+    pub privilege: Privilege,
+}
+
+impl BaseOwner {
+    pub fn base(&self) -> Base<'_> {
+        real_host(&self.fs, &self.irqbalance, &self.state, &self.privilege)
+    }
+}
+
+/// Owns what a `Context` borrows: a `BaseOwner` and the policy (for the operations and daemons
+/// that read it; `release` and `recover` take a `BaseOwner` alone).
 pub struct ContextOwner {
     pub fs: crate::host::RootFs,
     pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
     pub state: crate::state::StateDir,
-    pub policy: crate::policy::Policy,
+    pub privilege: Privilege,
+    pub policy: Policy,
 }
 
 impl ContextOwner {
     pub fn context(&self) -> Context<'_> {
         Context {
-            fs: &self.fs,
-            systemctl: &crate::isolation::systemd::SystemctlCommand,
-            affinity: &crate::host::tasks::SchedAffinity,
-            irqbalance: &self.irqbalance,
-            state: &self.state,
+            base: self.base(),
             policy: &self.policy,
         }
+    }
+
+    pub fn base(&self) -> Base<'_> {
+        real_host(&self.fs, &self.irqbalance, &self.state, &self.privilege)
     }
 }
 
@@ -221,9 +289,20 @@ mod tests {
         }
     }
 
+    /// An environment that must never be asked for anything.
+    struct Never;
+
+    impl Env for Never {
+        fn policy(&self) -> Result<Policy> {
+            panic!("policy read")
+        }
+        fn with_base(&self, _: &mut dyn FnMut(&Base) -> Result<()>) -> Result<()> {
+            panic!("context built")
+        }
+    }
+
     #[test]
     fn operations_with_nothing_to_do_never_build_a_context() {
-        let never = || -> Result<ContextOwner> { panic!("context built") };
         for op in [
             "start",
             "stopped",
@@ -234,16 +313,15 @@ mod tests {
         ] {
             let call = HookCall::from_args(&args(&["vm", op, "begin", "-"])).unwrap();
             let mut out = Vec::new();
-            run(&call, &mut "<domain/>".as_bytes(), &mut out, &never).unwrap();
+            run(&call, &mut "<domain/>".as_bytes(), &mut out, &Never).unwrap();
             assert!(out.is_empty(), "{op} printed something");
         }
     }
 
     #[test]
     fn prepare_without_xml_is_a_clear_error() {
-        let never = || -> Result<ContextOwner> { panic!("context built") };
         let call = HookCall::from_args(&args(&["vm", "prepare", "begin", "-"])).unwrap();
-        let err = run(&call, &mut "".as_bytes(), &mut Vec::new(), &never).unwrap_err();
+        let err = run(&call, &mut "".as_bytes(), &mut Vec::new(), &Never).unwrap_err();
         assert!(err.to_string().contains("no domain XML"), "{err}");
     }
 }

@@ -1,9 +1,16 @@
 //! The host policy (`/etc/kvmtune/kvmtune.toml`): what the administrator allows VMs to ask for.
 //! Parsing (`PolicyFile`, serde, unknown keys are errors) is kept apart from checking
-//! (`Policy::from_file`), so every message can name the key and the value.
+//! (`Policy::from_file`), so every message can name the key and the value. Each value word is
+//! read by its type's `FromStr` (`[defaults]` by the metadata's own, so the policy takes and
+//! refuses exactly what a VM's metadata would), and everything is checked when the file is
+//! read: a policy that loads cannot fail an operation later.
+//!
+//! Only `prepare`, `started`/`reconnect`, `migrate` and the daemons read the policy; `release`
+//! and `recover` work from the ledger (`apply::Base`), so a broken policy stops no release.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,7 +18,8 @@ use serde::Deserialize;
 use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
-use crate::error::{Error, Result};
+use crate::error::{BadValue, Error, Result};
+use crate::privilege::Privilege;
 use crate::size::parse_size;
 
 /// Largest policy file read.
@@ -220,8 +228,9 @@ impl Default for Policy {
 
 impl Policy {
     /// Read the policy at `path`; a missing file means the built-in defaults. The file decides
-    /// what less trusted domain editors may do, so one that others could write is refused.
-    pub fn load(path: &Path) -> Result<Policy> {
+    /// what less trusted domain editors may do, so one that others could write is refused: it
+    /// must belong to root or to `privilege`'s uid.
+    pub fn load(path: &Path, privilege: &Privilege) -> Result<Policy> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         // O_NONBLOCK: a FIFO in the policy's place must not hang the hook.
@@ -251,7 +260,7 @@ impl Policy {
                 meta.mode() & 0o7777
             )));
         }
-        if meta.uid() != nix::unistd::geteuid().as_raw() && meta.uid() != 0 {
+        if meta.uid() != privilege.uid && meta.uid() != 0 {
             return Err(Error::Config(format!(
                 "policy {} is owned by uid {}, not root",
                 path.display(),
@@ -296,19 +305,9 @@ impl Policy {
 
     fn from_file(f: PolicyFile) -> Result<Policy, String> {
         Ok(Policy {
-            housekeeping: cpu_policy(&f.cpus.housekeeping, "cpus.housekeeping")?,
-            isolatable: cpu_policy(&f.cpus.isolatable, "cpus.isolatable")?,
-            isolation: match f.cpus.isolation.as_str() {
-                "auto" => IsolationMethod::Auto,
-                "systemd" => IsolationMethod::Systemd,
-                "cgroupfs" => IsolationMethod::Cgroupfs,
-                "off" => IsolationMethod::Off,
-                v => {
-                    return Err(format!(
-                        "cpus.isolation = '{v}': expected auto, systemd, cgroupfs or off"
-                    ))
-                }
-            },
+            housekeeping: word(&f.cpus.housekeeping, "cpus.housekeeping")?,
+            isolatable: word(&f.cpus.isolatable, "cpus.isolatable")?,
+            isolation: word(&f.cpus.isolation, "cpus.isolation")?,
             allow_overlap: match f.cpus.overlap.as_str() {
                 "refuse" => false,
                 "allow" => true,
@@ -345,31 +344,11 @@ impl Policy {
                 "unlimited" => None,
                 s => Some(parse_size(s).map_err(|e| format!("hugepages.max_per_vm: {e}"))?),
             },
-            default_hugepages: match f.defaults.hugepages.as_str() {
-                "auto" => Reserve::Auto,
-                "on" => Reserve::On,
-                "off" => Reserve::Off,
-                v => {
-                    return Err(format!(
-                        "defaults.hugepages = '{v}': expected auto, on or off"
-                    ))
-                }
-            },
-            default_isolate: match f.defaults.isolate.as_str() {
-                "vcpus" => IsolateChoice::Vcpus,
-                "off" => IsolateChoice::Off,
-                v => IsolateChoice::List(
-                    CpuSet::parse(v).map_err(|e| format!("defaults.isolate = '{v}': {e}"))?,
-                ),
-            },
-            default_irq: match f.defaults.irq.as_str() {
-                "vcpus" => IrqChoice::Vcpus,
-                "housekeeping" => IrqChoice::Housekeeping,
-                "off" => IrqChoice::Off,
-                v => IrqChoice::List(
-                    CpuSet::parse(v).map_err(|e| format!("defaults.irq = '{v}': {e}"))?,
-                ),
-            },
+            // The metadata's words, through the metadata's parsers: a value the policy takes
+            // is one a VM could say, and a blank list fails here, not at `started`.
+            default_hugepages: word(&f.defaults.hugepages, "defaults.hugepages")?,
+            default_isolate: word(&f.defaults.isolate, "defaults.isolate")?,
+            default_irq: word(&f.defaults.irq, "defaults.irq")?,
             knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
             balance: BalancePolicy::from_section(f.balance)?,
             metrics_dir: match f.metrics.textfile_dir.trim() {
@@ -399,15 +378,40 @@ impl Policy {
     }
 }
 
-fn cpu_policy(value: &str, key: &str) -> Result<CpuPolicy, String> {
-    match value.trim() {
-        "auto" => Ok(CpuPolicy::Auto),
-        v => {
-            let set = CpuSet::parse(v).map_err(|e| format!("{key} = '{v}': {e}"))?;
-            if set.is_empty() {
-                return Err(format!("{key} is empty (use \"auto\" or a CPU list)"));
+/// A value word of the policy, by its type's `FromStr`; the message names the key.
+fn word<T: FromStr<Err = BadValue>>(value: &str, key: &str) -> Result<T, String> {
+    value.parse().map_err(|e| format!("{key} = {e}"))
+}
+
+impl FromStr for CpuPolicy {
+    type Err = BadValue;
+
+    /// `auto`, or a CPU list that is not empty.
+    fn from_str(text: &str) -> Result<CpuPolicy, BadValue> {
+        const EXPECTED: &str = "auto or a CPU list";
+        match text.trim() {
+            "auto" => Ok(CpuPolicy::Auto),
+            v => {
+                let set = CpuSet::parse(v).map_err(|why| BadValue::because(v, EXPECTED, why))?;
+                if set.is_empty() {
+                    return Err(BadValue::because(v, EXPECTED, "the CPU list is empty"));
+                }
+                Ok(CpuPolicy::List(set))
             }
-            Ok(CpuPolicy::List(set))
+        }
+    }
+}
+
+impl FromStr for IsolationMethod {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<IsolationMethod, BadValue> {
+        match text.trim() {
+            "auto" => Ok(IsolationMethod::Auto),
+            "systemd" => Ok(IsolationMethod::Systemd),
+            "cgroupfs" => Ok(IsolationMethod::Cgroupfs),
+            "off" => Ok(IsolationMethod::Off),
+            v => Err(BadValue::new(v, "auto, systemd, cgroupfs or off")),
         }
     }
 }
@@ -515,6 +519,48 @@ mod tests {
     }
 
     #[test]
+    fn blank_or_empty_cpu_lists_are_refused_when_the_policy_loads_naming_the_key() {
+        for (text, key) in [
+            ("[defaults]\nisolate = \"\"\n", "defaults.isolate = ''"),
+            ("[defaults]\nirq = \" \"\n", "defaults.irq = ''"),
+            ("[defaults]\nirq = \"^0\"\n", "defaults.irq = '^0'"),
+            ("[cpus]\nhousekeeping = \"\"\n", "cpus.housekeeping = ''"),
+            ("[cpus]\nisolatable = \",\"\n", "cpus.isolatable = ','"),
+        ] {
+            let err = Policy::parse(text).unwrap_err();
+            assert!(err.starts_with(key), "{text}: {err}");
+            assert!(err.contains("the CPU list is empty"), "{err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn policy_words_are_the_types_parsers() {
+        for (text, want) in [
+            ("auto", IsolationMethod::Auto),
+            ("systemd", IsolationMethod::Systemd),
+            (" cgroupfs ", IsolationMethod::Cgroupfs),
+            ("off", IsolationMethod::Off),
+        ] {
+            assert_eq!(text.parse::<IsolationMethod>().unwrap(), want);
+        }
+        let err = "cgroups".parse::<IsolationMethod>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'cgroups': expected auto, systemd, cgroupfs or off"
+        );
+        assert_eq!("auto".parse::<CpuPolicy>().unwrap(), CpuPolicy::Auto);
+        assert_eq!(
+            "0,8".parse::<CpuPolicy>().unwrap(),
+            CpuPolicy::List(CpuSet::parse("0,8").unwrap())
+        );
+        assert!("Auto".parse::<CpuPolicy>().is_err());
+        let p = Policy::parse("[defaults]\nirq = \"housekeeping\"\nhugepages = \" on\"\n").unwrap();
+        assert_eq!(p.default_irq, IrqChoice::Housekeeping);
+        assert_eq!(p.default_hugepages, Reserve::On);
+    }
+
+    #[test]
     fn emulator_qemu_is_auto_or_an_absolute_path() {
         assert_eq!(Policy::parse("").unwrap().emulator_qemu, None);
         let p = Policy::parse("[emulator]\nqemu = \"/opt/qemu/bin/qemu-system-x86_64\"\n").unwrap();
@@ -555,11 +601,12 @@ mod tests {
     fn missing_file_is_defaults_and_group_writable_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kvmtune.toml");
-        assert_eq!(Policy::load(&path).unwrap(), Policy::default());
+        let me = Privilege::root_as(nix::unistd::geteuid().as_raw());
+        assert_eq!(Policy::load(&path, &me).unwrap(), Policy::default());
         std::fs::write(&path, "").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let err = Policy::load(&path).unwrap_err();
+        let err = Policy::load(&path, &me).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("writable"), "{err}");
     }

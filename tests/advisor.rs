@@ -6,12 +6,11 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::kernel::put;
-use common::{diff, kernel, FakeKernel, GIB};
+use common::{diff, kernel, virsh, FakeKernel, GIB};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kvmtune");
 
@@ -38,27 +37,29 @@ impl Host {
         h
     }
 
-    /// The VMs a fake `virsh` lists and dumps.
+    /// The VMs a fake `virsh` lists and dumps (defined, not running).
     fn defined(&self, vms: &[(&str, &str)]) {
-        let bin = self.tmp.path().join("bin");
-        let xml = self.tmp.path().join("xml");
-        std::fs::create_dir_all(&bin).unwrap();
-        let _ = std::fs::remove_dir_all(&xml);
-        std::fs::create_dir_all(&xml).unwrap();
-        let mut names = String::new();
-        for (name, text) in vms {
-            std::fs::write(xml.join(format!("{name}.xml")), text).unwrap();
-            names.push_str(name);
-            names.push('\n');
-        }
-        std::fs::write(xml.join("list"), names).unwrap();
-        let script = format!(
-            "#!/bin/sh\n# fake virsh: list --all --name | dumpxml -- NAME\ncase \"$1\" in\n  list) /bin/cat '{0}/list' ;;\n  dumpxml) /bin/cat '{0}/'\"$3\".xml || {{ echo \"error: failed to get domain '$3'\" >&2; exit 1; }} ;;\n  *) exit 1 ;;\nesac\n",
-            xml.display()
-        );
-        let path = bin.join("virsh");
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let domains: Vec<virsh::Domain> = vms
+            .iter()
+            .zip(1..)
+            .map(|((name, xml), n)| virsh::Domain {
+                id: None,
+                name,
+                uuid: virsh::uuid(n),
+                xml,
+            })
+            .collect();
+        self.domains(&domains);
+    }
+
+    /// The domains a fake `virsh` serves.
+    fn domains(&self, domains: &[virsh::Domain]) {
+        virsh::install(&self.tmp.path().join("bin"), domains);
+    }
+
+    /// The fake virsh's calls so far.
+    fn virsh_calls(&self) -> Vec<String> {
+        virsh::calls(&self.tmp.path().join("bin"))
     }
 
     fn no_virsh(&self) {
@@ -82,6 +83,8 @@ impl Host {
             .env("KVMTUNE_ROOT", self.kernel.path())
             .env("KVMTUNE_STATE_DIR", self.tmp.path().join("state"))
             .env("KVMTUNE_CONFIG", self.tmp.path().join("kvmtune.toml"))
+            // Root with the capabilities kvmtune needs, whoever runs the tests.
+            .env("KVMTUNE_PRIVILEGE", "root")
             // Only the fake virsh: never the machine's libvirt.
             .env("PATH", self.tmp.path().join("bin"))
             .stdin(Stdio::piped())
@@ -161,6 +164,99 @@ fn pins_shared_with_a_defined_vm_fail_the_check_with_a_fix() {
     assert!(text.contains("fix: <cputune>"), "{text}");
     assert!(!text.contains("<vcpupin vcpu='0' cpuset='5'/>"), "{text}");
     assert_eq!(stderr(&out), "kvmtune: VM 'db': 1 error-level finding(s)\n");
+}
+
+/// `check NAME` reads the domain called NAME, by its UUID: not the running domain whose id
+/// NAME looks like, nor the one whose UUID it is. Every call that names a domain names it by
+/// UUID, or puts the name after `--`.
+#[test]
+fn a_vm_named_like_an_id_or_a_uuid_is_not_taken_for_another() {
+    let h = two_nodes_smt();
+    let pins = |a: u32, b: u32| {
+        format!("<vcpupin vcpu='0' cpuset='{a}'/><vcpupin vcpu='1' cpuset='{b}'/>")
+    };
+    let web = good_vm("web", &pins(5, 13));
+    let seven = good_vm("7", &pins(6, 14));
+    let named_uuid = good_vm(&virsh::uuid(1), &pins(7, 15));
+    let option = good_vm("--all", &pins(1, 9));
+    h.domains(&[
+        // Running, with id 7.
+        virsh::Domain {
+            id: Some(7),
+            name: "web",
+            uuid: virsh::uuid(1),
+            xml: &web,
+        },
+        virsh::Domain {
+            id: None,
+            name: "7",
+            uuid: virsh::uuid(2),
+            xml: &seven,
+        },
+        virsh::Domain {
+            id: None,
+            name: &virsh::uuid(1),
+            uuid: virsh::uuid(3),
+            xml: &named_uuid,
+        },
+        virsh::Domain {
+            id: None,
+            name: "--all",
+            uuid: virsh::uuid(4),
+            xml: &option,
+        },
+    ]);
+    // Each of them pinned apart from web: read as web, it would share web's CPUs (exit 1).
+    for name in ["7", virsh::uuid(1).as_str(), "--all"] {
+        let out = h.run(&["check", "--", name], "");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).starts_with(&format!("VM '{name}' on this host")),
+            "{name}: {}",
+            stdout(&out)
+        );
+    }
+    let calls = h.virsh_calls();
+    for call in &calls {
+        let words: Vec<&str> = call.split(' ').collect();
+        match words.iter().position(|w| *w == "--domain") {
+            Some(i) => assert!(
+                words[i + 1].parse::<kvmtune::host::virsh::Uuid>().is_ok(),
+                "a domain named by other than its UUID: {call}"
+            ),
+            None if call.contains("domuuid") => {
+                assert!(call.contains("domuuid -- "), "a name not after --: {call}")
+            }
+            None => assert!(call.contains("list --all --uuid"), "{call}"),
+        }
+    }
+    assert!(
+        calls.iter().any(|c| c == "-q domuuid -- --all"),
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == &format!("-q dumpxml --domain {}", virsh::uuid(2))),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn check_of_a_name_libvirt_does_not_know_is_a_usage_error() {
+    let h = two_nodes_smt();
+    let out = h.run(&["check", "nosuch"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "kvmtune: libvirt has no domain called 'nosuch'\n"
+    );
 }
 
 #[test]
@@ -500,6 +596,7 @@ fn migrate_begin_without_opt_in_prints_nothing_and_reads_no_host() {
             .env("KVMTUNE_ROOT", empty.path())
             .env("KVMTUNE_STATE_DIR", empty.path().join("state"))
             .env("KVMTUNE_CONFIG", empty.path().join("none.toml"))
+            .env("KVMTUNE_PRIVILEGE", "root")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

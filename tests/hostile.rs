@@ -49,36 +49,51 @@ enum Stdin<'a> {
     Closed,
 }
 
-/// How the binary is started.
+/// Who runs the binary, modelled with `KVMTUNE_PRIVILEGE` so that every case runs whoever
+/// runs the tests.
 #[derive(Clone, Copy, PartialEq)]
 enum As {
     Root,
-    /// uid 65534: libvirt's session daemon.
+    /// Not root: libvirt's session daemon.
     Nobody,
-    /// uid 0 with an empty capability bounding set (a container, a confined daemon).
+    /// uid 0 without the capabilities kvmtune needs (a container, a confined daemon).
     RootWithoutCaps,
+    /// Root, as a uid that does not own the files `give_away` was given (see there).
+    Stranger,
+}
+
+/// A uid nobody in these tests runs as.
+const STRANGER: u32 = 65534;
+
+/// Make `path` belong to another user than the one kvmtune runs as with `As::Stranger`, and
+/// not to root (root's files are trusted): as root, by giving it to `STRANGER`; as anyone
+/// else, by leaving it theirs while kvmtune is told it runs as `STRANGER`.
+fn give_away(path: &Path) {
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(path, Some(STRANGER), Some(STRANGER)).unwrap();
+    }
+}
+
+fn model(who: As) -> String {
+    let me = nix::unistd::geteuid();
+    match who {
+        As::Root => "root".into(),
+        As::Nobody => "user".into(),
+        As::RootWithoutCaps => "root-without=CAP_SYS_NICE,CAP_DAC_OVERRIDE".into(),
+        As::Stranger if me.is_root() => "root".into(),
+        As::Stranger => format!("root uid={STRANGER}"),
+    }
 }
 
 fn run(h: &Host, who: As, args: &[&str], stdin: Stdin) -> Output {
-    let mut cmd = match who {
-        As::Root => Command::new(BIN),
-        As::Nobody => {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-            c
-        }
-        As::RootWithoutCaps => {
-            let mut c = Command::new("setpriv");
-            c.args(["--inh-caps=-all", "--bounding-set=-all", BIN]);
-            c
-        }
-    };
+    let mut cmd = Command::new(BIN);
     cmd.arg("hook")
         .args(args)
         .env_clear()
         .env("KVMTUNE_ROOT", h.kernel.path())
         .env("KVMTUNE_STATE_DIR", h.state())
         .env("KVMTUNE_CONFIG", h.config())
+        .env("KVMTUNE_PRIVILEGE", model(who))
         .current_dir(h.tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -273,10 +288,11 @@ fn cases() -> Vec<Case> {
                 policy(h, "");
                 std::fs::set_permissions(h.config(), std::fs::Permissions::from_mode(0o666)).unwrap();
             }),
-        case("policy owned by another user", hugepage_vm("p"), 2, "owned by uid 65534")
+        case("policy owned by another user", hugepage_vm("p"), 2, "owned by uid")
+            .who(As::Stranger)
             .setup(|h| {
                 policy(h, "");
-                std::os::unix::fs::chown(h.config(), Some(65534), Some(65534)).unwrap();
+                give_away(&h.config());
             }),
         case("policy in a world-writable directory", hugepage_vm("p"), 2, "policy directory")
             .setup(|h| {
@@ -317,11 +333,12 @@ fn cases() -> Vec<Case> {
                 std::fs::create_dir(h.state()).unwrap();
                 std::fs::set_permissions(h.state(), std::fs::Permissions::from_mode(0o755)).unwrap();
             }),
-        case("state dir owned by another user", hugepage_vm("s"), 1, "owned by uid 65534")
+        case("state dir owned by another user", hugepage_vm("s"), 1, "owned by uid")
+            .who(As::Stranger)
             .setup(|h| {
                 std::fs::create_dir(h.state()).unwrap();
                 std::fs::set_permissions(h.state(), std::fs::Permissions::from_mode(0o700)).unwrap();
-                std::os::unix::fs::chown(h.state(), Some(65534), Some(65534)).unwrap();
+                give_away(&h.state());
             }),
         case("release with the lock a symlink", hugepage_vm("s"), 0, "symlink")
             .op("release", "end")
@@ -366,10 +383,6 @@ fn host_state(h: &Host) -> (std::collections::BTreeMap<PathBuf, Vec<u8>>, Vec<St
 
 #[test]
 fn hostile_input_gets_one_clear_line_the_right_status_and_changes_nothing() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (chown, setpriv)");
-        return;
-    }
     let mut failures = Vec::new();
     let all = cases();
     for c in &all {

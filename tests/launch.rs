@@ -78,6 +78,8 @@ impl Host {
             .env("KVMTUNE_ROOT", self.kernel.path())
             .env("KVMTUNE_STATE_DIR", self.path("state"))
             .env("KVMTUNE_CONFIG", self.path("kvmtune.toml"))
+            // Root with the capabilities kvmtune needs, whoever runs the tests.
+            .env("KVMTUNE_PRIVILEGE", "root")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cgroupfs::{Layout, V1_MOUNT, V2_MOUNT};
 use common::{diff, kernel, Bench, GIB};
-use kvmtune::apply::{self, Context, Recover};
+use kvmtune::apply::{self, Recover};
 use kvmtune::cpulist::CpuSet;
 use kvmtune::watch::look::GONE_GRACE;
 use kvmtune::watch::{Kind, Pass, Watcher};
@@ -374,15 +374,8 @@ fn under_the_lock_a_vm_whose_qemu_runs_again_is_not_released() {
     let b = host(Layout::V1);
     running(&b, "rt", 3);
     let state = b.state();
-    let ctx = Context {
-        fs: &b.kernel,
-        systemctl: &b.kernel,
-        affinity: &b.kernel,
-        irqbalance: &b.kernel,
-        state: &state,
-        policy: &b.policy,
-    };
-    let released = apply::recover(&ctx, Recover::Gone(&["rt".to_string()])).unwrap();
+    let base = b.base(&state);
+    let released = apply::recover(&base, Recover::Gone(&["rt".to_string()])).unwrap();
     assert!(released.is_empty());
     assert!(b.ledger().vms.contains_key("rt"));
 }

@@ -33,14 +33,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use kvmtune::apply::{self, Context};
+use kvmtune::apply::{self, Base, Context};
 use kvmtune::cpulist::CpuSet;
 use kvmtune::domain::Domain;
 use kvmtune::error::{Error, Result};
 use kvmtune::hook::HookCall;
 use kvmtune::irq::irqbalance::IrqbalanceSocket;
 use kvmtune::isolation::systemd::SystemctlCommand;
-use kvmtune::policy::Policy;
 use kvmtune::state::StateDir;
 use layout::{Shape, CPUSET, DEVICE};
 use model::{FakeAffinity, ModelFs};
@@ -120,16 +119,20 @@ fn dispatch(
     if !acts {
         return Ok(());
     }
-    let policy = Policy::load(&roots.config)?;
-    let state = StateDir::open(&roots.state_dir)?;
+    let privilege = roots.privilege()?;
+    let policy = roots.policy(&privilege)?;
+    let state = StateDir::open(&roots.state_dir, &privilege)?;
     let irqbalance = IrqbalanceSocket::new(&roots.root);
     let affinity = FakeAffinity(fs);
     let ctx = Context {
-        fs,
-        systemctl: &SystemctlCommand,
-        affinity: &affinity,
-        irqbalance: &irqbalance,
-        state: &state,
+        base: Base {
+            fs,
+            systemctl: &SystemctlCommand,
+            affinity: &affinity,
+            irqbalance: &irqbalance,
+            state: &state,
+            privilege: &privilege,
+        },
         policy: &policy,
     };
     match call.op.as_str() {

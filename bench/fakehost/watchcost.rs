@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use kvmtune::apply::{self, Context};
+use kvmtune::apply::{self, Base, Context};
 use kvmtune::cpulist::CpuSet;
 use kvmtune::domain::Domain;
 use kvmtune::irq::irqbalance::NoIrqbalance;
 use kvmtune::isolation::systemd::SystemctlCommand;
 use kvmtune::policy::Policy;
+use kvmtune::privilege::Privilege;
 use kvmtune::state::StateDir;
 use kvmtune::watch::Watcher;
 
@@ -153,13 +154,18 @@ pub fn run(args: &[String]) {
     let policy = std::env::var("WC_POLICY")
         .map(|p| Policy::parse(&p).unwrap())
         .unwrap_or_default();
-    let state = StateDir::open(&workdir.join("state")).unwrap();
+    // Root with what kvmtune needs, as whoever runs the benchmark (the state dir is theirs).
+    let privilege = Privilege::root_as(nix::unistd::geteuid().as_raw());
+    let state = StateDir::open(&workdir.join("state"), &privilege).unwrap();
     let ctx = Context {
-        fs: &fs,
-        systemctl: &SystemctlCommand,
-        affinity: &affinity,
-        irqbalance: &NoIrqbalance,
-        state: &state,
+        base: Base {
+            fs: &fs,
+            systemctl: &SystemctlCommand,
+            affinity: &affinity,
+            irqbalance: &NoIrqbalance,
+            state: &state,
+            privilege: &privilege,
+        },
         policy: &policy,
     };
     let vms = [

@@ -1,12 +1,11 @@
 //! The other VMs on this host. Outside the hook: every defined domain, from `virsh list --all
-//! --name` and `virsh dumpxml`. Inside the hook, where calling libvirt deadlocks (the hook holds
+//! --uuid` and `virsh dumpxml` by UUID (`host::virsh`). Inside the hook, where calling libvirt deadlocks (the hook holds
 //! the VM's lock): the running domains' status files libvirtd keeps in `/run/libvirt/qemu/`
 //! (`NAME.xml`, the live XML wrapped in `<domstatus>`), read through `HostFs`.
 //! A VM that cannot be read becomes a note, not a failure.
 
-use std::process::Command;
-
 use super::facts::Peer;
+use crate::host::virsh::Virsh;
 use crate::host::HostFs;
 
 pub const LIBVIRT_RUN_DIR: &str = "run/libvirt/qemu";
@@ -37,44 +36,32 @@ pub fn running(fs: &dyn HostFs, except: &str) -> (Vec<Peer>, Vec<String>) {
     (peers, notes)
 }
 
-/// Every defined domain but `except`, through virsh (`LIBVIRT_DEFAULT_URI` applies).
+/// Every defined domain but `except`, through virsh (`LIBVIRT_DEFAULT_URI` applies), each by
+/// its UUID: its name is the one its XML gives.
 pub fn defined(except: &str) -> (Vec<Peer>, Vec<String>) {
+    let virsh = Virsh::new(None);
     let mut notes = Vec::new();
-    let names = match virsh(&["list", "--all", "--name"]) {
-        Ok(out) => out,
+    let uuids = match virsh.uuids(true) {
+        Ok(uuids) => uuids,
         Err(e) => {
             notes.push(format!("other VMs not compared: {e}"));
             return (Vec::new(), notes);
         }
     };
     let mut peers = Vec::new();
-    for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
-        if name == except {
-            continue;
-        }
-        match virsh(&["dumpxml", "--", name])
-            .and_then(|xml| Peer::from_xml(name, &xml).map_err(|e| e.to_string()))
-        {
+    for uuid in uuids {
+        let peer = virsh.dumpxml(&uuid).and_then(|xml| {
+            let mut p = Peer::from_xml("", &xml)?;
+            p.name = p.domain.name.clone();
+            Ok(p)
+        });
+        match peer {
+            Ok(p) if p.name == except => {}
             Ok(p) => peers.push(p),
-            Err(e) => notes.push(format!("VM '{name}' not compared: {e}")),
+            Err(e) => notes.push(format!("VM {uuid} not compared: {e}")),
         }
     }
     (peers, notes)
-}
-
-fn virsh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("virsh")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run virsh: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "virsh {} failed: {}",
-            args.first().copied().unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

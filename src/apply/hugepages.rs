@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use super::Context;
+use super::Base;
 use crate::change::Change;
 use crate::error::Result;
 use crate::host::hugepages::{compact_node, read_pool};
@@ -91,7 +91,7 @@ pub fn grow(
 /// VM stops, or a restarted VM would not find them). Each write is journaled first. The kernel
 /// turns surplus pages back into persistent ones first; if it gives less than asked, that is
 /// logged, not fatal: the VM runs already.
-pub fn restore_drifted(ctx: &Context, ledger: &Ledger, journal: &mut Journal) -> Result<()> {
+pub fn restore_drifted(ctx: &Base, ledger: &Ledger, journal: &mut Journal) -> Result<()> {
     for baseline in &ledger.pools {
         let pool = baseline.pool;
         let want = baseline.persistent + ledger.added(pool);

@@ -4,17 +4,17 @@
 
 use std::collections::BTreeSet;
 
-use super::Context;
+use super::{Base, Context};
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
-use crate::irq::{self, IrqHold};
+use crate::irq::{self, IrqHold, Settings};
 use crate::log;
 use crate::state::ledger::GivenBack;
 use crate::state::{Journal, Ledger};
 
 /// Where IRQs not tied to a VM go when all their CPUs are isolated.
-pub fn housekeeping(ctx: &Context, next: &Ledger) -> CpuSet {
+pub fn housekeeping(ctx: &Base, next: &Ledger) -> CpuSet {
     let online = crate::host::topology::parse_list(ctx.fs, "sys/devices/system/cpu/online")
         .unwrap_or_default();
     online.difference(&next.isolated_except(""))
@@ -36,8 +36,10 @@ pub fn needs_refresh(ctx: &Context, ledger: &Ledger) -> bool {
 /// Make the IRQ changes `next` calls for, journaling each first. Updates `next.irq`.
 pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<()> {
     let hk = housekeeping(ctx, next);
-    let wanted = irq::wanted(ctx.fs, next, ctx.policy.move_other_irqs, &hk);
+    let settings = Settings::of(ctx.policy);
+    let wanted = irq::wanted(ctx.fs, next, settings.move_others, &hk);
     let mut hold = next.irq.take().unwrap_or_default();
+    hold.settings = settings;
     let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
     changes.extend(irqbalance_change(ctx, next, &mut hold));
     // Every change is journaled before the first is made, in one write: a host with thousands
@@ -77,32 +79,34 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
         ctx.state.save_journal(journal)?;
     }
     check_effective(ctx, &wanted);
-    next.irq = (hold != IrqHold::default()).then_some(hold);
+    next.irq = (!hold.is_empty()).then_some(hold);
     Ok(())
 }
 
 /// The changes that give back what no running VM needs any more (the ledger already without
 /// the VM being released). Updates `next.irq`.
-pub fn give_back(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
-    if next.irq.is_none() {
+///
+/// With the settings the hold records, not the policy's: release reads no policy.
+pub fn give_back(ctx: &Base, next: &mut Ledger) -> Result<Vec<Change>> {
+    let Some(move_others) = next.irq.as_ref().map(|h| h.settings.move_others) else {
         return Ok(Vec::new());
-    }
+    };
     let hk = housekeeping(ctx, next);
     // Before taking the hold out: what is wanted depends on its baseline and refused IRQs.
-    let wanted = irq::wanted(ctx.fs, next, ctx.policy.move_other_irqs, &hk);
+    let wanted = irq::wanted(ctx.fs, next, move_others, &hk);
     let mut hold = next.irq.take().unwrap_or_default();
     let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
     changes.extend(irqbalance_change(ctx, next, &mut hold));
     if next.isolated_except("").is_empty() {
         hold.refused.clear();
     }
-    next.irq = (hold != IrqHold::default()).then_some(hold);
+    next.irq = (!hold.is_empty()).then_some(hold);
     Ok(changes)
 }
 
 /// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
-fn irqbalance_change(ctx: &Context, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
-    if !ctx.policy.irqbalance {
+fn irqbalance_change(ctx: &Base, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
+    if !hold.settings.irqbalance {
         return None;
     }
     let now_secs = std::time::SystemTime::now()
@@ -160,7 +164,7 @@ fn irqbalance_change(ctx: &Context, next: &mut Ledger, hold: &mut IrqHold) -> Op
 
 /// The kernel may deliver on fewer CPUs than asked (x86 picks one): fine. Outside the request
 /// it is worth a line in the log.
-fn check_effective(ctx: &Context, wanted: &irq::Wanted) {
+fn check_effective(ctx: &Base, wanted: &irq::Wanted) {
     for irqs in wanted.device_irqs.values() {
         for irq in irqs {
             let Some(want) = wanted.files.get(&irq::affinity_path(*irq)) else {

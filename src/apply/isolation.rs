@@ -3,19 +3,24 @@
 
 use std::collections::BTreeSet;
 
-use super::Context;
+use super::Base;
 use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
 use crate::host::tasks::{kernel_keeps_pins, pinned_threads, thread_mask, PinnedThread};
-use crate::isolation::{self, choose_method, Inputs, IsolationHold, View};
+use crate::isolation::{self, choose_method, Inputs, IsolationHold, Settings, View};
 use crate::log;
+use crate::policy::Policy;
 use crate::state::Ledger;
 
 /// The isolation changes that take the host to what `next` (the ledger after this operation)
 /// needs, and `next.isolation` updated to match. Nothing is changed on the host here.
-pub fn changes(ctx: &Context, next: &mut Ledger) -> Result<Vec<Change>> {
-    changes_with(ctx, next, &mut Scan::default())
+///
+/// `policy`: the policy's settings, for operations that read it (`prepare`, `started`); `None`
+/// for `release` and `recover`, which confine with the settings the hold records, and cannot
+/// set isolation up.
+pub fn changes(ctx: &Base, policy: Option<&Policy>, next: &mut Ledger) -> Result<Vec<Change>> {
+    changes_with(ctx, policy, next, &mut Scan::default())
 }
 
 /// The host's processes as read once for one operation: listing every process of a large
@@ -31,7 +36,7 @@ struct Scan {
 }
 
 impl Scan {
-    fn view(&mut self, ctx: &Context) -> Result<&View> {
+    fn view(&mut self, ctx: &Base) -> Result<&View> {
         if self.view.is_none() {
             self.view = Some(View::read(ctx.fs)?);
         }
@@ -39,18 +44,14 @@ impl Scan {
     }
 
     /// The kernel puts pinned threads back itself: none need looking for.
-    fn kernel_keeps_pins(&mut self, ctx: &Context) -> bool {
+    fn kernel_keeps_pins(&mut self, ctx: &Base) -> bool {
         *self
             .kernel_keeps_pins
             .get_or_insert_with(|| kernel_keeps_pins(ctx.fs))
     }
 
     /// Threads pinned now in the `affected` processes (`None`: every process).
-    fn pinned(
-        &mut self,
-        ctx: &Context,
-        affected: Option<BTreeSet<u32>>,
-    ) -> Result<Vec<PinnedThread>> {
+    fn pinned(&mut self, ctx: &Base, affected: Option<BTreeSet<u32>>) -> Result<Vec<PinnedThread>> {
         if let Some((seen, pinned)) = &self.pinned {
             if *seen == affected {
                 return Ok(pinned.clone());
@@ -76,7 +77,7 @@ impl Scan {
 /// move processes out of or change the CPUs of. `None`: any process (systemd units, the v2
 /// controller). Once a VM's isolation is in place, a later call moves only the few processes
 /// started since, and need not look at every thread of the host.
-fn affected(ctx: &Context, changes: &[Change]) -> Option<BTreeSet<u32>> {
+fn affected(ctx: &Base, changes: &[Change]) -> Option<BTreeSet<u32>> {
     let mut cgroups = BTreeSet::new();
     for change in changes {
         match change {
@@ -106,23 +107,36 @@ fn affected(ctx: &Context, changes: &[Change]) -> Option<BTreeSet<u32>> {
     Some(pids)
 }
 
-fn changes_with(ctx: &Context, next: &mut Ledger, scan: &mut Scan) -> Result<Vec<Change>> {
+fn changes_with(
+    ctx: &Base,
+    policy: Option<&Policy>,
+    next: &mut Ledger,
+    scan: &mut Scan,
+) -> Result<Vec<Change>> {
     let isolated = next.isolated_except("");
     let Some(mut hold) = next.isolation.take() else {
         if isolated.is_empty() {
             return Ok(Vec::new());
         }
-        return set_up(ctx, next, &isolated, scan);
+        let policy = policy.ok_or_else(|| {
+            Error::State(format!(
+                "the ledger isolates CPUs {isolated} but holds no isolation to narrow; `kvmtune status` shows the host as it is"
+            ))
+        })?;
+        return set_up(ctx, policy, next, &isolated, scan);
     };
     let keep = next.isolated_vm_pids();
     if isolated.is_empty() {
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
+    if let Some(policy) = policy {
+        hold.settings = Settings::of(policy);
+    }
     let view = scan.view(ctx)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
     let confine = isolation::confine(
-        &inputs(ctx, view, &keep),
+        &inputs(ctx, &hold.settings, view, &keep),
         hold.method,
         &housekeeping,
         &isolated,
@@ -135,13 +149,14 @@ fn changes_with(ctx: &Context, next: &mut Ledger, scan: &mut Scan) -> Result<Vec
 }
 
 fn set_up(
-    ctx: &Context,
+    ctx: &Base,
+    policy: &Policy,
     next: &mut Ledger,
     isolated: &crate::cpulist::CpuSet,
     scan: &mut Scan,
 ) -> Result<Vec<Change>> {
     let view = scan.view(ctx)?;
-    let method = choose_method(ctx.policy.isolation, &view.mounts).map_err(|e| {
+    let method = choose_method(policy.isolation, &view.mounts).map_err(|e| {
         Error::Refused(format!(
             "cannot isolate CPUs {isolated}: {e}. Nothing was changed."
         ))
@@ -153,7 +168,13 @@ fn set_up(
         )));
     }
     let keep = next.isolated_vm_pids();
-    let changes = isolation::confine(&inputs(ctx, view, &keep), method, &housekeeping, isolated)?;
+    let settings = Settings::of(policy);
+    let changes = isolation::confine(
+        &inputs(ctx, &settings, view, &keep),
+        method,
+        &housekeeping,
+        isolated,
+    )?;
     let mut baseline = Vec::new();
     isolation::remember(&mut baseline, &changes);
     log::info(&format!(
@@ -168,15 +189,21 @@ fn set_up(
         } else {
             scan.pinned(ctx, affected(ctx, &changes))?
         },
+        settings,
     });
     Ok(changes)
 }
 
-fn inputs<'a>(ctx: &'a Context, view: &'a View, keep: &'a [u32]) -> Inputs<'a> {
+fn inputs<'a>(
+    ctx: &'a Base,
+    settings: &'a Settings,
+    view: &'a View,
+    keep: &'a [u32],
+) -> Inputs<'a> {
     Inputs {
         fs: ctx.fs,
         systemctl: ctx.systemctl,
-        policy: ctx.policy,
+        settings,
         view,
         keep,
     }
@@ -184,7 +211,7 @@ fn inputs<'a>(ctx: &'a Context, view: &'a View, keep: &'a [u32]) -> Inputs<'a> {
 
 /// After the changes: does the kernel confine host tasks where we asked? (cgroup v2 falls
 /// back to the parent's CPUs silently instead of failing a write.)
-pub fn verify(ctx: &Context, next: &Ledger) -> Result<()> {
+pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
     let Some(hold) = &next.isolation else {
         return Ok(());
     };
@@ -209,12 +236,13 @@ pub fn verify(ctx: &Context, next: &Ledger) -> Result<()> {
 /// Also the name and flags of every process the scan read, so that moving processes need not
 /// read them again.
 pub fn changes_and_pins(
-    ctx: &Context,
+    ctx: &Base,
+    policy: Option<&Policy>,
     ledger: &Ledger,
     next: &mut Ledger,
 ) -> Result<(Vec<Change>, Vec<PinnedThread>, Known)> {
     let mut scan = Scan::default();
-    let changes = changes_with(ctx, next, &mut scan)?;
+    let changes = changes_with(ctx, policy, next, &mut scan)?;
     let pins = if changes.is_empty() {
         Vec::new()
     } else {
@@ -235,7 +263,7 @@ pub fn changes_and_pins(
 /// The pinned threads whose masks an isolation change may reset: those pinned now, those that
 /// were pinned when isolation began (their masks then, which confinement narrowed), and
 /// `noted`: those an interrupted operation's journal noted before it moved their processes.
-pub fn pins_to_keep(ctx: &Context, ledger: &Ledger, noted: &[PinnedThread]) -> Vec<PinnedThread> {
+pub fn pins_to_keep(ctx: &Base, ledger: &Ledger, noted: &[PinnedThread]) -> Vec<PinnedThread> {
     let mut pins = noted.to_vec();
     for pin in pins_with(ctx, ledger, &mut Scan::default(), None) {
         if !pins.iter().any(|p| p.tid == pin.tid && p.comm == pin.comm) {
@@ -248,7 +276,7 @@ pub fn pins_to_keep(ctx: &Context, ledger: &Ledger, noted: &[PinnedThread]) -> V
 /// `changes`: the changes about to be made (only the processes they move are looked at), or
 /// `None` when unknown (every process is).
 fn pins_with(
-    ctx: &Context,
+    ctx: &Base,
     ledger: &Ledger,
     scan: &mut Scan,
     changes: Option<&[Change]>,
@@ -277,7 +305,7 @@ fn pins_with(
 
 /// Put pinned threads back on their CPUs, as far as their cpuset now allows. A no-op on
 /// kernels that keep the masks themselves (6.2 and later).
-pub fn restore_pins(ctx: &Context, pins: &[PinnedThread]) {
+pub fn restore_pins(ctx: &Base, pins: &[PinnedThread]) {
     for pin in pins {
         let Some((comm, now)) = thread_mask(ctx.fs, pin.pid, pin.tid) else {
             continue; // gone

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::Context;
+use super::Base;
 use crate::change::Change;
 use crate::error::{Error, Result};
 use crate::host::knobs::{
@@ -154,7 +154,7 @@ fn around_unmerge(fs: &dyn HostFs, mut changes: Vec<Change>, merge: Change) -> R
 
 /// Journal and make knob changes one by one, reading each back: a value the kernel shows
 /// differently than asked stops the operation (the caller undoes it).
-pub fn make(ctx: &Context, journal: &mut Journal, changes: Vec<Change>) -> Result<()> {
+pub fn make(ctx: &Base, journal: &mut Journal, changes: Vec<Change>) -> Result<()> {
     for change in changes {
         journal.changes.push(change.clone());
         ctx.state.save_journal(journal)?;

@@ -1,6 +1,9 @@
 //! Making a plan real, and undoing it: every change is journaled before it is made, read back
 //! after, and rolled back on the first shortfall. Release and recover work from the ledger and
-//! the journals only.
+//! the journals only: they take a `Base`, which has no policy, and where they must recompute
+//! (narrowing isolation, giving IRQs back while other VMs run) they use the settings the holds
+//! in the ledger recorded. Whether kvmtune may change the host at all is the `Privilege` the
+//! entry decided, checked before the lock is taken.
 
 pub mod effects;
 pub mod hugepages;
@@ -22,22 +25,41 @@ use crate::isolation::systemd::Systemctl;
 use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
+use crate::privilege::Privilege;
 use crate::size::{human, page_size_name};
 use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, StateLock, VmHold};
 use effects::Effects;
 
-/// What every operation works with: the host (its files, systemd, task affinity), the state
-/// directory, the policy.
-pub struct Context<'a> {
+/// What every operation works with: the host (its files, systemd, task affinity, irqbalance),
+/// the state directory, and who kvmtune runs as. `release` and `recover` need nothing more:
+/// they work from the journal and the ledger, so a policy that is broken (or changed) while VMs
+/// run cannot keep a stopped VM's holdings.
+#[derive(Clone, Copy)]
+pub struct Base<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
     pub affinity: &'a dyn TaskAffinity,
     pub irqbalance: &'a dyn IrqBalancer,
     pub state: &'a StateDir,
+    pub privilege: &'a Privilege,
+}
+
+/// `Base` and the policy: what `prepare`, `started` and `irq-watch` work with.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub base: Base<'a>,
     pub policy: &'a Policy,
 }
 
-impl Context<'_> {
+impl<'a> std::ops::Deref for Context<'a> {
+    type Target = Base<'a>;
+
+    fn deref(&self) -> &Base<'a> {
+        &self.base
+    }
+}
+
+impl Base<'_> {
     fn effects(&self) -> Effects<'_> {
         Effects::new(self.fs, self.systemctl, self.affinity, self.irqbalance)
     }
@@ -148,7 +170,8 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     }
 
     // Isolation also sweeps host processes started since the last VM event into place.
-    let (changes, pins, known) = isolation::changes_and_pins(ctx, &ledger, &mut next)?;
+    let (changes, pins, known) =
+        isolation::changes_and_pins(ctx, Some(ctx.policy), &ledger, &mut next)?;
     journal.pins = pins.clone();
     let result = make_isolation(ctx, &mut journal, changes, &next, &known);
     if let Err(e) = result {
@@ -304,7 +327,8 @@ fn reassert_into(
         if scope.isolation {
             // Processes started meanwhile are swept into place, and a cpuset, unit or mask
             // someone reset is put back.
-            let (changes, noted, known) = isolation::changes_and_pins(ctx, ledger, next)?;
+            let (changes, noted, known) =
+                isolation::changes_and_pins(ctx, Some(ctx.policy), ledger, next)?;
             journal.pins = noted.clone();
             pins = noted;
             make_isolation(ctx, journal, changes, next, &known)?;
@@ -343,13 +367,13 @@ pub fn refresh_irqs(ctx: &Context) -> Result<usize> {
 
 /// Run `f` under the host lock, once interrupted work is finished (for the watcher, which
 /// decides without the lock whether anything needs changing, and takes it only then).
-pub fn locked<T>(ctx: &Context, f: impl FnOnce(&StateLock) -> Result<T>) -> Result<T> {
+pub fn locked<T>(ctx: &Base, f: impl FnOnce(&StateLock) -> Result<T>) -> Result<T> {
     let lock = lock(ctx)?;
     f(&lock)
 }
 
 /// Add to the counters; a failure to write them is logged, never fatal (they are statistics).
-fn count(ctx: &Context, lock: &StateLock, change: impl FnOnce(&mut crate::state::Counters)) {
+fn count(ctx: &Base, lock: &StateLock, change: impl FnOnce(&mut crate::state::Counters)) {
     if let Err(e) = ctx.state.count(lock, change) {
         log::warn(&format!("cannot update the counters: {e}"));
     }
@@ -357,7 +381,7 @@ fn count(ctx: &Context, lock: &StateLock, change: impl FnOnce(&mut crate::state:
 
 /// `release`: give back what the VM held. A VM kvmtune holds nothing for is a no-op (a failed
 /// or absent prepare).
-pub fn release(ctx: &Context, vm: &str) -> Result<()> {
+pub fn release(ctx: &Base, vm: &str) -> Result<()> {
     let _lock = lock(ctx)?;
     let mut ledger = ctx.state.load_ledger()?;
     if !ledger.vms.contains_key(vm) {
@@ -378,12 +402,12 @@ pub enum Recover<'a> {
 
 /// Finish or undo interrupted operations, then release VMs that no longer run. Idempotent.
 /// Returns the names released.
-pub fn recover(ctx: &Context, which: Recover) -> Result<Vec<String>> {
+pub fn recover(ctx: &Base, which: Recover) -> Result<Vec<String>> {
     locked(ctx, |lock| recover_locked(ctx, lock, which))
 }
 
 /// `recover`, with the lock already taken.
-pub fn recover_locked(ctx: &Context, _lock: &StateLock, which: Recover) -> Result<Vec<String>> {
+pub fn recover_locked(ctx: &Base, _lock: &StateLock, which: Recover) -> Result<Vec<String>> {
     let mut ledger = ctx.state.load_ledger()?;
     let gone = |name: &str| !crate::host::process::qemu_running(ctx.fs, name);
     let names: Vec<String> = match which {
@@ -411,7 +435,7 @@ pub fn recover_locked(ctx: &Context, _lock: &StateLock, which: Recover) -> Resul
 
 /// Shrink each pool the VM used by what kvmtune added for it; a pool no VM uses any more
 /// returns to its baseline. Updates `ledger` to the committed state.
-fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
+fn release_held(ctx: &Base, vm: &str, ledger: &mut Ledger) -> Result<()> {
     let Some(hold) = ledger.vms.get(vm).cloned() else {
         return Ok(());
     };
@@ -436,7 +460,8 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
     next.drop_unheld_baselines();
     journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
-    let (changes, pins, known) = isolation::changes_and_pins(ctx, ledger, &mut next)?;
+    // Narrowed with the settings isolation was set up with: release reads no policy.
+    let (changes, pins, known) = isolation::changes_and_pins(ctx, None, ledger, &mut next)?;
     journal.pins = pins.clone();
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
@@ -455,7 +480,7 @@ fn release_held(ctx: &Context, vm: &str, ledger: &mut Ledger) -> Result<()> {
 /// change would rewrite a growing journal for every kernel thread moved); undoing a change that
 /// was never made puts back the value that is still there.
 fn make_isolation(
-    ctx: &Context,
+    ctx: &Base,
     journal: &mut Journal,
     changes: Vec<Change>,
     next: &Ledger,
@@ -475,7 +500,7 @@ fn make_isolation(
 }
 
 /// Record the operation as done: the journal carries the resulting ledger until it is saved.
-fn commit(ctx: &Context, mut journal: Journal, next: &Ledger) -> Result<()> {
+fn commit(ctx: &Base, mut journal: Journal, next: &Ledger) -> Result<()> {
     if journal.changes.is_empty() {
         // A journal may have been written for a change the kernel then refused.
         ctx.state.save_ledger(next)?;
@@ -488,7 +513,7 @@ fn commit(ctx: &Context, mut journal: Journal, next: &Ledger) -> Result<()> {
 }
 
 /// Put back every value a prepare changed, newest first, then forget the journal.
-fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
+fn undo_prepare(ctx: &Base, journal: &Journal) -> Result<()> {
     let mut failed = None;
     let effects = ctx.effects();
     for change in journal.changes.iter().rev() {
@@ -509,7 +534,7 @@ fn undo_prepare(ctx: &Context, journal: &Journal) -> Result<()> {
 
 /// Make every change of a release journal (idempotent: values are absolute). `known`: the
 /// processes the caller has just read, if any (moving processes need not read them again).
-fn redo(ctx: &Context, journal: &Journal, known: &effects::Known) -> Result<()> {
+fn redo(ctx: &Base, journal: &Journal, known: &effects::Known) -> Result<()> {
     let mut effects = ctx.effects();
     effects.known = Some(known);
     for change in &journal.changes {
@@ -536,8 +561,8 @@ fn redo(ctx: &Context, journal: &Journal, known: &effects::Known) -> Result<()> 
 
 /// Take the host-wide lock, once kvmtune is known to be allowed to change the host, and
 /// clear what an interrupted run left: damaged state files, then interrupted operations.
-fn lock(ctx: &Context) -> Result<StateLock> {
-    crate::privilege::require()?;
+fn lock(ctx: &Base) -> Result<StateLock> {
+    ctx.privilege.may_change()?;
     let lock = ctx.state.lock()?;
     ctx.state.repair(&lock)?;
     finish_interrupted(ctx)?;
@@ -546,7 +571,7 @@ fn lock(ctx: &Context) -> Result<StateLock> {
 
 /// Finish what a killed kvmtune left: committed journals only need their ledger saved; an
 /// interrupted prepare is undone; an interrupted release is finished.
-fn finish_interrupted(ctx: &Context) -> Result<()> {
+fn finish_interrupted(ctx: &Base) -> Result<()> {
     for journal in ctx.state.journals()? {
         match (&journal.committed, journal.operation) {
             (Some(ledger), _) => {
@@ -576,7 +601,7 @@ fn finish_interrupted(ctx: &Context) -> Result<()> {
                 // The journal's changes are made; the holds must say so too.
                 let _ = knobs::changes(ctx.fs, &mut next)?;
                 let _ = irq::give_back(ctx, &mut next)?;
-                let _ = isolation::changes(ctx, &mut next)?;
+                let _ = isolation::changes(ctx, None, &mut next)?;
                 commit(ctx, journal, &next)?;
             }
         }

@@ -1,15 +1,10 @@
 //! libvirt, as `kvmtune balance` sees it: the running domains, their XML, their balloon
 //! statistics, and a new live balloon target. Behind a trait so the daemon loop is tested with
-//! a fake; the real one runs `virsh` (the balancer is not the hook, so calling libvirt is fine).
-//!
-//! Domains are addressed by UUID: `virsh` looks a domain up by id, then UUID, then name, so a
-//! VM named `5` or after another VM's UUID would otherwise be mistaken for another.
-
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+//! a fake; the real one is `host::virsh::Virsh` (the balancer is not the hook, so calling
+//! libvirt is fine), which addresses every domain by UUID.
 
 use crate::error::{Error, Result};
+pub use crate::host::virsh::{Uuid, Virsh};
 
 /// `virsh dommemstat`, in bytes (virsh reports KiB). Only `actual` is always there: the rest
 /// comes from the guest's balloon driver, every `<stats period>` seconds.
@@ -75,117 +70,29 @@ pub trait Libvirt {
     fn set_target_kib(&mut self, uuid: &str, kib: u64) -> Result<()>;
 }
 
-/// The real libvirt through the `virsh` program.
-#[derive(Debug, Clone)]
-pub struct Virsh {
-    pub uri: String,
-    /// One virsh call may take this long; then it is killed (a hung libvirtd must not hang
-    /// the daemon forever).
-    pub timeout: Duration,
-}
-
-impl Virsh {
-    pub fn new(uri: &str) -> Virsh {
-        Virsh {
-            uri: uri.to_string(),
-            timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// Run `virsh -q -c URI ARGS…`; stdout, or an error with virsh's own message.
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let what = format!("virsh {}", args.join(" "));
-        let mut child = Command::new("virsh")
-            .args(["-q", "-c", &self.uri])
-            .args(args)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io("run", "virsh", e))?;
-        // Read both pipes while waiting: a large XML would otherwise fill the pipe and block.
-        let out = reader(&mut child, true);
-        let err = reader(&mut child, false);
-        let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    // Our own child, by its handle.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::Refused(format!(
-                        "{what} did not answer within {} s",
-                        self.timeout.as_secs()
-                    )));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => return Err(Error::io("wait for", "virsh", e)),
-            }
-        };
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
-        if !status.success() {
-            let msg = stderr
-                .trim()
-                .trim_start_matches("error: ")
-                .replace('\n', " ");
-            let msg = if msg.is_empty() {
-                status.to_string()
-            } else {
-                msg
-            };
-            return Err(Error::Refused(format!("{what} failed: {msg}")));
-        }
-        Ok(stdout)
-    }
-}
-
-fn reader(child: &mut Child, stdout: bool) -> std::thread::JoinHandle<String> {
-    let mut pipe: Box<dyn Read + Send> = if stdout {
-        Box::new(child.stdout.take().expect("piped"))
-    } else {
-        Box::new(child.stderr.take().expect("piped"))
-    };
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
+/// The real libvirt, through `virsh` on the balancer's connection (`host::virsh`).
 impl Libvirt for Virsh {
     fn running(&mut self) -> Result<Vec<String>> {
-        Ok(self
-            .run(&["list", "--uuid"])?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect())
+        Ok(self.uuids(false)?.iter().map(ToString::to_string).collect())
     }
 
     fn domain_xml(&mut self, uuid: &str) -> Result<String> {
-        self.run(&["dumpxml", "--domain", uuid])
+        self.dumpxml(&parse_uuid(uuid)?)
     }
 
     fn mem_stats(&mut self, uuid: &str) -> Result<MemStats> {
-        let text = self.run(&["dommemstat", "--domain", uuid])?;
+        let text = self.dommemstat(&parse_uuid(uuid)?)?;
         parse_memstat(&text).map_err(Error::Refused)
     }
 
     fn set_target_kib(&mut self, uuid: &str, kib: u64) -> Result<()> {
-        self.run(&[
-            "setmem",
-            "--domain",
-            uuid,
-            "--size",
-            &format!("{kib}KiB"),
-            "--live",
-        ])
-        .map(|_| ())
+        self.setmem_kib(&parse_uuid(uuid)?, kib)
     }
+}
+
+fn parse_uuid(uuid: &str) -> Result<Uuid> {
+    uuid.parse()
+        .map_err(|e: crate::error::BadValue| Error::Domain(format!("domain {e}")))
 }
 
 #[cfg(test)]

@@ -1,8 +1,16 @@
 //! kvmtune's own `<metadata>` element (namespace `urn:kvmtune:1`): what one VM asks of the host.
-//! Parsing only; whether the host policy allows it is `policy::bounds`.
+//! Parsing only; whether the host policy allows it is `plan::bounds`.
+//!
+//! The value words (`Reserve`, `IsolateChoice`, `IrqChoice`, `Apply`) are parsed by their
+//! `FromStr` here and nowhere else: the policy's `[defaults]` and `kvmtune run`'s options take
+//! the same words through the same parser, so the three accept and refuse alike.
+
+use std::fmt;
+use std::str::FromStr;
 
 use super::xml::Element;
 use crate::cpulist::CpuSet;
+use crate::error::BadValue;
 use crate::size::parse_size;
 
 /// The namespace of kvmtune's metadata, as set with `virsh metadata --uri`.
@@ -59,6 +67,115 @@ pub enum Apply {
     Off,
     /// As the policy's `for` list says.
     Auto,
+}
+
+const RESERVE_WORDS: &str = "auto, on or off";
+const ISOLATE_WORDS: &str = "vcpus, off or a CPU list";
+const IRQ_WORDS: &str = "vcpus, housekeeping, off or a CPU list";
+const APPLY_WORDS: &str = "on, off or auto";
+
+impl FromStr for Reserve {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Reserve, BadValue> {
+        match text.trim() {
+            "auto" => Ok(Reserve::Auto),
+            "on" => Ok(Reserve::On),
+            "off" => Ok(Reserve::Off),
+            v => Err(BadValue::new(v, RESERVE_WORDS)),
+        }
+    }
+}
+
+impl fmt::Display for Reserve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reserve::Auto => "auto",
+            Reserve::On => "on",
+            Reserve::Off => "off",
+        })
+    }
+}
+
+impl FromStr for IsolateChoice {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<IsolateChoice, BadValue> {
+        match text.trim() {
+            "vcpus" => Ok(IsolateChoice::Vcpus),
+            "off" => Ok(IsolateChoice::Off),
+            v => cpu_list(v, ISOLATE_WORDS).map(IsolateChoice::List),
+        }
+    }
+}
+
+impl fmt::Display for IsolateChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IsolateChoice::Vcpus => f.write_str("vcpus"),
+            IsolateChoice::Off => f.write_str("off"),
+            IsolateChoice::List(set) => write!(f, "{set}"),
+        }
+    }
+}
+
+impl FromStr for IrqChoice {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<IrqChoice, BadValue> {
+        match text.trim() {
+            "vcpus" => Ok(IrqChoice::Vcpus),
+            "housekeeping" => Ok(IrqChoice::Housekeeping),
+            "off" => Ok(IrqChoice::Off),
+            v => cpu_list(v, IRQ_WORDS).map(IrqChoice::List),
+        }
+    }
+}
+
+impl fmt::Display for IrqChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IrqChoice::Vcpus => f.write_str("vcpus"),
+            IrqChoice::Housekeeping => f.write_str("housekeeping"),
+            IrqChoice::Off => f.write_str("off"),
+            IrqChoice::List(set) => write!(f, "{set}"),
+        }
+    }
+}
+
+/// `on|off|auto` of `<kvmtune:thp apply>` and `<kvmtune:sysctl apply>`. (`<kvmtune:ksm run>`
+/// says `off|auto`, where `off` asks for the knob: see `parse_tune`.)
+impl FromStr for Apply {
+    type Err = BadValue;
+
+    fn from_str(text: &str) -> Result<Apply, BadValue> {
+        match text.trim() {
+            "on" => Ok(Apply::On),
+            "off" => Ok(Apply::Off),
+            "auto" => Ok(Apply::Auto),
+            v => Err(BadValue::new(v, APPLY_WORDS)),
+        }
+    }
+}
+
+impl fmt::Display for Apply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Apply::On => "on",
+            Apply::Off => "off",
+            Apply::Auto => "auto",
+        })
+    }
+}
+
+/// A CPU list where a keyword may stand instead: not empty (`""`, `^0` alone), each number
+/// within `cpulist::MAX_ID`, no reversed range.
+fn cpu_list(value: &str, expected: &'static str) -> Result<CpuSet, BadValue> {
+    let set = CpuSet::parse(value).map_err(|why| BadValue::because(value, expected, why))?;
+    if set.is_empty() {
+        return Err(BadValue::because(value, expected, "the CPU list is empty"));
+    }
+    Ok(set)
 }
 
 /// Everything a VM's metadata says; `None` = not said, the policy's `[defaults]` decide.
@@ -120,32 +237,25 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
             continue;
         }
         let value = single_attribute(child)?;
+        let bad = |attr: &str, e: BadValue| match &e.why {
+            None => bad_value(child, attr, value, e.expected),
+            Some(why) => format!(
+                "kvmtune metadata <{} {attr}='{value}'>: {why} (expected {})",
+                child.name, e.expected
+            ),
+        };
         match child.name.as_str() {
             "hugepages" => {
                 expect_attr(child, "reserve")?;
-                out.hugepages = Some(match value {
-                    "auto" => Reserve::Auto,
-                    "on" => Reserve::On,
-                    "off" => Reserve::Off,
-                    v => return Err(bad_value(child, "reserve", v, "auto, on or off")),
-                });
+                out.hugepages = Some(value.parse().map_err(|e| bad("reserve", e))?);
             }
             "isolate" => {
                 expect_attr(child, "cpus")?;
-                out.isolate = Some(match value {
-                    "vcpus" => IsolateChoice::Vcpus,
-                    "off" => IsolateChoice::Off,
-                    v => IsolateChoice::List(cpu_list(child, v)?),
-                });
+                out.isolate = Some(value.parse().map_err(|e| bad("cpus", e))?);
             }
             "irq" => {
                 expect_attr(child, "cpus")?;
-                out.irq = Some(match value {
-                    "vcpus" => IrqChoice::Vcpus,
-                    "housekeeping" => IrqChoice::Housekeeping,
-                    "off" => IrqChoice::Off,
-                    v => IrqChoice::List(cpu_list(child, v)?),
-                });
+                out.irq = Some(value.parse().map_err(|e| bad("cpus", e))?);
             }
             "migrate" => {
                 expect_attr(child, "remap")?;
@@ -165,12 +275,7 @@ fn parse_tune(tune: &Element) -> Result<Tune, String> {
             }
             "thp" | "sysctl" => {
                 expect_attr(child, "apply")?;
-                let apply = match value {
-                    "on" => Apply::On,
-                    "off" => Apply::Off,
-                    "auto" => Apply::Auto,
-                    v => return Err(bad_value(child, "apply", v, "on, off or auto")),
-                };
+                let apply: Apply = value.parse().map_err(|e| bad("apply", e))?;
                 if child.name == "thp" {
                     out.thp = Some(apply);
                 } else {
@@ -246,19 +351,6 @@ fn bad_value(el: &Element, attr: &str, value: &str, expected: &str) -> String {
     )
 }
 
-fn cpu_list(el: &Element, value: &str) -> Result<CpuSet, String> {
-    let set = CpuSet::parse(value).map_err(|e| {
-        format!(
-            "kvmtune metadata <{} cpus='{value}'>: {e} (expected a CPU list, or a keyword)",
-            el.name
-        )
-    })?;
-    if set.is_empty() {
-        return Err(format!("kvmtune metadata <{} cpus=''> is empty", el.name));
-    }
-    Ok(set)
-}
-
 #[cfg(test)]
 mod balloon_tests {
     use crate::domain::Domain;
@@ -302,5 +394,105 @@ mod balloon_tests {
             let err = tune(inner).unwrap_err();
             assert!(err.contains(expected), "{inner}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod word_tests {
+    use super::*;
+
+    fn list(text: &str) -> CpuSet {
+        CpuSet::parse(text).unwrap()
+    }
+
+    #[test]
+    fn reserve_takes_auto_on_off_and_prints_them_back() {
+        for (text, want) in [
+            ("auto", Reserve::Auto),
+            ("on", Reserve::On),
+            ("off", Reserve::Off),
+            (" on\n", Reserve::On),
+        ] {
+            let got: Reserve = text.parse().unwrap();
+            assert_eq!(got, want, "{text:?}");
+            assert_eq!(got.to_string().parse::<Reserve>().unwrap(), got);
+        }
+        for bad in ["", "yes", "ON", "auto,on", "1"] {
+            let err = bad.parse::<Reserve>().unwrap_err();
+            assert_eq!(err.value, bad.trim());
+            assert_eq!(
+                err.to_string(),
+                format!("'{bad}': expected auto, on or off")
+            );
+        }
+    }
+
+    #[test]
+    fn isolate_takes_vcpus_off_or_a_cpu_list_that_is_not_empty() {
+        for (text, want) in [
+            ("vcpus", IsolateChoice::Vcpus),
+            ("off", IsolateChoice::Off),
+            ("3", IsolateChoice::List(list("3"))),
+            (" 2-3,6 ", IsolateChoice::List(list("2-3,6"))),
+            ("0-7,^3", IsolateChoice::List(list("0-2,4-7"))),
+        ] {
+            let got: IsolateChoice = text.parse().unwrap();
+            assert_eq!(got, want, "{text:?}");
+            assert_eq!(got.to_string().parse::<IsolateChoice>().unwrap(), got);
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("^0", "empty"),
+            (" , ", "empty"),
+            ("3-1", "reversed"),
+            ("0-99999999", "larger than 8191"),
+            ("housekeeping", "housekeeping"),
+            ("VCPUS", "VCPUS"),
+        ] {
+            let err = bad.parse::<IsolateChoice>().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(why), "{bad:?}: {text}");
+            assert!(
+                text.ends_with("(expected vcpus, off or a CPU list)"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn irq_takes_housekeeping_too() {
+        for (text, want) in [
+            ("vcpus", IrqChoice::Vcpus),
+            ("housekeeping", IrqChoice::Housekeeping),
+            ("off", IrqChoice::Off),
+            ("0,2", IrqChoice::List(list("0,2"))),
+        ] {
+            let got: IrqChoice = text.parse().unwrap();
+            assert_eq!(got, want, "{text:?}");
+            assert_eq!(got.to_string().parse::<IrqChoice>().unwrap(), got);
+        }
+        for bad in ["", "^1", "house", "1-", "a"] {
+            let err = bad.parse::<IrqChoice>().unwrap_err();
+            assert_eq!(
+                err.expected, "vcpus, housekeeping, off or a CPU list",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_takes_on_off_auto() {
+        for (text, want) in [
+            ("on", Apply::On),
+            ("off", Apply::Off),
+            ("auto", Apply::Auto),
+        ] {
+            assert_eq!(text.parse::<Apply>().unwrap(), want);
+            assert_eq!(want.to_string(), text);
+        }
+        assert_eq!(
+            "yes".parse::<Apply>().unwrap_err().reason(),
+            "expected on, off or auto"
+        );
     }
 }

@@ -85,6 +85,80 @@ pub struct PciAddress {
     pub function: u8,
 }
 
+/// The fields of a PCI address and their largest values, in order.
+const PCI_FIELDS: [(&str, u32); 4] = [
+    ("domain", 0xffff),
+    ("bus", 0xff),
+    ("slot", 0x1f),
+    ("function", 7),
+];
+
+impl PciAddress {
+    fn from_values([domain, bus, slot, function]: [u32; 4]) -> PciAddress {
+        PciAddress {
+            domain: domain as u16,
+            bus: bus as u8,
+            slot: slot as u8,
+            function: function as u8,
+        }
+    }
+
+    /// libvirt's form, `<address domain='0x0000' bus='0x06' slot='0x00' function='0x0'/>`: each
+    /// attribute a number (hexadecimal with `0x`, else decimal), a missing one 0.
+    pub fn from_attributes<'a>(
+        attr: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<PciAddress, String> {
+        let mut values = [0; 4];
+        for (slot, (name, max)) in values.iter_mut().zip(PCI_FIELDS) {
+            let raw = attr(name).unwrap_or("0");
+            let value = match raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16),
+                None => raw.parse(),
+            }
+            .map_err(|_| format!("hostdev address {name}='{raw}' is not a number"))?;
+            if value > max {
+                return Err(format!("hostdev address {name}='{raw}' is out of range"));
+            }
+            *slot = value;
+        }
+        Ok(PciAddress::from_values(values))
+    }
+}
+
+/// The kernel's and QEMU's form, `[DDDD:]BB:SS.F` in hexadecimal (a missing domain is 0), as
+/// in `/sys/bus/pci/devices/0000:06:00.0` and `-device vfio-pci,host=06:00.0`.
+impl std::str::FromStr for PciAddress {
+    type Err = crate::error::BadValue;
+
+    fn from_str(text: &str) -> Result<PciAddress, Self::Err> {
+        const EXPECTED: &str = "a PCI address [DDDD:]BB:SS.F";
+        let text = text.trim();
+        let bad = || crate::error::BadValue::new(text, EXPECTED);
+        let (rest, function) = text.rsplit_once('.').ok_or_else(bad)?;
+        let parts: Vec<&str> = rest.split(':').collect();
+        let fields = match parts.as_slice() {
+            [bus, slot] => ["0", bus, slot, function],
+            [domain, bus, slot] => [*domain, bus, slot, function],
+            _ => return Err(bad()),
+        };
+        let mut values = [0; 4];
+        for ((slot, field), (name, max)) in values.iter_mut().zip(fields).zip(PCI_FIELDS) {
+            let hex = !field.is_empty() && field.bytes().all(|b| b.is_ascii_hexdigit());
+            *slot = u32::from_str_radix(field, 16)
+                .ok()
+                .filter(|v| hex && *v <= max)
+                .ok_or_else(|| {
+                    crate::error::BadValue::because(
+                        text,
+                        EXPECTED,
+                        format!("{name} '{field}' is not a hex number up to {max:x}"),
+                    )
+                })?;
+        }
+        Ok(PciAddress::from_values(values))
+    }
+}
+
 impl fmt::Display for PciAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -92,6 +166,21 @@ impl fmt::Display for PciAddress {
             "{:04x}:{:02x}:{:02x}.{:x}",
             self.domain, self.bus, self.slot, self.function
         )
+    }
+}
+
+/// As its text (`0000:06:00.0`), in the ledger and in `kvmtune plan --json`; read back through
+/// `FromStr`, so a damaged ledger cannot put anything else into a path.
+impl serde::Serialize for PciAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PciAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -320,29 +409,8 @@ fn hostdevs(root: &Element) -> Result<Vec<PciAddress>, String> {
             h.attr("type") == Some("pci") && h.attr("mode").unwrap_or("subsystem") == "subsystem"
         })
         .filter_map(|h| h.path(&["source", "address"]))
-        .map(pci_address)
+        .map(|address| PciAddress::from_attributes(|name| address.attr(name)))
         .collect()
-}
-
-fn pci_address(el: &Element) -> Result<PciAddress, String> {
-    let field = |name: &str, max: u32| -> Result<u32, String> {
-        let raw = el.attr(name).unwrap_or("0");
-        let value = match raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
-            Some(hex) => u32::from_str_radix(hex, 16),
-            None => raw.parse(),
-        }
-        .map_err(|_| format!("hostdev address {name}='{raw}' is not a number"))?;
-        if value > max {
-            return Err(format!("hostdev address {name}='{raw}' is out of range"));
-        }
-        Ok(value)
-    };
-    Ok(PciAddress {
-        domain: field("domain", 0xffff)? as u16,
-        bus: field("bus", 0xff)? as u8,
-        slot: field("slot", 0x1f)? as u8,
-        function: field("function", 7)? as u8,
-    })
 }
 
 fn scaled(el: &Element, what: &str) -> Result<u64, String> {

@@ -288,3 +288,79 @@ fn bad_page_size_and_memory_are_errors() {
         .to_string()
         .contains("parsec"));
 }
+
+#[test]
+fn pci_addresses_in_the_kernels_form_with_or_without_domain() {
+    use crate::domain::PciAddress;
+    let addr = |domain, bus, slot, function| PciAddress {
+        domain,
+        bus,
+        slot,
+        function,
+    };
+    for (text, want) in [
+        ("0000:06:00.0", addr(0, 6, 0, 0)),
+        ("06:00.0", addr(0, 6, 0, 0)),
+        ("ffff:ff:1f.7", addr(0xffff, 0xff, 0x1f, 7)),
+        ("0000:0A:1F.3", addr(0, 0xa, 0x1f, 3)),
+        (" 1:2:3.4\n", addr(1, 2, 3, 4)),
+    ] {
+        let got: PciAddress = text.parse().unwrap();
+        assert_eq!(got, want, "{text:?}");
+        assert_eq!(got.to_string().parse::<PciAddress>().unwrap(), got);
+    }
+    assert_eq!(addr(0, 6, 0, 0).to_string(), "0000:06:00.0");
+    for (bad, why) in [
+        ("", "expected a PCI address"),
+        ("06:00", "expected a PCI address"),
+        ("0:0:0:0.0", "expected a PCI address"),
+        ("06:20.0", "slot '20'"),
+        ("06:00.8", "function '8'"),
+        ("10000:00:00.0", "domain '10000'"),
+        ("+6:00.0", "bus '+6'"),
+        ("../..:00.0", "bus '../..'"),
+        ("06::00.0", "expected a PCI address"),
+        ("0x06:00.0", "bus '0x06'"),
+    ] {
+        let err = bad.parse::<PciAddress>().unwrap_err().to_string();
+        assert!(err.contains(why), "{bad:?}: {err}");
+        assert!(err.contains("[DDDD:]BB:SS.F"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn pci_addresses_are_text_in_json_and_checked_when_read_back() {
+    use crate::domain::PciAddress;
+    let a: PciAddress = "0000:06:00.0".parse().unwrap();
+    assert_eq!(serde_json::to_string(&a).unwrap(), "\"0000:06:00.0\"");
+    assert_eq!(
+        serde_json::from_str::<PciAddress>("\"06:00.0\"").unwrap(),
+        a
+    );
+    let err = serde_json::from_str::<PciAddress>("\"../../etc\"").unwrap_err();
+    assert!(err.to_string().contains("PCI address"), "{err}");
+}
+
+#[test]
+fn pci_addresses_in_libvirts_form_are_numbers_hex_or_decimal() {
+    use crate::domain::PciAddress;
+    let attrs = |list: &'static [(&'static str, &'static str)]| {
+        move |name: &str| list.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    };
+    let a = PciAddress::from_attributes(attrs(&[
+        ("domain", "0x0000"),
+        ("bus", "0x06"),
+        ("slot", "31"),
+        ("function", "0X7"),
+    ]))
+    .unwrap();
+    assert_eq!(a.to_string(), "0000:06:1f.7");
+    assert_eq!(
+        PciAddress::from_attributes(attrs(&[])).unwrap().to_string(),
+        "0000:00:00.0"
+    );
+    let err = PciAddress::from_attributes(attrs(&[("slot", "0x20")])).unwrap_err();
+    assert!(err.contains("slot='0x20' is out of range"), "{err}");
+    let err = PciAddress::from_attributes(attrs(&[("bus", "../..")])).unwrap_err();
+    assert!(err.contains("bus='../..' is not a number"), "{err}");
+}

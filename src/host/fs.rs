@@ -119,10 +119,11 @@ impl HostFs for RootFs {
             .write(value.as_bytes())
             .map_err(|e| Error::io("write", &path, e))?;
         if n != value.len() {
-            return Err(Error::State(format!(
-                "short write of '{value}' to {}",
-                path.display()
-            )));
+            let short = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("only {n} of the {} bytes of '{value}' taken", value.len()),
+            );
+            return Err(Error::io("write", &path, short));
         }
         Ok(())
     }
@@ -156,11 +157,7 @@ impl HostFs for RootFs {
 /// Read a file holding one unsigned number (most sysfs counters).
 pub fn read_u64(fs: &dyn HostFs, rel: &str) -> Result<u64> {
     let text = fs.read(rel)?;
-    text.trim().parse().map_err(|_| {
-        Error::State(format!(
-            "{} holds '{}', not a number",
-            fs.display(rel).display(),
-            text.trim()
-        ))
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| Error::parse(fs.display(rel), &text, "not a number"))
 }

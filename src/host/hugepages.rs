@@ -106,7 +106,7 @@ pub fn default_page_kib(fs: &dyn HostFs) -> Result<u64> {
             rest.split_whitespace().next()?.parse().ok()
         })
         .ok_or_else(|| {
-            Error::State(format!(
+            Error::Host(format!(
                 "{} has no Hugepagesize line (kernel without hugetlbfs?)",
                 fs.display("proc/meminfo").display()
             ))

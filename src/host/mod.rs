@@ -4,10 +4,12 @@ pub mod cgroup;
 pub mod fs;
 pub mod hugepages;
 pub mod knobs;
+pub mod mounts;
 pub mod process;
 pub mod schedstat;
 pub mod tasks;
 pub mod topology;
+pub mod virsh;
 
 use std::collections::BTreeMap;
 

@@ -263,12 +263,7 @@ fn cgroup_cpus(
             .clone();
     }
     let v2 = mounts.v2.as_ref()?;
-    let cgroup = fs.read(&format!("proc/{pid}/cgroup")).ok()?;
-    let path = cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))?
-        .trim()
-        .to_string();
+    let path = super::cgroup::of_process(fs, pid).unified()?.to_string();
     seen.entry(path)
         .or_insert_with_key(|path| {
             let mut path = path.clone();

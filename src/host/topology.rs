@@ -53,7 +53,7 @@ impl Topology {
             nodes.push(read_node(fs, id)?);
         }
         if nodes.is_empty() {
-            return Err(Error::State(format!(
+            return Err(Error::Host(format!(
                 "no NUMA nodes under {}",
                 fs.display(NODE_DIR).display()
             )));
@@ -145,7 +145,7 @@ pub fn node_meminfo_kib(meminfo: &str, name: &str) -> Option<u64> {
 
 pub fn parse_list(fs: &dyn HostFs, rel: &str) -> Result<CpuSet> {
     let text = fs.read(rel)?;
-    CpuSet::parse(&text).map_err(|e| Error::State(format!("{}: {e}", fs.display(rel).display())))
+    CpuSet::parse(&text).map_err(|e| Error::parse(fs.display(rel), &text, e))
 }
 
 /// Read a node's free memory now (used for messages after a failed reservation).

@@ -75,12 +75,9 @@ impl IrqBalancer for IrqbalanceSocket {
             return Ok(None);
         };
         let reply = self.ask(&path, "setup")?;
-        parse_setup(&reply).map(Some).ok_or_else(|| {
-            Error::State(format!(
-                "irqbalance at {} answered setup with '{reply}'",
-                path.display()
-            ))
-        })
+        parse_setup(&reply)
+            .map(Some)
+            .ok_or_else(|| Error::parse(&path, &reply, "not irqbalance's answer to setup"))
     }
 
     fn set_banned(&self, cpus: &CpuSet) -> Result<()> {

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::change::Change;
 use crate::cpulist::CpuSet;
+use crate::domain::PciAddress;
 use crate::host::HostFs;
 use crate::state::{Ledger, Phase};
 
@@ -33,7 +34,9 @@ pub fn all_irqs(fs: &dyn HostFs) -> Vec<u32> {
 
 /// The IRQs of one PCI device: its MSI/MSI-X vectors (`msi_irqs/`), its INTx line (`irq`), and
 /// /proc/interrupts lines that name it (VFIO's `vfio-msix[N](BDF)`).
-pub fn device_irqs(fs: &dyn HostFs, bdf: &str, interrupts: &str) -> BTreeSet<u32> {
+pub fn device_irqs(fs: &dyn HostFs, device: &PciAddress, interrupts: &str) -> BTreeSet<u32> {
+    let bdf = device.to_string();
+    let bdf = bdf.as_str();
     let dir = format!("sys/bus/pci/devices/{bdf}");
     let mut irqs: BTreeSet<u32> = fs
         .list(&format!("{dir}/msi_irqs"))
@@ -85,6 +88,47 @@ pub struct IrqHold {
     /// Why irqbalance could not be told, for `status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irqbalance_note: Option<String>,
+    /// The policy's settings the IRQs were last placed with. `release` gives IRQs back with
+    /// these, never with the policy, which may have changed or broken since. (A ledger written
+    /// before they were kept reads as the built-in defaults.)
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+impl IrqHold {
+    /// Nothing held: no changed affinity, refused IRQ, irqbalance value or note (whatever the
+    /// settings).
+    pub fn is_empty(&self) -> bool {
+        self.baseline.is_empty()
+            && self.refused.is_empty()
+            && self.irqbalance_banned.is_none()
+            && self.irqbalance_note.is_none()
+    }
+}
+
+/// The policy's IRQ settings, as a hold keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `irq.move_others`: IRQs that are not a VM's move off isolated CPUs.
+    pub move_others: bool,
+    /// `irq.irqbalance`: a running irqbalance is told to keep off isolated CPUs.
+    pub irqbalance: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::of(&crate::policy::Policy::default())
+    }
+}
+
+impl Settings {
+    pub fn of(policy: &crate::policy::Policy) -> Settings {
+        Settings {
+            move_others: policy.move_other_irqs,
+            irqbalance: policy.irqbalance,
+        }
+    }
 }
 
 /// The affinity files to change, from the ledger's running VMs and isolated CPUs.

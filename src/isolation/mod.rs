@@ -72,6 +72,37 @@ pub struct IsolationHold {
     /// Threads that were pinned when isolation began: their masks are put back at the end.
     #[serde(default)]
     pub pinned: Vec<crate::host::tasks::PinnedThread>,
+    /// The policy's settings the host tasks were last confined with. `release` narrows the
+    /// isolation with these, never with the policy, which may have changed or broken since.
+    /// (A ledger written before they were kept reads as the built-in defaults.)
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// The policy's settings that shape the confinement, as a hold keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `cpus.move_kernel_threads`.
+    pub move_kernel_threads: bool,
+    /// `cpus.governor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governor: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::of(&Policy::default())
+    }
+}
+
+impl Settings {
+    pub fn of(policy: &Policy) -> Settings {
+        Settings {
+            move_kernel_threads: policy.move_kernel_threads,
+            governor: policy.governor.clone(),
+        }
+    }
 }
 
 /// Pick the method from the policy and the host's cgroup mounts.
@@ -117,7 +148,7 @@ impl View {
 pub struct Inputs<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
-    pub policy: &'a Policy,
+    pub settings: &'a Settings,
     pub view: &'a View,
     /// QEMU processes of isolated VMs that `kvmtune run` started (they are in no VM cgroup).
     pub keep: &'a [u32],
@@ -136,10 +167,10 @@ pub fn confine(
         Method::CgroupV2 => cgroup_v2(input, housekeeping)?,
         Method::Systemd => systemd_units(input, housekeeping)?,
     };
-    if input.policy.move_kernel_threads {
+    if input.settings.move_kernel_threads {
         changes.extend(kernel_threads(input, housekeeping)?);
     }
-    if let Some(governor) = &input.policy.governor {
+    if let Some(governor) = &input.settings.governor {
         changes.extend(governors(input.fs, isolated, governor)?);
     }
     Ok(changes)
@@ -147,9 +178,10 @@ pub fn confine(
 
 fn cgroup_v1(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     let fs = input.fs;
-    let mount = input.view.mounts.v1_cpuset.clone().ok_or_else(|| {
-        Error::State("the cgroup v1 cpuset hierarchy is no longer mounted".into())
-    })?;
+    let mount =
+        input.view.mounts.v1_cpuset.clone().ok_or_else(|| {
+            Error::Host("the cgroup v1 cpuset hierarchy is no longer mounted".into())
+        })?;
     // Hierarchies mounted with `noprefix` name the files `cpus`, `mems`.
     let prefix = if fs.exists(&format!("{mount}/cpuset.cpus")) {
         "cpuset."
@@ -256,7 +288,7 @@ fn v2_root(input: &Inputs) -> Result<String> {
         .mounts
         .v2
         .clone()
-        .ok_or_else(|| Error::State("the cgroup v2 hierarchy is no longer mounted".into()))
+        .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))
 }
 
 /// The units whose `AllowedCPUs` confines host tasks under systemd: the three top-level units
@@ -310,8 +342,8 @@ fn kernel_threads(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> 
         }
         let current = input.fs.read(path)?;
         let groups = current.trim().split(',').count();
-        let parsed =
-            CpuSet::parse_mask(&current).map_err(|e| Error::State(format!("/{path}: {e}")))?;
+        let parsed = CpuSet::parse_mask(&current)
+            .map_err(|e| Error::parse(input.fs.display(path), &current, e))?;
         if parsed != *housekeeping {
             changes.push(Change::File {
                 path: path.to_string(),
@@ -369,15 +401,9 @@ fn daemon_top_cgroups(input: &Inputs) -> Vec<String> {
         .tasks
         .iter()
         .filter(|t| UNCONFINED_DAEMONS.contains(&t.comm.as_str()))
-        .filter_map(|t| input.fs.read(&format!("proc/{}/cgroup", t.pid)).ok())
-        .filter_map(|text| {
-            let line = text.lines().find(|l| l.starts_with("0::"))?.to_string();
-            let top = line
-                .trim_start_matches("0::/")
-                .split('/')
-                .next()?
-                .to_string();
-            (!top.is_empty()).then_some(top)
+        .filter_map(|t| {
+            let cgroup = cgroup::of_process(input.fs, t.pid);
+            cgroup.unified_top().map(str::to_string)
         })
         .collect()
 }

@@ -59,11 +59,12 @@ fn run(args: &[&str]) -> Result<String> {
         .output()
         .map_err(|e| Error::io("run", "systemctl", e))?;
     if !out.status.success() {
-        return Err(Error::State(format!(
-            "systemctl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::Subprocess {
+            command: format!("systemctl {}", args.join(" ")),
+            detail: String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', " "),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -58,7 +58,12 @@ fn emulate(roots: &Roots, argv: &[OsString]) -> Error {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let policy = match Policy::load(&roots.config) {
+    // Decided once, here: the emulator is an entry of its own (libvirt runs it in QEMU's place).
+    let privilege = match roots.privilege() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let policy = match roots.policy(&privilege) {
         Ok(p) => p,
         Err(e) => return e,
     };

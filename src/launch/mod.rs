@@ -19,21 +19,22 @@ pub mod spawn;
 pub mod supervise;
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use crate::apply::{self, Context};
 use crate::cli::Roots;
-use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::domain::Domain;
-use crate::error::{Error, Result};
+use crate::error::{BadValue, Error, Result};
 use crate::host::hugepages::default_page_kib;
 use crate::host::tasks::read_task;
 use crate::host::HostFs;
 use crate::log;
 use crate::plan::Plan;
+use crate::privilege::Privilege;
 use process::Settings;
 use qemu_args::{Hugetlbfs, QemuArgs};
 use ready::{Expect, Ready};
@@ -57,47 +58,17 @@ pub struct RunOptions {
     pub command: Vec<String>,
 }
 
-/// `--hugepages auto|on|off`, as the metadata's `reserve`.
-pub fn parse_reserve(value: &str) -> Result<Reserve, String> {
-    match value {
-        "auto" => Ok(Reserve::Auto),
-        "on" => Ok(Reserve::On),
-        "off" => Ok(Reserve::Off),
-        v => Err(format!("'{v}': expected auto, on or off")),
-    }
-}
-
-/// `--isolate vcpus|off|LIST`, as the metadata's `isolate cpus`.
-pub fn parse_isolate(value: &str) -> Result<IsolateChoice, String> {
-    match value {
-        "vcpus" => Ok(IsolateChoice::Vcpus),
-        "off" => Ok(IsolateChoice::Off),
-        v => Ok(IsolateChoice::List(cpu_list(v)?)),
-    }
-}
-
-/// `--irq vcpus|housekeeping|off|LIST`, as the metadata's `irq cpus`.
-pub fn parse_irq(value: &str) -> Result<IrqChoice, String> {
-    match value {
-        "vcpus" => Ok(IrqChoice::Vcpus),
-        "housekeeping" => Ok(IrqChoice::Housekeeping),
-        "off" => Ok(IrqChoice::Off),
-        v => Ok(IrqChoice::List(cpu_list(v)?)),
-    }
-}
-
-fn cpu_list(value: &str) -> Result<CpuSet, String> {
-    let set = CpuSet::parse(value).map_err(|e| format!("'{value}': {e}"))?;
-    if set.is_empty() {
-        return Err("an empty CPU list".into());
-    }
-    Ok(set)
+/// clap's parser for `--hugepages`, `--isolate` and `--irq`: the metadata's words through the
+/// metadata's parsers (`Reserve`, `IsolateChoice`, `IrqChoice`). clap names the option and the
+/// value; this says what is accepted.
+pub fn option_word<T: FromStr<Err = BadValue>>(value: &str) -> Result<T, String> {
+    value.parse().map_err(|e: BadValue| e.reason())
 }
 
 /// Run QEMU under kvmtune; returns kvmtune's exit status (QEMU's, once QEMU ran).
-pub fn run(roots: &Roots, options: &RunOptions) -> i32 {
+pub fn run(roots: &Roots, privilege: &Privilege, options: &RunOptions) -> i32 {
     let signals = Signals::block();
-    match run_vm(roots, options, &signals) {
+    match run_vm(roots, privilege, options, &signals) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kvmtune: {e}");
@@ -106,7 +77,12 @@ pub fn run(roots: &Roots, options: &RunOptions) -> i32 {
     }
 }
 
-fn run_vm(roots: &Roots, options: &RunOptions, signals: &Signals) -> Result<i32> {
+fn run_vm(
+    roots: &Roots,
+    privilege: &Privilege,
+    options: &RunOptions,
+    signals: &Signals,
+) -> Result<i32> {
     let (program_arg, args) = options.command.split_first().ok_or_else(|| {
         Error::Usage("run needs a QEMU program: kvmtune run -- QEMU [ARGS…]".into())
     })?;
@@ -125,12 +101,8 @@ fn run_vm(roots: &Roots, options: &RunOptions, signals: &Signals) -> Result<i32>
             "kvmtune run supervises QEMU and cannot follow it into the background: remove -daemonize (run kvmtune itself in the background)".into(),
         ));
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Usage(
-            "run changes the host and must run as root".into(),
-        ));
-    }
-    let owner = roots.context()?;
+    privilege.require_root("run")?;
+    let owner = roots.context(privilege)?;
     let ctx = owner.context();
     let mut domain = match &options.xml {
         Some(path) => {

@@ -13,31 +13,26 @@ use crate::isolation::{V1_HOUSEKEEPING, V2_HOUSEKEEPING};
 /// Returns whether it moved.
 pub fn leave_housekeeping(fs: &dyn HostFs, pid: u32) -> Result<bool> {
     let mounts = detect(fs)?;
-    let cgroups = fs.read(&format!("proc/{pid}/cgroup")).unwrap_or_default();
     let (root, ours) = match (&mounts.v1_cpuset, &mounts.v2) {
         (Some(v1), _) => (v1, V1_HOUSEKEEPING),
         (None, Some(v2)) if mounts.v2_has_cpuset => (v2, V2_HOUSEKEEPING),
         _ => return Ok(false),
     };
     let v1 = mounts.v1_cpuset.is_some();
-    let inside = cgroups.lines().any(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
-        let in_hierarchy = if v1 {
-            controllers.is_some_and(|c| c.split(',').any(|c| c == "cpuset"))
-        } else {
-            controllers == Some("")
-        };
-        in_hierarchy && path.is_some_and(|p| p.trim() == format!("/{ours}"))
-    });
+    let inside = crate::host::cgroup::of_process(fs, pid)
+        .cpuset_path(v1)
+        .is_some_and(|p| p.trim() == format!("/{ours}"));
     if !inside {
         return Ok(false);
     }
     fs.write(&format!("{root}/cgroup.procs"), &pid.to_string())
-        .map_err(|e| {
-            Error::State(format!(
-                "cannot move QEMU (pid {pid}) out of the housekeeping cgroup /{root}/{ours}: {e}"
-            ))
+        .map_err(|e| match e {
+            Error::Io { path, source, .. } => Error::io(
+                "move QEMU out of the housekeeping cgroup through",
+                path,
+                source,
+            ),
+            other => other,
         })?;
     Ok(true)
 }

@@ -301,30 +301,9 @@ fn vfio_address(o: &Opts) -> Result<Option<PciAddress>, String> {
         (None, Some(path)) => path.trim_end_matches('/').rsplit('/').next().unwrap_or(""),
         (None, None) => return Ok(None),
     };
-    pci_address(text).map(Some)
-}
-
-pub fn pci_address(text: &str) -> Result<PciAddress, String> {
-    let bad = || format!("'{text}' is not a PCI address ([DDDD:]BB:SS.F)");
-    let (rest, function) = text.rsplit_once('.').ok_or_else(bad)?;
-    let parts: Vec<&str> = rest.split(':').collect();
-    let (domain, bus, slot) = match parts.as_slice() {
-        [bus, slot] => ("0", *bus, *slot),
-        [domain, bus, slot] => (*domain, *bus, *slot),
-        _ => return Err(bad()),
-    };
-    let hex = |s: &str, max: u32| -> Result<u32, String> {
-        u32::from_str_radix(s, 16)
-            .ok()
-            .filter(|v| *v <= max && !s.is_empty())
-            .ok_or_else(bad)
-    };
-    Ok(PciAddress {
-        domain: hex(domain, 0xffff)? as u16,
-        bus: hex(bus, 0xff)? as u8,
-        slot: hex(slot, 0x1f)? as u8,
-        function: hex(function, 7)? as u8,
-    })
+    text.parse()
+        .map(Some)
+        .map_err(|e: crate::error::BadValue| format!("-device vfio-pci: {e}"))
 }
 
 /// The host's hugetlbfs mounts, to tell which `mem-path` holds hugepages, and of what size.
@@ -338,20 +317,16 @@ impl Hugetlbfs {
     /// From a mount table (`/proc/mounts` format); `default_page_kib` for mounts without
     /// `pagesize=`.
     pub fn parse(table: &str, default_page_kib: u64) -> Hugetlbfs {
+        let Ok(table) = table.parse::<crate::host::mounts::MountTable>();
         let mounts = table
-            .lines()
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let [_, point, "hugetlbfs", options, ..] = fields.as_slice() else {
-                    return None;
-                };
-                let page_kib = options
-                    .split(',')
-                    .find_map(|o| o.strip_prefix("pagesize="))
+            .of_type("hugetlbfs")
+            .map(|m| {
+                let page_kib = m
+                    .option("pagesize")
                     .and_then(|s| size(s, 1).ok())
                     .map(|bytes| bytes / 1024)
                     .unwrap_or(default_page_kib);
-                Some((crate::host::cgroup::unescape(point), page_kib))
+                (m.point.clone(), page_kib)
             })
             .collect();
         Hugetlbfs { mounts }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::change::Change;
 use crate::cpulist::CpuSet;
-use crate::domain::Domain;
+use crate::domain::{Domain, PciAddress};
 use crate::error::{Error, Result};
 use crate::host::{Host, PoolKey, PoolState};
 use crate::policy::Policy;
@@ -26,7 +26,7 @@ pub struct Plan {
     /// Where its passthrough devices' IRQs go, checked against the policy.
     pub irq: Option<CpuSet>,
     /// Its PCI passthrough devices (`DDDD:BB:DD.F`).
-    pub devices: Vec<String>,
+    pub devices: Vec<PciAddress>,
     /// Host knobs it wants held while it runs.
     pub knobs: Vec<knobs::KnobWant>,
 }
@@ -202,7 +202,7 @@ pub fn plan(
         hugepages: growth,
         isolate: cpus.isolate,
         irq: cpus.irq,
-        devices: domain.hostdevs.iter().map(ToString::to_string).collect(),
+        devices: domain.hostdevs.clone(),
         knobs,
     })
 }

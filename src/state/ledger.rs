@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cpulist::CpuSet;
+use crate::domain::PciAddress;
 use crate::host::PoolKey;
 use crate::irq::IrqHold;
 use crate::isolation::IsolationHold;
@@ -74,9 +75,9 @@ pub struct VmHold {
     /// Where this VM's passthrough device IRQs go, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irq: Option<CpuSet>,
-    /// Its PCI passthrough devices (`DDDD:BB:DD.F`, validated).
+    /// Its PCI passthrough devices (`DDDD:BB:DD.F` in the file, parsed back on reading).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<String>,
+    pub devices: Vec<PciAddress>,
     /// The QEMU process `kvmtune run` started for this VM, when the VM isolates CPUs: it runs
     /// on them, so confining host tasks leaves it where it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 use crate::log;
+use crate::privilege::Privilege;
 pub use journal::{Journal, Operation};
 pub use ledger::{Ledger, Phase, PoolHold, VmHold};
 pub use stats::{Counters, WatchMark};
@@ -26,6 +27,8 @@ const LOCK: &str = "lock";
 #[derive(Clone)]
 pub struct StateDir {
     path: PathBuf,
+    /// The uid the directory must belong to: this process's (`Privilege::uid`).
+    owner: u32,
     checkpoint: Option<Checkpoint>,
 }
 
@@ -48,8 +51,9 @@ pub struct StateLock {
 }
 
 impl StateDir {
-    /// Open (creating if needed, mode 0700) the state directory for changes.
-    pub fn open(path: &Path) -> Result<StateDir> {
+    /// Open (creating if needed, mode 0700) the state directory for changes. It must belong to
+    /// `privilege`'s uid.
+    pub fn open(path: &Path, privilege: &Privilege) -> Result<StateDir> {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::DirBuilder::new()
@@ -63,6 +67,7 @@ impl StateDir {
         }
         let dir = StateDir {
             path: path.to_path_buf(),
+            owner: privilege.uid,
             checkpoint: None,
         };
         dir.check()?;
@@ -82,12 +87,13 @@ impl StateDir {
     }
 
     /// Use an existing state directory read-only (status, plan); `None` when it does not exist.
-    pub fn peek(path: &Path) -> Result<Option<StateDir>> {
+    pub fn peek(path: &Path, privilege: &Privilege) -> Result<Option<StateDir>> {
         if !path.exists() {
             return Ok(None);
         }
         let dir = StateDir {
             path: path.to_path_buf(),
+            owner: privilege.uid,
             checkpoint: None,
         };
         dir.check()?;
@@ -103,7 +109,7 @@ impl StateDir {
                 self.path.display()
             )));
         }
-        let me = nix::unistd::geteuid().as_raw();
+        let me = self.owner;
         if meta.uid() != me {
             return Err(Error::State(format!(
                 "state directory {} is owned by uid {}, not {me}",

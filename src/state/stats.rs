@@ -109,11 +109,17 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::privilege::Privilege;
+
+    /// Root, as whoever runs the tests (the directory is theirs).
+    fn me() -> Privilege {
+        Privilege::root_as(nix::unistd::geteuid().as_raw())
+    }
 
     #[test]
     fn counters_survive_a_new_reader_and_damage_reads_as_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(&dir.path().join("s")).unwrap();
+        let state = StateDir::open(&dir.path().join("s"), &me()).unwrap();
         assert_eq!(state.counters(), Counters::default());
         let lock = state.lock().unwrap();
         state
@@ -123,7 +129,7 @@ mod tests {
             })
             .unwrap();
         drop(lock);
-        let again = StateDir::open(&dir.path().join("s")).unwrap();
+        let again = StateDir::open(&dir.path().join("s"), &me()).unwrap();
         assert_eq!(again.counters().repairs["irq"], 2);
         assert_eq!(again.counters().compaction_retries, 1);
         std::fs::write(dir.path().join("s/counters.json"), "{garbage").unwrap();
@@ -133,7 +139,7 @@ mod tests {
     #[test]
     fn the_watch_mark_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(&dir.path().join("s")).unwrap();
+        let state = StateDir::open(&dir.path().join("s"), &me()).unwrap();
         assert_eq!(state.watch_mark(), None);
         let mark = WatchMark {
             last_pass_ms: 1_700_000_000_250,

@@ -298,10 +298,8 @@ fn isolation_status(
             per_cpu_kernel_threads += 1;
             continue;
         }
-        let cgroup = fs
-            .read(&format!("proc/{}/cgroup", task.pid))
-            .unwrap_or_default();
-        if cgroup.contains("/machine") || vm_pids.contains(&task.pid) {
+        let cgroup = crate::host::cgroup::of_process(fs, task.pid);
+        if cgroup.paths().any(|p| p.contains("/machine")) || vm_pids.contains(&task.pid) {
             continue; // a VM's own process, placed by libvirt or started by `kvmtune run`
         }
         unconfined.push(TaskStatus {

@@ -278,7 +278,7 @@ pub fn run(
         let now_stamp = policy_stamp(config);
         if now_stamp != stamp {
             stamp = now_stamp;
-            match crate::policy::Policy::load(config) {
+            match crate::policy::Policy::load(config, &owner.privilege) {
                 Ok(policy) => {
                     log::info(&format!("watch: {} read again", config.display()));
                     owner.policy = policy;

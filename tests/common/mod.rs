@@ -7,24 +7,34 @@ pub mod exposition;
 pub mod irqs;
 pub mod kernel;
 pub mod knobs;
+pub mod virsh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kvmtune::apply::{self, Context};
+use kvmtune::apply::{self, Base, Context};
 use kvmtune::domain::Domain;
 use kvmtune::error::Result;
 use kvmtune::policy::Policy;
+use kvmtune::privilege::Privilege;
 use kvmtune::state::{Ledger, StateDir};
 
 #[allow(unused_imports)] // each test crate uses a different part
 pub use kernel::{kernel, FakeKernel, GIB, MIB};
 
-/// A fake kernel plus a state directory and a policy: one host for a test.
+/// A fake kernel plus a state directory, a policy and a privilege: one host for a test.
 pub struct Bench {
     pub kernel: FakeKernel,
     pub state_dir: tempfile::TempDir,
     pub policy: Policy,
+    /// Root with every capability kvmtune needs, as whoever runs the tests (who owns the
+    /// state directory): the fake root is theirs to change.
+    pub privilege: Privilege,
+}
+
+/// Root with every capability, as the uid that runs the tests.
+pub fn root_privilege() -> Privilege {
+    Privilege::root_as(nix::unistd::geteuid().as_raw())
 }
 
 impl Bench {
@@ -33,6 +43,7 @@ impl Bench {
             kernel,
             state_dir: fast_tempdir(),
             policy: Policy::default(),
+            privilege: root_privilege(),
         }
     }
 
@@ -42,7 +53,7 @@ impl Bench {
     }
 
     pub fn state(&self) -> StateDir {
-        StateDir::open(&state_path(self))
+        StateDir::open(&state_path(self), &self.privilege)
             .unwrap()
             .with_checkpoint(self.kernel.checkpoint())
     }
@@ -50,14 +61,22 @@ impl Bench {
     fn run<T>(&self, f: impl FnOnce(&Context) -> T) -> T {
         let state = self.state();
         let ctx = Context {
+            base: self.base(&state),
+            policy: &self.policy,
+        };
+        f(&ctx)
+    }
+
+    /// What every operation works with, on this bench, with `state`.
+    pub fn base<'a>(&'a self, state: &'a StateDir) -> Base<'a> {
+        Base {
             fs: &self.kernel,
             systemctl: &self.kernel,
             affinity: &self.kernel,
             irqbalance: &self.kernel,
-            state: &state,
-            policy: &self.policy,
-        };
-        f(&ctx)
+            state,
+            privilege: &self.privilege,
+        }
     }
 
     pub fn prepare(&self, vm: &str, xml: &str) -> Result<kvmtune::plan::Plan> {

@@ -7,8 +7,8 @@
 save_state /tmp/base
 before=$(systemctl show -p MainPID --value libvirtd.service)
 cd /hv/repo || fail "harness: no repo copy on the tests disk"
-bash scripts/demo.sh > /tmp/demo.out 2>&1; rc=$?
-cat /tmp/demo.out
+# Through tee, so that a demo cut short by the scenario's bound still shows how far it got.
+bash scripts/demo.sh 2>&1 | tee /tmp/demo.out; rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] || fail "scripts/demo.sh exited $rc: $(grep -m1 -iE 'error|verdict|demo.sh:|lib.sh:' /tmp/demo.out)"
 grep -q "Verdict: every hugepage pool and every process's CPUs were restored exactly." /tmp/demo.out ||
   fail "scripts/demo.sh gave no 'restored exactly' verdict"
