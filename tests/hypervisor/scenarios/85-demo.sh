@@ -1,4 +1,4 @@
-# timeout: 180
+# timeout: 300
 # The README's first command, `scripts/demo.sh`, run on this hypervisor as an operator would run
 # it on their own: with the libvirtd that systemd runs (not one of its own) and the installed
 # package, no toolchain and no network. It must end with its "restored exactly" verdict and
