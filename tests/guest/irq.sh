@@ -62,8 +62,16 @@ driver_unload() {
   return 0
 }
 # dev_fire: make the device interrupt (virtio-rng answers a read of /dev/hwrng with an
-# interrupt on its request queue's vector). Returns non-zero if the read failed.
-dev_fire() { timeout 10 dd if=/dev/hwrng of=/dev/null bs=16 count=4 2>/dev/null; }
+# interrupt on its request queue's vector). Returns non-zero if the read failed or took over 10 s.
+# Not through busybox's `timeout`: it leaves a watcher process polling its parent once a second
+# after the command ends, which a later "no new process" check would catch.
+exited() { [ ! -e /proc/$1 ] || [ "$(awk '{ print $3 }' /proc/$1/stat 2>/dev/null)" = Z ]; }   # PID
+dev_fire() {
+  local p
+  dd if=/dev/hwrng of=/dev/null bs=16 count=4 2>/dev/null & p=$!
+  wait_until 10 exited $p || { kill -9 $p; wait $p; return 1; }
+  wait $p
+}
 # irq_counts IRQ: the per-CPU counts of IRQ in /proc/interrupts, space separated
 irq_counts() { awk -v n="$1:" '$1 == n { s = ""; for (i = 2; i <= 5; i++) s = s " " $i; print s }' /proc/interrupts; }
 

@@ -84,11 +84,24 @@ mkfs.ext4 -q -F -L hvtests -d "$disk" "$work/tests.img" 256M >/dev/null 2>&1 || 
 # ---- boot -------------------------------------------------------------------------------------
 echo "hypervisor: image $img (ready in ${t_image} s); logs in $logs" >&2
 t1=$(date +%s)
-rc=0
-KVMTUNE_HV_TIMEOUT=${KVMTUNE_HV_TIMEOUT:-1500} "$here/boot.sh" "$img" "$work/tests.img" "$logs" || rc=$?
+# The guest's kernel sometimes dies under TCG with "Oops: int3" (an int3 that QEMU's TCG left
+# while the kernel patched its own text; seen in about one boot in ten, never under KVM). That
+# is QEMU's bug, not kvmtune's: the scenarios then cannot finish, so the whole boot sequence
+# runs once more from the unchanged image, and the first attempt's logs are kept beside.
+for attempt in 1 2; do
+  rc=0
+  KVMTUNE_HV_TIMEOUT=${KVMTUNE_HV_TIMEOUT:-1500} "$here/boot.sh" "$img" "$work/tests.img" "$logs" || rc=$?
+  tr -d '\r' < "$logs/results.log" > "$logs/results.txt" || true
+  grep -v '^| ' "$logs/results.txt" || true
+  if [ "$attempt" = 1 ] && grep -qa 'Oops: int3' "$logs/console.log"; then
+    mkdir -p "$logs/attempt1"
+    mv "$logs/console.log" "$logs/results.log" "$logs/results.txt" "$logs/attempt1/"
+    echo "hypervisor: the guest kernel died of QEMU TCG's int3 text-patching bug (console: $logs/attempt1/console.log); booting again" >&2
+    continue
+  fi
+  break
+done
 t_boot=$(( $(date +%s) - t1 ))
-tr -d '\r' < "$logs/results.log" > "$logs/results.txt" || true
-grep -v '^| ' "$logs/results.txt" || true
 [ "$rc" = 0 ] || echo "hypervisor: QEMU exited $rc after ${t_boot} s$([ "$rc" = 124 ] && echo ' (timed out)'); console: $logs/console.log" >&2
 
 passed=0

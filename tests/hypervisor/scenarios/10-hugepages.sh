@@ -12,23 +12,21 @@ start hv-strict
 stop hv-strict
 wait_for 10 "strict: pools not back" pool_is 1 2048 "$b1"
 
+# split_vm NAME ID SED WHAT: a 64 MiB domain edited by SED, whose pages must be spread 16/16
+# over both nodes while it runs.
+split_vm() {
+  domain_xml "$1" "$2" huge=64 > "/tmp/$1.xml"
+  sed -i "$3" "/tmp/$1.xml"
+  virsh_ define "/tmp/$1.xml" >/dev/null || fail "define $1"; DEFINED+=("$1")
+  start "$1"
+  [ "$(hp 0 2048 nr_hugepages)" -ge $((b0 + 16)) ] && [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 16)) ] ||
+    fail "$4: pools $(hp 0 2048 nr_hugepages)/$(hp 1 2048 nr_hugepages), expected $b0+16/$b1+16"
+  stop "$1"
+}
 # interleave: 64 MiB spread evenly, 16 pages per node.
-domain_xml hv-inter 11 huge=64 > /tmp/hv-inter.xml
-sed -i "s|<os>|<numatune><memory mode='interleave' nodeset='0-1'/></numatune><os>|" /tmp/hv-inter.xml
-virsh_ define /tmp/hv-inter.xml >/dev/null || fail "define hv-inter"; DEFINED+=(hv-inter)
-start hv-inter
-[ "$(hp 0 2048 nr_hugepages)" -ge $((b0 + 16)) ] && [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 16)) ] ||
-  fail "interleave: pools $(hp 0 2048 nr_hugepages)/$(hp 1 2048 nr_hugepages), expected $b0+16/$b1+16"
-stop hv-inter
-
+split_vm hv-inter 11 "s|<os>|<numatune><memory mode='interleave' nodeset='0-1'/></numatune><os>|" interleave
 # Two guest cells: cell 0 (32 MiB) on node 1, cell 1 (32 MiB) on node 0.
-domain_xml hv-cells 12 huge=64 > /tmp/hv-cells.xml
-sed -i "s|<vcpu placement='static'>1</vcpu>|<vcpu placement='static'>2</vcpu>|; s|<os>|<numatune><memory mode='strict' nodeset='0-1'/><memnode cellid='0' mode='strict' nodeset='1'/><memnode cellid='1' mode='strict' nodeset='0'/></numatune><cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/><cell id='1' cpus='1' memory='32' unit='MiB'/></numa></cpu><os>|" /tmp/hv-cells.xml
-virsh_ define /tmp/hv-cells.xml >/dev/null || fail "define hv-cells"; DEFINED+=(hv-cells)
-start hv-cells
-[ "$(hp 0 2048 nr_hugepages)" -ge $((b0 + 16)) ] && [ "$(hp 1 2048 nr_hugepages)" -ge $((b1 + 16)) ] ||
-  fail "memnode cells: pools $(hp 0 2048 nr_hugepages)/$(hp 1 2048 nr_hugepages), expected $b0+16/$b1+16"
-stop hv-cells
+split_vm hv-cells 12 "s|<vcpu placement='static'>1</vcpu>|<vcpu placement='static'>2</vcpu>|; s|<os>|<numatune><memory mode='strict' nodeset='0-1'/><memnode cellid='0' mode='strict' nodeset='1'/><memnode cellid='1' mode='strict' nodeset='0'/></numatune><cpu><numa><cell id='0' cpus='0' memory='32' unit='MiB'/><cell id='1' cpus='1' memory='32' unit='MiB'/></numa></cpu><os>|" "memnode cells"
 wait_for 10 "node 0 pool not back after the last VM" pool_is 0 2048 "$b0"
 wait_for 10 "node 1 pool not back after the last VM" pool_is 1 2048 "$b1"
 expect_state /tmp/base "after the hugepage VMs"

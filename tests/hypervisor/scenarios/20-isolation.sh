@@ -26,16 +26,18 @@ check_late() {
   ms=$(wait_ms 1 "$what (pid $pid) may still run on CPU 3: $(awk '/^Cpus_allowed_list:/{print $2}' /proc/$pid/status)" off_cpu3 "$pid")
   note "$what: off CPU 3 after ${ms} ms ($(awk '/^Cpus_allowed_list:/{print $2}' /proc/$pid/status))"
 }
-systemd-run --quiet --unit=hv-late sleep 600 || fail "systemd-run of a late service failed"
+# The late work: processes that stay until the scenario stops their units (sleep infinity is
+# the workload, not a wait).
+systemd-run --quiet --unit=hv-late sleep infinity || fail "systemd-run of a late service failed"
 check_late "a service started later" "$(systemctl show -p MainPID --value hv-late.service)"
-systemd-run --quiet --unit=hv-timer --on-active=1ms sleep 600 || fail "systemd-run of a timer failed"
+systemd-run --quiet --unit=hv-timer --on-active=1ms sleep infinity || fail "systemd-run of a timer failed"
 wait_for 10 "the timer's service did not start" unit_has_pid hv-timer.service
 check_late "a timer's service" "$(systemctl show -p MainPID --value hv-timer.service)"
-systemd-run --quiet --scope --unit=hv-scope sleep 600 & scope_sh=$!
+systemd-run --quiet --scope --unit=hv-scope sleep infinity & scope_sh=$!
 wait_for 10 "the scope did not start" systemctl is-active --quiet hv-scope.scope
 # systemd-run --scope execs the command in place: the background job's PID is the scope's sleep.
 check_late "a transient scope" "$scope_sh"
-systemd-run --quiet --slice=user.slice --unit=hv-user sleep 600 || fail "systemd-run in user.slice failed"
+systemd-run --quiet --slice=user.slice --unit=hv-user sleep infinity || fail "systemd-run in user.slice failed"
 check_late "a process in user.slice" "$(systemctl show -p MainPID --value hv-user.service)"
 check_late "libvirtd" "$(systemctl show -p MainPID --value libvirtd.service)"
 

@@ -41,7 +41,8 @@ check_irqs() {
 refused=$(kvmtune status | sed -n 's/.*refused by the kernel[^:]*: //p')
 note "IRQs the kernel refuses to move: $refused"
 check_irqs "at started"
-# Two of irqbalance's rebalancing rounds (10 s each): an invariant over time, checked often.
+# Two of irqbalance's rebalancing rounds (10 s each): an observation window over which the
+# invariant must hold, sampled every second (not a wait for a condition).
 end=$(( $(date +%s) + 21 ))
 while [ "$(date +%s)" -lt "$end" ]; do
   check_irqs "while irqbalance runs"
