@@ -1,5 +1,5 @@
 //! `kvmtune watch` on the kernel-modelling fake root: every kind of repair (late VFIO vectors,
-//! reset IRQs, a process born in the root cgroup, a rewritten cpuset or unit, a shrunk pool, a
+//! reset IRQs, a process born in the root cgroup, a kernel thread born on every CPU, a rewritten cpuset or unit, a shrunk pool, a
 //! changed knob, a VM whose QEMU died while libvirtd was down), each one line and one count;
 //! a look that finds nothing takes no lock and writes nothing; what cannot be repaired is tried
 //! once, not in a loop.
@@ -494,6 +494,45 @@ fn a_kernel_thread_moved_back_is_confined_after_the_next_full_look() {
         pass.repairs[0].line
     );
     assert_eq!(allowed(&b, 4), set("0-2"));
+}
+
+/// A kernel thread a driver starts while the VM runs (virtio-rng's hwrng, seen in the guest
+/// tier): the kernel gives a new kernel thread every CPU, not kthreadd's confined mask. The next
+/// pass confines it, once, on every layout; release gives it back the CPUs it was born with.
+#[test]
+fn a_kernel_thread_born_after_isolation_is_confined_within_one_pass() {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+        let b = host(layout);
+        let start = b.snapshot();
+        running(&b, "rt", 3);
+        let mut w = settled(&b);
+        assert_eq!(allowed(&b, 2), set("0-2"), "{layout:?}: kthreadd confined");
+        b.kernel.cgroups(|c| {
+            let mut hwrng = c.tasks[&4].clone();
+            hwrng.comm = "hwrng".into();
+            hwrng.mask = set("0-3");
+            c.tasks.insert(600, hwrng);
+        });
+        let pass = b.watch(&mut w).unwrap();
+        assert_eq!(kinds(&pass), [Kind::Isolation], "{layout:?}: {pass:?}");
+        assert!(
+            pass.repairs[0].line.contains("task 600 (hwrng)"),
+            "{layout:?}: {}",
+            pass.repairs[0].line
+        );
+        assert_eq!(allowed(&b, 600), set("0-2"), "{layout:?}: confined");
+        let again = b.watch(&mut w).unwrap();
+        assert!(again.repairs.is_empty(), "{layout:?}: {again:?}");
+        qemu_exits(&b);
+        b.release("rt").unwrap();
+        assert_eq!(allowed(&b, 600), set("0-3"), "{layout:?}: as born");
+        b.kernel.cgroups(|c| c.tasks.remove(&600));
+        assert_eq!(
+            diff(&start, &b.snapshot()),
+            Vec::<String>::new(),
+            "{layout:?}"
+        );
+    }
 }
 
 /// `irq-watch`, the old name, keeps doing what it did: IRQs only.

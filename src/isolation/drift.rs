@@ -6,9 +6,11 @@
 //!   process started later by something outside a cgroup (a daemon's child, a login on the
 //!   console) is born there, on the isolated CPUs.
 //!
-//! Kernel threads are not looked at here: new ones inherit kthreadd's mask, which kvmtune
-//! confined, and reading every task costs what a hook call does. The watcher's slower full look
-//! (the one that writes the metrics) catches any that were moved back.
+//! Kernel threads are looked at once, when first seen: a new one does not inherit kthreadd's
+//! mask (the kernel gives it every housekeeping CPU of `isolcpus=`, so all CPUs here), so one a
+//! driver starts while a VM runs (hwrng, when virtio-rng loads) can run on the VM's CPUs.
+//! Reading every task costs what a hook call does: the watcher's slower full look (the one
+//! that writes the metrics) catches a known one that was moved back.
 
 use std::collections::HashSet;
 
@@ -17,7 +19,7 @@ use crate::apply::effects::UNCONFINED_DAEMONS;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::host::cgroup::CgroupMounts;
-use crate::host::tasks::{read_stat, PF_KTHREAD};
+use crate::host::tasks::read_task;
 use crate::host::HostFs;
 
 /// What differs from what kvmtune set, one line each (empty: everything holds).
@@ -110,7 +112,12 @@ pub struct Stray {
 /// look; for a PID to come back as another task between two looks, the kernel's PIDs would have
 /// to wrap around within one watch interval.
 #[derive(Debug, Default)]
-pub struct Stays(HashSet<u32>);
+pub struct Stays {
+    kernel_threads: HashSet<u32>,
+    /// Whether a look has been made: the first knows no kernel thread yet, and takes those it
+    /// finds as the hook that isolated saw them.
+    looked: bool,
+}
 
 /// The root cgroup confinement empties, for cgroupfs methods (systemd confines whole slices:
 /// processes are born in them).
@@ -132,18 +139,36 @@ pub fn housekeeping_cgroup(method: Method, mounts: &CgroupMounts) -> Option<Stri
     Some(format!("{root}/{name}"))
 }
 
+/// What sits in the root cgroup that isolation did not put there.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RootLook {
+    /// Host processes that confinement would move (cgroupfs methods only: systemd confines
+    /// whole slices, so processes are born in them).
+    pub processes: Vec<Stray>,
+    /// Kernel threads born since the last look that may run outside the housekeeping CPUs
+    /// and can be moved (not per-CPU ones), when the hold moves kernel threads.
+    pub kernel_threads: Vec<Stray>,
+}
+
 /// Host processes in the root cgroup that confinement would move: not kernel threads, not the
 /// virtualization daemons, not the VM processes in `keep`. The caller's own process counts
-/// (a watcher started before isolation began is a host task like any other).
+/// (a watcher started before isolation began is a host task like any other). And the new
+/// kernel threads there that may run on isolated CPUs.
 pub fn strays(
     fs: &dyn HostFs,
-    method: Method,
+    hold: &IsolationHold,
     mounts: &CgroupMounts,
     keep: &[u32],
     stays: &mut Stays,
-) -> Vec<Stray> {
-    let Some(root) = root_cgroup(method, mounts) else {
-        return Vec::new();
+) -> RootLook {
+    let mut out = RootLook::default();
+    // Kernel threads live in the root of the cpuset hierarchy whatever the method.
+    let root = match hold.method {
+        Method::Systemd => mounts.v2.as_deref(),
+        method => root_cgroup(method, mounts),
+    };
+    let Some(root) = root else {
+        return out;
     };
     let procs = fs.read(&format!("{root}/cgroup.procs")).unwrap_or_default();
     let pids: Vec<u32> = procs
@@ -151,19 +176,36 @@ pub fn strays(
         .filter_map(|p| p.trim().parse().ok())
         .collect();
     let listed: HashSet<u32> = pids.iter().copied().collect();
-    stays.0.retain(|pid| listed.contains(pid));
-    let mut out = Vec::new();
+    stays.kernel_threads.retain(|pid| listed.contains(pid));
+    let first_look = !std::mem::replace(&mut stays.looked, true);
+    let sweeps = hold.method != Method::Systemd;
     for pid in pids {
-        if stays.0.contains(&pid) {
+        if stays.kernel_threads.contains(&pid) {
             continue;
         }
-        let Some((comm, flags)) = read_stat(fs, pid) else {
+        let Some(task) = read_task(fs, pid) else {
             continue; // gone meanwhile
         };
-        if flags & PF_KTHREAD != 0 {
-            stays.0.insert(pid);
-        } else if !UNCONFINED_DAEMONS.contains(&comm.as_str()) && !keep.contains(&pid) {
-            out.push(Stray { pid, comm });
+        if task.is_kernel_thread() {
+            stays.kernel_threads.insert(pid);
+            if !first_look
+                && hold.settings.move_kernel_threads
+                && task.is_movable_kernel_thread()
+                && !task.allowed.is_subset(&hold.housekeeping)
+            {
+                out.kernel_threads.push(Stray {
+                    pid,
+                    comm: task.comm,
+                });
+            }
+        } else if sweeps
+            && !UNCONFINED_DAEMONS.contains(&task.comm.as_str())
+            && !keep.contains(&pid)
+        {
+            out.processes.push(Stray {
+                pid,
+                comm: task.comm,
+            });
         }
     }
     out

@@ -163,19 +163,25 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
             .into_iter()
             .map(|what| Finding::new(Kind::Isolation, what)),
     );
-    let strays = drift::strays(
-        ctx.fs,
-        hold.method,
-        &mounts,
-        &ledger.isolated_vm_pids(),
-        stays,
-    );
+    let root_look = drift::strays(ctx.fs, hold, &mounts, &ledger.isolated_vm_pids(), stays);
     let root = drift::root_cgroup(hold.method, &mounts).unwrap_or_default();
-    found.findings.extend(strays.iter().map(|s| {
+    found.findings.extend(root_look.processes.iter().map(|s| {
         Finding::new(
             Kind::Sweep,
             format!("pid {} {:?} is in the root cgroup /{root}", s.pid, s.comm),
         )
     }));
-    found.strays = strays;
+    // Reasserting isolation gives them the housekeeping CPUs, as the hook gave the others.
+    found
+        .findings
+        .extend(root_look.kernel_threads.iter().map(|k| {
+            Finding::new(
+                Kind::Isolation,
+                format!(
+                    "kernel thread {} {:?} started on CPUs outside {}",
+                    k.pid, k.comm, hold.housekeeping
+                ),
+            )
+        }));
+    found.strays = root_look.processes;
 }
