@@ -20,6 +20,7 @@ trap 'rm -rf "$logs"' EXIT
 passed=0
 failed=0
 broken=()
+times=()   # how long each step took, for keeping the whole run under CI's budget
 
 # count LOG: add the tier's test counts (cargo's "test result:" lines, or the harness's
 # closing "N passed, M failed" line) to the totals.
@@ -33,7 +34,7 @@ count() {
 
 # tier NAME COMMAND…: run, show output, count; a tier that exits non-zero counts as broken.
 tier() {
-  local name=$1
+  local name=$1 t0=$SECONDS
   shift
   echo "=== $name: $*"
   if "$@" 2>&1 | tee "$logs/$name.log"; then
@@ -42,6 +43,7 @@ tier() {
     broken+=("$name")
   fi
   count "$logs/$name.log"
+  times+=("$name $((SECONDS - t0)) s")
 }
 
 command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq bc >/dev/null; }
@@ -58,6 +60,7 @@ tier package tests/package/run.sh
 tier bench bench/run.sh --quick
 
 echo
+echo "steps: $(printf '%s, ' "${times[@]}" | sed 's/, $//'); all $SECONDS s"
 if [ ${#broken[@]} -gt 0 ]; then
   echo "failed steps: ${broken[*]}"
   [ "$failed" -gt 0 ] || failed=${#broken[@]}
