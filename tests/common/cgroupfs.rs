@@ -7,11 +7,15 @@
 //! - v2: writes to `cpuset.cpus` succeed, the effective set falls back to the parent's when
 //!   the request does not intersect it; cpuset files exist only where the parent enabled the
 //!   controller; kernel threads stay in the root (EINVAL);
-//! - a task's allowed CPUs are its own mask within its cpuset's effective CPUs.
+//! - a task's allowed CPUs are its own mask within its cpuset's effective CPUs;
+//! - isolated partitions (6.7 and later, when `partitions` is set), as
+//!   Documentation/admin-guide/cgroup-v2.rst describes them: see `partition.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvmtune::cpulist::CpuSet;
+
+pub use super::partition::PartitionMode;
 
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 pub const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
@@ -46,6 +50,10 @@ pub struct Cgroup {
     pub mems: String,
     /// v2 `cgroup.subtree_control`.
     pub subtree: BTreeSet<String>,
+    /// v2 `cpuset.cpus.exclusive` (empty: not set).
+    pub exclusive: CpuSet,
+    /// v2 `cpuset.cpus.partition` as written.
+    pub partition: PartitionMode,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +79,9 @@ pub struct CgroupModel {
     /// `/proc/PID/cmdline` of the tasks that have one (arguments joined by NUL): a VM's QEMU,
     /// which `recover` looks for.
     pub cmdlines: BTreeMap<u32, String>,
+    /// The kernel has isolated partitions and `cpuset.cpus.exclusive` (6.7 and later): their
+    /// files exist and the rules of `partition.rs` apply.
+    pub partitions: bool,
 }
 
 pub type Errno = i32;
@@ -93,7 +104,7 @@ impl CgroupModel {
             Cgroup {
                 cpus: online.clone(),
                 mems: "0".into(),
-                subtree: BTreeSet::new(),
+                ..Cgroup::default()
             },
         );
         cgroups.insert(
@@ -101,7 +112,7 @@ impl CgroupModel {
             Cgroup {
                 cpus: online.clone(),
                 mems: "0".into(),
-                subtree: BTreeSet::new(),
+                ..Cgroup::default()
             },
         );
         let service_cgroup = |name: &str| match layout {
@@ -173,6 +184,7 @@ impl CgroupModel {
             resets_masks: false,
             forks_during_moves: 0,
             cmdlines: BTreeMap::new(),
+            partitions: false,
         }
     }
 
@@ -183,18 +195,24 @@ impl CgroupModel {
         }
     }
 
-    fn parent(path: &str) -> Option<String> {
+    pub(crate) fn parent(path: &str) -> Option<String> {
         path.rsplit_once('/').map(|(p, _)| p.to_string())
     }
 
-    fn is_root(&self, path: &str) -> bool {
+    pub(crate) fn is_root(&self, path: &str) -> bool {
         path == self.mount()
     }
 
     /// A cgroup's effective CPUs.
     pub fn effective(&self, path: &str) -> CpuSet {
         if self.is_root(path) {
-            return self.online.clone();
+            // The CPUs of valid partitions leave the root, and so every cgroup outside them.
+            return self.online.difference(&self.partitioned_below(path));
+        }
+        if self.valid_partition(path) {
+            return self
+                .exclusive_effective(path)
+                .difference(&self.partitioned_below(path));
         }
         let parent = Self::parent(path)
             .map(|p| self.effective(&p))
@@ -235,7 +253,14 @@ impl CgroupModel {
     /// What /proc/PID/status shows as Cpus_allowed_list.
     pub fn allowed(&self, pid: u32) -> CpuSet {
         let t = &self.tasks[&pid];
-        let eff = self.effective(&t.cgroup);
+        // The kernel leaves the masks of kernel threads in the root cgroup alone when a
+        // partition takes CPUs (their affinity is housekeeping's business, not the cpuset's):
+        // unbound kernel threads keep running on isolated CPUs until someone moves them.
+        let eff = if self.is_root(&t.cgroup) && t.flags & PF_KTHREAD != 0 {
+            self.online.clone()
+        } else {
+            self.effective(&t.cgroup)
+        };
         let both = t.mask.intersection(&eff);
         if both.is_empty() {
             eff
@@ -248,7 +273,7 @@ impl CgroupModel {
         self.tasks.values().any(|t| t.cgroup == path)
     }
 
-    fn children(&self, path: &str) -> Vec<String> {
+    pub(crate) fn children(&self, path: &str) -> Vec<String> {
         let prefix = format!("{path}/");
         self.cgroups
             .keys()
@@ -266,6 +291,12 @@ impl CgroupModel {
         Some(match file {
             "cgroup.procs" | "tasks" => self.move_task(dir, value),
             "cpuset.cpus" => self.set_cpus(dir, value),
+            "cpuset.cpus.exclusive" if self.has_partition_files(dir) => {
+                self.set_exclusive(dir, value)
+            }
+            "cpuset.cpus.partition" if self.has_partition_files(dir) => {
+                self.set_partition(dir, value)
+            }
             "cpuset.mems" => {
                 self.cgroups.get_mut(dir).unwrap().mems = value.trim().to_string();
                 Ok(())
@@ -548,6 +579,7 @@ impl CgroupModel {
                             format!("{}\n", self.effective(path)),
                         ));
                     }
+                    out.extend(self.partition_files(path));
                 }
             }
         }

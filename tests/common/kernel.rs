@@ -156,6 +156,12 @@ impl FakeKernel {
         self
     }
 
+    /// A kernel with isolated cpuset partitions and `cpuset.cpus.exclusive` (6.7 and later).
+    pub fn with_partitions(self) -> FakeKernel {
+        self.cgroups(|c| c.partitions = true);
+        self
+    }
+
     /// SMT: each group of CPUs (`"0,8"`) shares a core; CPUs in no group stay single-threaded.
     pub fn with_smt(self, groups: &[&str]) -> FakeKernel {
         for group in groups {

@@ -1,0 +1,259 @@
+//! The fake kernel's cgroup v2 cpuset partitions (6.7 and later), as
+//! Documentation/admin-guide/cgroup-v2.rst describes them:
+//! - `cpuset.cpus.partition` takes `member`, `root` or `isolated` (anything else: EINVAL). A bad
+//!   setup does not fail the write: the file reads back `isolated invalid (REASON)`, with the
+//!   kernel's reason strings (kernel/cgroup/cpuset.c, `perr_strings`);
+//! - `cpuset.cpus.exclusive` must be a subset of the CPUs the parent may hand down (the root:
+//!   every CPU; below it: the parent's `cpuset.cpus.exclusive.effective`), and must not overlap
+//!   a sibling's (EINVAL);
+//! - `cpuset.cpus.exclusive.effective`: the exclusive list within the parent's, or for a partition
+//!   under a partition root without one (a "local" partition), its `cpuset.cpus`;
+//! - a partition whose parent is not a partition root (a "remote" one) is valid only when every
+//!   ancestor below the root lists its CPUs in `cpuset.cpus.exclusive`;
+//! - the root keeps at least one CPU; of two partitions wanting one CPU, the first (by path) wins;
+//! - the CPUs of a valid partition leave the root's `cpuset.cpus.effective` and every cgroup
+//!   outside the partition, and with them the tasks there (not the kernel threads of the root
+//!   cgroup: see `CgroupModel::allowed`); the root's `cpuset.cpus.isolated` lists the CPUs of
+//!   valid isolated partitions.
+
+use kvmtune::cpulist::CpuSet;
+
+use super::cgroupfs::{CgroupModel, Errno, Layout};
+
+/// What was written to `cpuset.cpus.partition`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PartitionMode {
+    #[default]
+    Member,
+    Root,
+    Isolated,
+}
+
+impl PartitionMode {
+    fn word(self) -> &'static str {
+        match self {
+            PartitionMode::Member => "member",
+            PartitionMode::Root => "root",
+            PartitionMode::Isolated => "isolated",
+        }
+    }
+}
+
+/// The kernel's reasons, as `cpuset.cpus.partition` shows them.
+pub const INVALID_CPUS: &str = "Invalid cpu list in cpuset.cpus.exclusive";
+pub const INVALID_PARENT: &str = "Parent is an invalid partition root";
+pub const NOT_PARTITION: &str = "Parent is not a partition root";
+pub const NOT_EXCLUSIVE: &str = "Cpu list in cpuset.cpus not exclusive";
+pub const NO_CPUS: &str = "Parent unable to distribute cpu downstream";
+pub const EMPTY: &str = "cpuset.cpus and cpuset.cpus.exclusive are empty";
+
+impl CgroupModel {
+    /// Whether `path` has the partition files (`cpuset.cpus.exclusive`, `.partition`).
+    pub fn has_partition_files(&self, path: &str) -> bool {
+        self.partitions
+            && self.layout != Layout::V1
+            && !self.is_root(path)
+            && self.cpuset_enabled(path)
+    }
+
+    /// The root, or a valid partition: may hand CPUs down to local partitions.
+    fn is_partition_root(&self, path: &str) -> bool {
+        self.is_root(path) || self.valid_partition(path)
+    }
+
+    /// The CPUs `path` may hand down as exclusive CPUs.
+    fn exclusive_pool(&self, path: &str) -> CpuSet {
+        if self.is_root(path) {
+            self.online.clone()
+        } else {
+            self.exclusive_effective(path)
+        }
+    }
+
+    /// `cpuset.cpus.exclusive.effective`.
+    pub fn exclusive_effective(&self, path: &str) -> CpuSet {
+        let (Some(c), Some(parent)) = (self.cgroups.get(path), Self::parent(path)) else {
+            return CpuSet::default();
+        };
+        if self.is_root(path) {
+            return CpuSet::default();
+        }
+        let pool = self.exclusive_pool(&parent);
+        if !c.exclusive.is_empty() {
+            c.exclusive.intersection(&pool)
+        } else if c.partition != PartitionMode::Member && self.is_partition_root(&parent) {
+            c.cpus.intersection(&pool)
+        } else {
+            CpuSet::default()
+        }
+    }
+
+    /// Why the partition at `path` is invalid (`None`: valid, or a member).
+    pub fn partition_error(&self, path: &str) -> Option<&'static str> {
+        let c = self.cgroups.get(path)?;
+        if c.partition == PartitionMode::Member || self.is_root(path) {
+            return None;
+        }
+        let parent = Self::parent(path)?;
+        let parent_mode = self.cgroups.get(&parent).map(|p| p.partition);
+        if parent_mode.is_some_and(|m| m != PartitionMode::Member)
+            && !self.is_root(&parent)
+            && !self.valid_partition(&parent)
+        {
+            return Some(INVALID_PARENT);
+        }
+        if c.exclusive.is_empty() && c.cpus.is_empty() {
+            return Some(EMPTY);
+        }
+        let local = self.is_partition_root(&parent);
+        if !local && c.exclusive.is_empty() {
+            return Some(NOT_PARTITION);
+        }
+        let wanted = if c.exclusive.is_empty() {
+            &c.cpus
+        } else {
+            &c.exclusive
+        };
+        let mine = self.exclusive_effective(path);
+        if mine.is_empty() || mine != *wanted {
+            return Some(INVALID_CPUS);
+        }
+        // Earlier partitions (by path) keep their CPUs.
+        let mut taken = CpuSet::default();
+        for other in self.cgroups.keys().filter(|k| k.as_str() < path) {
+            let related = path.starts_with(&format!("{other}/"));
+            if !related && self.valid_partition(other) {
+                taken = taken.union(&self.exclusive_effective(other));
+            }
+        }
+        if !taken.intersection(&mine).is_empty() {
+            return Some(NOT_EXCLUSIVE);
+        }
+        // The root's own tasks need a CPU.
+        if self.online.difference(&taken).difference(&mine).is_empty() {
+            return Some(NO_CPUS);
+        }
+        None
+    }
+
+    pub fn valid_partition(&self, path: &str) -> bool {
+        self.partitions
+            && self
+                .cgroups
+                .get(path)
+                .is_some_and(|c| c.partition != PartitionMode::Member)
+            && self.partition_error(path).is_none()
+    }
+
+    /// The CPUs valid partitions strictly below `path` take from it.
+    pub fn partitioned_below(&self, path: &str) -> CpuSet {
+        let mut cpus = CpuSet::default();
+        if !self.partitions {
+            return cpus;
+        }
+        let prefix = format!("{path}/");
+        for (p, c) in &self.cgroups {
+            if c.partition != PartitionMode::Member
+                && p.starts_with(&prefix)
+                && self.valid_partition(p)
+            {
+                cpus = cpus.union(&self.exclusive_effective(p));
+            }
+        }
+        cpus
+    }
+
+    /// The root's `cpuset.cpus.isolated`.
+    pub fn isolated(&self) -> CpuSet {
+        let mut cpus = CpuSet::default();
+        for (p, c) in &self.cgroups {
+            if c.partition == PartitionMode::Isolated && self.valid_partition(p) {
+                cpus = cpus.union(&self.exclusive_effective(p));
+            }
+        }
+        cpus
+    }
+
+    /// What `cpuset.cpus.partition` reads back.
+    pub fn partition_text(&self, path: &str) -> String {
+        let mode = self.cgroups[path].partition;
+        match self.partition_error(path) {
+            Some(reason) => format!("{} invalid ({reason})", mode.word()),
+            None => mode.word().to_string(),
+        }
+    }
+
+    pub fn set_exclusive(&mut self, dir: &str, value: &str) -> Result<(), Errno> {
+        let cpus = CpuSet::parse(value).map_err(|_| libc::EINVAL)?;
+        if !cpus.is_empty() {
+            let parent = Self::parent(dir).ok_or(libc::EINVAL)?;
+            if !cpus.is_subset(&self.exclusive_pool(&parent)) {
+                return Err(libc::EINVAL);
+            }
+            let overlaps = self.children(&parent).iter().any(|sibling| {
+                sibling != dir
+                    && (!self.cgroups[sibling]
+                        .exclusive
+                        .intersection(&cpus)
+                        .is_empty()
+                        || (self.valid_partition(sibling)
+                            && !self
+                                .exclusive_effective(sibling)
+                                .intersection(&cpus)
+                                .is_empty()))
+            });
+            if overlaps {
+                return Err(libc::EINVAL);
+            }
+        }
+        self.cgroups.get_mut(dir).unwrap().exclusive = cpus;
+        Ok(())
+    }
+
+    pub fn set_partition(&mut self, dir: &str, value: &str) -> Result<(), Errno> {
+        let mode = match value.trim() {
+            "member" => PartitionMode::Member,
+            "root" => PartitionMode::Root,
+            "isolated" => PartitionMode::Isolated,
+            _ => return Err(libc::EINVAL),
+        };
+        self.cgroups.get_mut(dir).unwrap().partition = mode;
+        Ok(())
+    }
+
+    /// The partition files of `path`, when the kernel has them.
+    pub fn partition_files(&self, path: &str) -> Vec<(String, String)> {
+        if !self.partitions || self.layout == Layout::V1 {
+            return Vec::new();
+        }
+        if self.is_root(path) {
+            return vec![
+                (
+                    format!("{path}/cpuset.cpus.effective"),
+                    format!("{}\n", self.effective(path)),
+                ),
+                (
+                    format!("{path}/cpuset.cpus.isolated"),
+                    format!("{}\n", self.isolated()),
+                ),
+            ];
+        }
+        if !self.has_partition_files(path) {
+            return Vec::new();
+        }
+        vec![
+            (
+                format!("{path}/cpuset.cpus.exclusive"),
+                format!("{}\n", self.cgroups[path].exclusive),
+            ),
+            (
+                format!("{path}/cpuset.cpus.exclusive.effective"),
+                format!("{}\n", self.exclusive_effective(path)),
+            ),
+            (
+                format!("{path}/cpuset.cpus.partition"),
+                format!("{}\n", self.partition_text(path)),
+            ),
+        ]
+    }
+}
