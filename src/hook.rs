@@ -76,6 +76,7 @@ pub fn run(
                 let ctx = Context {
                     base: *base,
                     policy: &policy,
+                    kvmtune_run: false,
                 };
                 let plan = apply::prepare(&ctx, &call.vm, &domain)?;
                 for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
@@ -95,6 +96,7 @@ pub fn run(
                     &Context {
                         base: *base,
                         policy: &policy,
+                        kvmtune_run: false,
                     },
                     &call.vm,
                 )
@@ -232,6 +234,7 @@ impl ContextOwner {
         Context {
             base: self.base(),
             policy: &self.policy,
+            kvmtune_run: false,
         }
     }
 

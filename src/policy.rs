@@ -168,11 +168,15 @@ pub enum CpuPolicy {
 /// How host tasks are kept off isolated CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IsolationMethod {
-    /// systemd's runtime `AllowedCPUs` where systemd runs on cgroup v2, else cgroupfs.
+    /// An isolated cpuset partition where the kernel offers one and kvmtune places the VM's
+    /// QEMU (`kvmtune run`); else systemd's runtime `AllowedCPUs` where systemd runs on
+    /// cgroup v2; else cgroupfs.
     Auto,
     Systemd,
     /// A housekeeping cpuset in the cgroup v1 or v2 hierarchy that host processes move into.
     Cgroupfs,
+    /// A cgroup v2 isolated partition holding the VM's QEMU (`isolation::partition`).
+    Partition,
     /// Isolation is not done; a VM that asks for it fails to start.
     Off,
 }
@@ -410,8 +414,12 @@ impl FromStr for IsolationMethod {
             "auto" => Ok(IsolationMethod::Auto),
             "systemd" => Ok(IsolationMethod::Systemd),
             "cgroupfs" => Ok(IsolationMethod::Cgroupfs),
+            "partition" => Ok(IsolationMethod::Partition),
             "off" => Ok(IsolationMethod::Off),
-            v => Err(BadValue::new(v, "auto, systemd, cgroupfs or off")),
+            v => Err(BadValue::new(
+                v,
+                "auto, systemd, cgroupfs, partition or off",
+            )),
         }
     }
 }
@@ -540,6 +548,7 @@ mod tests {
             ("auto", IsolationMethod::Auto),
             ("systemd", IsolationMethod::Systemd),
             (" cgroupfs ", IsolationMethod::Cgroupfs),
+            ("partition", IsolationMethod::Partition),
             ("off", IsolationMethod::Off),
         ] {
             assert_eq!(text.parse::<IsolationMethod>().unwrap(), want);
@@ -547,7 +556,7 @@ mod tests {
         let err = "cgroups".parse::<IsolationMethod>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "'cgroups': expected auto, systemd, cgroupfs or off"
+            "'cgroups': expected auto, systemd, cgroupfs, partition or off"
         );
         assert_eq!("auto".parse::<CpuPolicy>().unwrap(), CpuPolicy::Auto);
         assert_eq!(

@@ -14,18 +14,39 @@ use std::path::PathBuf;
 
 use common::cgroupfs::Layout;
 use common::{bound, diff, huge_vm, kernel, Bench, GIB};
+use kvmtune::isolation::Method;
 use kvmtune::state::Ledger;
 
 type Snapshot = BTreeMap<PathBuf, Vec<u8>>;
 
+/// The hosts every test runs on: the three cgroup layouts with libvirt's VMs (isolated by
+/// confining host tasks), and cgroup v2 with isolated partitions, with VMs `kvmtune run` starts
+/// (isolated with a partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    V1,
+    V2,
+    Systemd,
+    Partition,
+}
+
+const HOSTS: [Host; 4] = [Host::V1, Host::V2, Host::Systemd, Host::Partition];
+
 /// Two nodes (CPUs 0-1 and 2-3), cgroup v1 or v2, IRQs with a passthrough device; KSM runs,
 /// isolated VMs stop it and hold a sysctl, VMs that ask get THP `never` (host knobs).
-fn host(layout: Layout) -> Bench {
-    let b = Bench::new(
-        kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
-            .with_cgroups(layout)
-            .with_irqs(),
-    )
+fn host(kind: Host) -> Bench {
+    let layout = match kind {
+        Host::V1 => Layout::V1,
+        Host::V2 | Host::Partition => Layout::V2,
+        Host::Systemd => Layout::Systemd,
+    };
+    let kernel = kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
+        .with_cgroups(layout)
+        .with_irqs();
+    let b = match kind {
+        Host::Partition => Bench::new(kernel.with_partitions()).under_kvmtune_run(),
+        _ => Bench::new(kernel),
+    }
     .with_policy(
         "[ksm]\nstop_for = [\"isolated\"]\n[sysctl]\nvalues = { \"vm.stat_interval\" = 120 }\n\
          [thp]\nenabled = \"never\"\ndefrag = \"never\"\n",
@@ -83,11 +104,18 @@ fn qemu_exits(b: &Bench, pid: u32, pages: u64) {
 }
 
 /// A host where VM `bg` runs (CPU 1 isolated, 64 pages on node 1).
-fn with_background(layout: Layout) -> Bench {
+fn with_background(layout: Host) -> Bench {
     let b = host(layout);
     b.prepare("bg", &vm_xml("bg", 128, 1, false)).unwrap();
     qemu_runs(&b, 400, "bg", BG_PAGES);
     b.started("bg").unwrap();
+    // The partition host is isolated with a partition, and only it.
+    let method = b.ledger().isolation.unwrap().method;
+    assert_eq!(
+        method == Method::Partition,
+        layout == Host::Partition,
+        "{layout:?}: {method}"
+    );
     b
 }
 
@@ -178,7 +206,7 @@ fn prepare_full(b: &Bench) -> kvmtune::error::Result<()> {
 #[test]
 fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+    for layout in HOSTS {
         let setup = || with_background(layout);
         let (total, names) = points_of(&setup, &|b| prepare_full(b).unwrap());
         // A batch of changes is journaled in one write, so there are fewer points than writes.
@@ -217,13 +245,13 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
             }
         }
     }
-    eprintln!("prepare: killed at each of {tried} points (V1, V2, systemd), recovered every time");
+    eprintln!("prepare: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time");
 }
 
 #[test]
 fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+    for layout in HOSTS {
         let setup = || {
             let b = with_background(layout);
             prepare_full(&b).unwrap();
@@ -270,11 +298,11 @@ fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
             }
         }
     }
-    eprintln!("started: killed at each of {tried} points (V1, V2, systemd), recovered every time");
+    eprintln!("started: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time");
 }
 
 /// `full` prepared, its QEMU running with its pages, `started` done.
-fn running(layout: Layout) -> (Bench, Snapshot, Ledger) {
+fn running(layout: Host) -> (Bench, Snapshot, Ledger) {
     let b = with_background(layout);
     let before = (b.snapshot(), b.ledger());
     prepare_full(&b).unwrap();
@@ -286,7 +314,7 @@ fn running(layout: Layout) -> (Bench, Snapshot, Ledger) {
 #[test]
 fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+    for layout in HOSTS {
         let setup = || {
             let (b, _, _) = running(layout);
             qemu_exits(&b, 401, VM_PAGES);
@@ -330,20 +358,30 @@ fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
             }
         }
     }
-    eprintln!("release: killed at each of {tried} points (V1, V2, systemd), recovered every time");
+    eprintln!("release: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time");
 }
 
 /// Someone shrinks `full`'s pool, resets a device IRQ and widens the housekeeping cpuset
 /// while libvirtd is down.
-fn drift(b: &Bench, layout: Layout) {
+fn drift(b: &Bench, layout: Host) {
     b.kernel.admin_set_pool(1, 2048, 0);
     b.kernel
         .irqs(|i| i.irqs.get_mut(&40).unwrap().affinity = i.online.clone());
     let ours = match layout {
-        Layout::V1 => "sys/fs/cgroup/cpuset/kvmtune",
-        Layout::V2 => "sys/fs/cgroup/kvmtune.housekeeping",
+        Host::V1 => "sys/fs/cgroup/cpuset/kvmtune",
+        Host::V2 => "sys/fs/cgroup/kvmtune.housekeeping",
+        // Someone turned the partition back into a member: its CPUs went back to every cgroup.
+        Host::Partition => {
+            b.kernel.cgroups(|c| {
+                c.cgroups
+                    .get_mut("sys/fs/cgroup/kvmtune.isolated")
+                    .unwrap()
+                    .partition = common::cgroupfs::PartitionMode::Member;
+            });
+            return;
+        }
         // Someone widened a slice with systemctl (a direct write would not outlive a reload).
-        Layout::Systemd => {
+        Host::Systemd => {
             b.kernel.cgroups(|c| {
                 let online = c.online.to_string();
                 c.systemctl_set("system.slice", "AllowedCPUs", &online)
@@ -363,14 +401,14 @@ fn drift(b: &Bench, layout: Layout) {
 #[test]
 fn a_crash_at_any_point_of_the_last_release_on_systemd_leaves_no_drop_in() {
     let setup = || {
-        let b = host(Layout::Systemd);
+        let b = host(Host::Systemd);
         prepare_full(&b).unwrap();
         qemu_runs(&b, 401, "full", VM_PAGES);
         b.started("full").unwrap();
         qemu_exits(&b, 401, VM_PAGES);
         b
     };
-    let start = host(Layout::Systemd).snapshot();
+    let start = host(Host::Systemd).snapshot();
     let (_, names) = points_of(&setup, &|b| b.release("full").unwrap());
     assert!(
         names.iter().any(|n| n.contains("daemon-reload")),
@@ -395,7 +433,7 @@ fn a_crash_at_any_point_of_the_last_release_on_systemd_leaves_no_drop_in() {
 #[test]
 fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
     let mut tried = 0;
-    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+    for layout in HOSTS {
         let (b, _, _) = running(layout);
         let tuned = b.snapshot();
         drift(&b, layout);
@@ -427,7 +465,7 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
         }
     }
     eprintln!(
-        "reconnect: killed at each of {tried} points (V1, V2, systemd), recovered every time"
+        "reconnect: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time"
     );
 }
 
@@ -437,7 +475,7 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
 #[test]
 fn a_pinned_task_keeps_its_cpus_through_a_crash_at_any_point_of_prepare() {
     let pinned = kvmtune::cpulist::CpuSet::parse("1").unwrap();
-    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+    for layout in HOSTS {
         let setup = || {
             let b = host(layout);
             b.kernel.cgroups(|c| {

@@ -134,6 +134,7 @@ fn dispatch(
             privilege: &privilege,
         },
         policy: &policy,
+        kvmtune_run: false,
     };
     match call.op.as_str() {
         "prepare" => {

@@ -167,6 +167,7 @@ pub fn run(args: &[String]) {
             privilege: &privilege,
         },
         policy: &policy,
+        kvmtune_run: false,
     };
     let vms = [
         ("watch-a", 0, vec![4, 5, 6, 7], true, 90001),

@@ -8,7 +8,9 @@ use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
 use crate::host::tasks::{kernel_keeps_pins, pinned_threads, thread_mask, PinnedThread};
-use crate::isolation::{self, choose_method, Inputs, IsolationHold, Settings, View};
+use crate::isolation::{
+    self, choose_method, partition, Inputs, IsolationHold, Method, Offers, Settings, View,
+};
 use crate::log;
 use crate::policy::Policy;
 use crate::state::Ledger;
@@ -130,6 +132,7 @@ fn changes_with(
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
     if let Some(policy) = policy {
+        refuse_outside_partition(&hold, next)?;
         hold.settings = Settings::of(policy);
     }
     let view = scan.view(ctx)?;
@@ -156,11 +159,16 @@ fn set_up(
     scan: &mut Scan,
 ) -> Result<Vec<Change>> {
     let view = scan.view(ctx)?;
-    let method = choose_method(policy.isolation, &view.mounts).map_err(|e| {
+    let offers = Offers {
+        partition: partition::probe(ctx.fs, &view.mounts),
+        placed_by_kvmtune: placed_by_kvmtune(next),
+    };
+    let choice = choose_method(policy.isolation, &view.mounts, &offers).map_err(|e| {
         Error::Refused(format!(
             "cannot isolate CPUs {isolated}: {e}. Nothing was changed."
         ))
     })?;
+    let method = choice.method;
     let housekeeping = view.online.difference(isolated);
     if housekeeping.is_empty() {
         return Err(Error::Refused(format!(
@@ -178,7 +186,8 @@ fn set_up(
     let mut baseline = Vec::new();
     isolation::remember(&mut baseline, &changes);
     log::info(&format!(
-        "isolating CPUs {isolated} with {method}; host tasks go to CPUs {housekeeping}"
+        "isolating CPUs {isolated} with {method} ({}); host tasks go to CPUs {housekeeping}",
+        choice.why
     ));
     next.isolation = Some(IsolationHold {
         method,
@@ -190,8 +199,36 @@ fn set_up(
             scan.pinned(ctx, affected(ctx, &changes))?
         },
         settings,
+        why: choice.why,
     });
     Ok(changes)
+}
+
+/// Whether every VM that isolates CPUs has its QEMU placed by `kvmtune run`.
+fn placed_by_kvmtune(next: &Ledger) -> bool {
+    next.vms
+        .values()
+        .filter(|vm| !vm.isolate.is_empty())
+        .all(|vm| vm.kvmtune_run)
+}
+
+/// An isolated partition takes its CPUs from every cgroup outside it, libvirt's included: a VM
+/// libvirt places cannot isolate CPUs while the partition method holds.
+fn refuse_outside_partition(hold: &IsolationHold, next: &Ledger) -> Result<()> {
+    if hold.method != Method::Partition || placed_by_kvmtune(next) {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "CPUs {} are isolated with an isolated cpuset partition, which only VMs started by `kvmtune run` can run in; a VM libvirt starts cannot isolate CPUs until they stop. Nothing was changed.",
+        hold_isolated(next)
+    )))
+}
+
+fn hold_isolated(next: &Ledger) -> crate::cpulist::CpuSet {
+    next.vms
+        .values()
+        .filter(|vm| vm.kvmtune_run)
+        .fold(Default::default(), |all, vm| all.union(&vm.isolate))
 }
 
 fn inputs<'a>(
@@ -216,6 +253,11 @@ pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
         return Ok(());
     };
     let mounts = crate::host::cgroup::detect(ctx.fs)?;
+    if hold.method == Method::Partition {
+        // Host tasks run on the root's effective CPUs, which other partitions may narrow too:
+        // what matters is that the isolated ones left.
+        return partition::check(ctx.fs, &mounts, &next.isolated_except(""));
+    }
     match isolation::effective_housekeeping(ctx.fs, hold.method, &mounts) {
         Some(effective) if effective == hold.housekeeping => Ok(()),
         Some(effective) => Err(Error::Refused(format!(

@@ -49,6 +49,9 @@ pub struct Base<'a> {
 pub struct Context<'a> {
     pub base: Base<'a>,
     pub policy: &'a Policy,
+    /// The operation is `kvmtune run`'s, which starts the VM's QEMU and places it itself
+    /// (libvirt's hook: false).
+    pub kvmtune_run: bool,
 }
 
 impl<'a> std::ops::Deref for Context<'a> {
@@ -131,6 +134,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
                     Vec::new()
                 },
                 pid: None,
+                kvmtune_run: ctx.kvmtune_run,
                 knobs: plan
                     .knobs
                     .iter()

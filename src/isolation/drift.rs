@@ -125,7 +125,8 @@ pub fn root_cgroup(method: Method, mounts: &CgroupMounts) -> Option<&str> {
     match method {
         Method::CgroupV1 => mounts.v1_cpuset.as_deref(),
         Method::CgroupV2 => mounts.v2.as_deref(),
-        Method::Systemd => None,
+        // systemd confines whole slices; a partition takes its CPUs from every cgroup.
+        Method::Systemd | Method::Partition => None,
     }
 }
 
@@ -164,7 +165,7 @@ pub fn strays(
     let mut out = RootLook::default();
     // Kernel threads live in the root of the cpuset hierarchy whatever the method.
     let root = match hold.method {
-        Method::Systemd => mounts.v2.as_deref(),
+        Method::Systemd | Method::Partition => mounts.v2.as_deref(),
         method => root_cgroup(method, mounts),
     };
     let Some(root) = root else {
@@ -178,7 +179,7 @@ pub fn strays(
     let listed: HashSet<u32> = pids.iter().copied().collect();
     stays.kernel_threads.retain(|pid| listed.contains(pid));
     let first_look = !std::mem::replace(&mut stays.looked, true);
-    let sweeps = hold.method != Method::Systemd;
+    let sweeps = matches!(hold.method, Method::CgroupV1 | Method::CgroupV2);
     for pid in pids {
         if stays.kernel_threads.contains(&pid) {
             continue;

@@ -8,7 +8,9 @@
 //! - cgroup v2 without systemd: a `kvmtune.housekeeping` cgroup the root cgroup's processes
 //!   move into, and `cpuset.cpus` on the other top-level cgroups;
 //! - cgroup v1 (and hybrid hosts): a `kvmtune` cpuset beside libvirt's `machine` cpuset, into
-//!   which the root cpuset's processes move.
+//!   which the root cpuset's processes move;
+//! - an isolated cpuset partition (`partition`): the kernel itself takes the isolated CPUs
+//!   from every other cgroup; for the VMs `kvmtune run` starts (see `partition`).
 //!
 //! libvirt's own cgroups are never touched. With cgroupfs methods the daemons' processes stay
 //! where they are as well: libvirtd keeps the right to place a new QEMU on any CPU. Unbound kernel threads and the workqueue cpumasks follow the
@@ -18,6 +20,7 @@
 //! (`IsolationHold::baseline`) and written back when the last isolated VM stops.
 
 pub mod drift;
+pub mod partition;
 pub mod systemd;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +52,7 @@ pub enum Method {
     Systemd,
     CgroupV2,
     CgroupV1,
+    Partition,
 }
 
 impl std::fmt::Display for Method {
@@ -57,6 +61,7 @@ impl std::fmt::Display for Method {
             Method::Systemd => "systemd AllowedCPUs",
             Method::CgroupV2 => "cgroup v2 cpuset",
             Method::CgroupV1 => "cgroup v1 cpuset",
+            Method::Partition => "isolated cpuset partition",
         })
     }
 }
@@ -77,6 +82,9 @@ pub struct IsolationHold {
     /// (A ledger written before they were kept reads as the built-in defaults.)
     #[serde(default)]
     pub settings: Settings,
+    /// Why this method was chosen, for `kvmtune status` (empty in ledgers from before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
 }
 
 /// The policy's settings that shape the confinement, as a hold keeps them.
@@ -105,19 +113,65 @@ impl Settings {
     }
 }
 
-/// Pick the method from the policy and the host's cgroup mounts.
-pub fn choose_method(policy: IsolationMethod, mounts: &CgroupMounts) -> Result<Method, String> {
+/// What the host offers a method, beyond its mounts: read by the caller, so that choosing
+/// stays a pure function.
+pub struct Offers {
+    /// Whether the kernel has isolated partitions (`partition::probe`): `Err` says why not.
+    pub partition: Result<(), String>,
+    /// Whether every VM to isolate has its QEMU started by `kvmtune run`, which places it in
+    /// kvmtune's partition (libvirt places its vCPU threads in cgroups of its own).
+    pub placed_by_kvmtune: bool,
+}
+
+/// The method chosen, and why (shown by `kvmtune status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub method: Method,
+    pub why: String,
+}
+
+/// Pick the method from the policy, the host's cgroup mounts and what the kernel offers.
+pub fn choose_method(
+    policy: IsolationMethod,
+    mounts: &CgroupMounts,
+    offers: &Offers,
+) -> Result<Choice, String> {
     let v2_cpuset = mounts.v2.is_some() && mounts.v2_has_cpuset;
+    let choice = |method: Method, why: String| Ok(Choice { method, why });
+    let partition = match (&offers.partition, offers.placed_by_kvmtune) {
+        (Err(e), _) => Err(e.clone()),
+        (Ok(()), false) => {
+            Err("a VM started by libvirt cannot run in kvmtune's partition yet".to_string())
+        }
+        (Ok(()), true) => Ok(()),
+    };
     match policy {
         IsolationMethod::Off => Err("the policy turns isolation off (cpus.isolation = \"off\")".into()),
-        IsolationMethod::Systemd if mounts.systemd && v2_cpuset => Ok(Method::Systemd),
+        IsolationMethod::Partition => match partition {
+            Ok(()) => choice(Method::Partition, "cpus.isolation = \"partition\"".into()),
+            Err(e) => Err(format!("cpus.isolation = \"partition\", but {e}")),
+        },
+        IsolationMethod::Auto if partition.is_ok() => choice(
+            Method::Partition,
+            "auto: the kernel offers isolated partitions and kvmtune run places the VM".into(),
+        ),
+        IsolationMethod::Systemd if mounts.systemd && v2_cpuset => {
+            choice(Method::Systemd, "cpus.isolation = \"systemd\"".into())
+        }
         IsolationMethod::Systemd => Err("cpus.isolation = \"systemd\", but systemd does not run on a cgroup v2 hierarchy with the cpuset controller".into()),
-        IsolationMethod::Auto if mounts.systemd && v2_cpuset => Ok(Method::Systemd),
+        IsolationMethod::Auto if mounts.systemd && v2_cpuset => choice(
+            Method::Systemd,
+            format!("auto: systemd runs on cgroup v2 (no partition: {})", partition.unwrap_err()),
+        ),
         IsolationMethod::Auto | IsolationMethod::Cgroupfs => {
+            let why = match (policy, partition) {
+                (IsolationMethod::Auto, Err(e)) => format!("auto (no partition: {e})"),
+                _ => "cpus.isolation = \"cgroupfs\"".into(),
+            };
             if mounts.v1_cpuset.is_some() {
-                Ok(Method::CgroupV1)
+                choice(Method::CgroupV1, why)
             } else if v2_cpuset {
-                Ok(Method::CgroupV2)
+                choice(Method::CgroupV2, why)
             } else {
                 Err("no cgroup hierarchy with the cpuset controller is mounted".into())
             }
@@ -166,6 +220,7 @@ pub fn confine(
         Method::CgroupV1 => cgroup_v1(input, housekeeping)?,
         Method::CgroupV2 => cgroup_v2(input, housekeeping)?,
         Method::Systemd => systemd_units(input, housekeeping)?,
+        Method::Partition => partition::changes(input.fs, &input.view.mounts, isolated)?,
     };
     if input.settings.move_kernel_threads {
         changes.extend(kernel_threads(input, housekeeping)?);
@@ -429,6 +484,7 @@ pub fn effective_housekeeping(
             mounts.v2.as_ref()?
         ),
         Method::Systemd => format!("{}/user.slice/cpuset.cpus.effective", mounts.v2.as_ref()?),
+        Method::Partition => return partition::host_cpus(fs, mounts),
     };
     CpuSet::parse(&fs.read(&path).ok()?).ok()
 }

@@ -32,6 +32,7 @@ use crate::error::{BadValue, Error, Result};
 use crate::host::hugepages::default_page_kib;
 use crate::host::tasks::read_task;
 use crate::host::HostFs;
+use crate::isolation::Method;
 use crate::log;
 use crate::plan::Plan;
 use crate::privilege::Privilege;
@@ -103,7 +104,10 @@ fn run_vm(
     }
     privilege.require_root("run")?;
     let owner = roots.context(privilege)?;
-    let ctx = owner.context();
+    let ctx = Context {
+        kvmtune_run: true,
+        ..owner.context()
+    };
     let mut domain = match &options.xml {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
@@ -278,7 +282,12 @@ fn launch(
             hold.pid = Some(pid);
             ctx.state.save_ledger(&ledger)?;
         }
-        placement::leave_housekeeping(ctx.fs, pid)?;
+        let partition = ledger.isolation.as_ref().map(|h| h.method) == Some(Method::Partition);
+        if partition {
+            placement::enter_partition(ctx.fs, pid)?;
+        } else {
+            placement::leave_housekeeping(ctx.fs, pid)?;
+        }
         Ok(())
     };
     let pid = spawn::spawn(program, argv, &settings, &signals.original, &mut record)?;

@@ -37,6 +37,24 @@ pub fn leave_housekeeping(fs: &dyn HostFs, pid: u32) -> Result<bool> {
     Ok(true)
 }
 
+/// Move `pid` (a VM's QEMU, before it `exec`s) into kvmtune's isolated partition, where the
+/// isolated CPUs are: every other cgroup has lost them. Not journaled: the partition's removal
+/// at release moves whatever is left back to the root.
+pub fn enter_partition(fs: &dyn HostFs, pid: u32) -> Result<()> {
+    let mounts = detect(fs)?;
+    let dir = crate::isolation::partition::path(&mounts)
+        .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))?;
+    fs.write(&format!("{dir}/cgroup.procs"), &pid.to_string())
+        .map_err(|e| match e {
+            Error::Io { path, source, .. } => Error::io(
+                "move QEMU into the isolated partition through",
+                path,
+                source,
+            ),
+            other => other,
+        })
+}
+
 /// Put `pid` (kvmtune run itself, a host task that waits for QEMU) into the housekeeping cgroup
 /// while CPUs are isolated: the sweeps of host tasks skip the kvmtune process that makes them.
 /// Returns whether it moved; nothing to do without a housekeeping cgroup (systemd units).

@@ -289,6 +289,7 @@ mod tests {
                 devices: vec![],
                 knobs: [(THP_ENABLED.to_string(), "never".to_string())].into(),
                 pid: None,
+                kvmtune_run: false,
             },
         );
         let want = |value: &str| KnobWant {

@@ -168,6 +168,7 @@ fn pages_promised_to_prepared_vms_and_reserved_mappings_are_not_counted_free() {
             irq: None,
             devices: Vec::new(),
             pid: None,
+            kvmtune_run: false,
             knobs: Default::default(),
         },
     );

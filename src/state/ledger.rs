@@ -82,6 +82,10 @@ pub struct VmHold {
     /// on them, so confining host tasks leaves it where it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// `kvmtune run` starts this VM's QEMU and places it (in kvmtune's isolated partition, with
+    /// that method); libvirt places the others itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kvmtune_run: bool,
     /// Host knobs held while it runs: file → value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub knobs: BTreeMap<String, String>,

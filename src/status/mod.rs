@@ -69,6 +69,8 @@ pub struct VmStatus {
 #[derive(Debug, Serialize)]
 pub struct IsolationStatus {
     pub method: Method,
+    /// Why that method was chosen (empty for a hold from before kvmtune kept it).
+    pub why: String,
     /// CPUs isolated for VMs (the union of their sets).
     pub isolated: CpuSet,
     /// CPUs host tasks are confined to now.
@@ -197,6 +199,7 @@ pub fn gather_with(
             &hold.housekeeping,
             &ledger.isolated_vm_pids(),
         );
+        iso.why = hold.why.clone();
         irqs_on_isolated(fs, &mut iso, irqs.as_ref());
         iso
     });
@@ -310,6 +313,7 @@ fn isolation_status(
     }
     IsolationStatus {
         method,
+        why: String::new(),
         isolated: isolated.clone(),
         housekeeping: housekeeping.clone(),
         unconfined,

@@ -42,7 +42,12 @@ pub fn render(status: &Status) -> String {
             .unwrap_or_default();
         out.push_str(&format!("  {:?} ({phase}{qemu})\n", vm.name));
         if !vm.isolate.is_empty() {
-            out.push_str(&format!("    isolated CPUs {}\n", vm.isolate));
+            let method = status
+                .isolation
+                .as_ref()
+                .map(|iso| format!(" with {}", iso.method))
+                .unwrap_or_default();
+            out.push_str(&format!("    isolated CPUs {}{method}\n", vm.isolate));
         }
         if vm.phase == Phase::Running && vm.qemu_pids.is_empty() {
             out.push_str(
@@ -78,6 +83,9 @@ pub fn render(status: &Status) -> String {
                 "Isolation ({}): CPUs {} isolated, host tasks on {}\n",
                 iso.method, iso.isolated, iso.housekeeping
             ));
+            if !iso.why.is_empty() {
+                out.push_str(&format!("  method chosen: {}\n", iso.why));
+            }
             out.push_str(&format!(
                 "  per-CPU kernel threads on isolated CPUs (cannot move): {}\n",
                 iso.per_cpu_kernel_threads

@@ -31,6 +31,8 @@ pub struct Bench {
     /// Root with every capability kvmtune needs, as whoever runs the tests (who owns the
     /// state directory): the fake root is theirs to change.
     pub privilege: Privilege,
+    /// The operations are `kvmtune run`'s (which places QEMU itself), not libvirt's hook's.
+    pub kvmtune_run: bool,
 }
 
 /// Root with every capability, as the uid that runs the tests.
@@ -45,7 +47,14 @@ impl Bench {
             state_dir: fast_tempdir(),
             policy: Policy::default(),
             privilege: root_privilege(),
+            kvmtune_run: false,
         }
+    }
+
+    /// The operations are `kvmtune run`'s.
+    pub fn under_kvmtune_run(mut self) -> Bench {
+        self.kvmtune_run = true;
+        self
     }
 
     pub fn with_policy(mut self, toml: &str) -> Bench {
@@ -64,6 +73,7 @@ impl Bench {
         let ctx = Context {
             base: self.base(&state),
             policy: &self.policy,
+            kvmtune_run: self.kvmtune_run,
         };
         f(&ctx)
     }
