@@ -134,9 +134,12 @@ pub fn check(fs: &dyn HostFs, mounts: &CgroupMounts, isolated: &CpuSet) -> Resul
     let state = fs.read(&state_path)?;
     let state = state.trim();
     if state != "isolated" {
-        let why = reason(state).unwrap_or(state);
+        let why = match reason(state) {
+            Some(why) => format!("{why} (/{state_path} reads '{} invalid')", mode(state)),
+            None => format!("/{state_path} reads '{state}'"),
+        };
         return Err(Error::Refused(format!(
-            "the kernel does not make CPUs {isolated} an isolated partition: /{state_path} reads '{state}' ({why}). Nothing was changed."
+            "the kernel does not make CPUs {isolated} an isolated partition: {why}. Nothing was changed."
         )));
     }
     let effective_path = format!("{ours}/cpuset.cpus.effective");

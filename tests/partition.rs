@@ -1,0 +1,249 @@
+//! The `partition` isolation method on the kernel-modelling fake (cgroup v2 without systemd,
+//! a kernel with isolated partitions): a VM `kvmtune run` starts gets an isolated partition,
+//! host tasks lose its CPUs without being moved, kernel threads are still moved, an invalid
+//! partition fails the start with the kernel's reason, and release restores every byte.
+
+mod common;
+
+use common::cgroupfs::{Layout, TaskModel, V2_MOUNT};
+use common::partition::NO_CPUS;
+use common::{diff, kernel, Bench, GIB};
+use kvmtune::cpulist::CpuSet;
+use kvmtune::error::Error;
+use kvmtune::host::HostFs;
+use kvmtune::isolation::Method;
+
+const PARTITION: &str = "sys/fs/cgroup/kvmtune.isolated";
+const QEMU: u32 = 400;
+
+/// Two nodes (CPUs 0-1, 2-3), cgroup v2 without systemd, a kernel with partitions.
+fn host() -> Bench {
+    Bench::new(
+        kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
+            .with_cgroups(Layout::V2)
+            .with_partitions(),
+    )
+}
+
+/// A VM that isolates `cpus`.
+fn vm(name: &str, cpus: &str) -> String {
+    format!(
+        "<domain><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <metadata><k:tune xmlns:k='urn:kvmtune:1'><k:isolate cpus='{cpus}'/></k:tune></metadata></domain>"
+    )
+}
+
+fn set(list: &str) -> CpuSet {
+    CpuSet::parse(list).unwrap()
+}
+
+fn read(b: &Bench, rel: &str) -> String {
+    b.kernel.read(rel).unwrap().trim().to_string()
+}
+
+fn method(b: &Bench) -> Method {
+    b.ledger().isolation.expect("isolation held").method
+}
+
+#[test]
+fn a_vm_kvmtune_run_starts_gets_an_isolated_partition_and_release_restores_every_byte() {
+    let b = host().under_kvmtune_run();
+    let start = b.snapshot();
+
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+
+    assert_eq!(method(&b), Method::Partition);
+    assert_eq!(
+        read(&b, &format!("{PARTITION}/cpuset.cpus.partition")),
+        "isolated"
+    );
+    assert_eq!(read(&b, &format!("{PARTITION}/cpuset.cpus.exclusive")), "3");
+    assert_eq!(read(&b, &format!("{V2_MOUNT}/cpuset.cpus.isolated")), "3");
+    b.kernel.cgroups(|c| {
+        // sshd stays in the root cgroup and loses CPU 3 all the same.
+        assert_eq!(c.tasks[&100].cgroup, V2_MOUNT);
+        assert_eq!(c.allowed(100), set("0-2"));
+        // kswapd0 (an unbound kernel thread the partition leaves alone) is moved.
+        assert_eq!(c.allowed(4), set("0-2"));
+        assert_eq!(c.workqueue, set("0-2"));
+    });
+
+    b.release("run1").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    assert_eq!(b.state_files(), Vec::<String>::new());
+}
+
+#[test]
+fn no_host_process_is_moved_into_a_housekeeping_cgroup() {
+    let b = host().under_kvmtune_run();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    let moved: Vec<String> = b
+        .kernel
+        .writes()
+        .into_iter()
+        .filter(|(path, _)| path.ends_with("cgroup.procs"))
+        .map(|(path, pid)| format!("{path} {pid}"))
+        .collect();
+    assert_eq!(moved, Vec::<String>::new());
+    assert!(!b.kernel.exists("sys/fs/cgroup/kvmtune.housekeeping"));
+}
+
+#[test]
+fn a_process_started_later_never_reaches_the_isolated_cpus() {
+    let b = host().under_kvmtune_run();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.kernel.cgroups(|c| {
+        let mut late = c.tasks[&101].clone();
+        late.comm = "late".into();
+        c.tasks.insert(500, late);
+        assert_eq!(c.allowed(500), set("0-2"));
+    });
+}
+
+#[test]
+fn qemu_in_the_partition_runs_on_the_isolated_cpus() {
+    let b = host().under_kvmtune_run();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    // What `kvmtune run` does between fork and exec (`placement::enter_partition`).
+    b.kernel.cgroups(|c| {
+        c.tasks.insert(
+            QEMU,
+            TaskModel {
+                comm: "qemu-system-x86".into(),
+                flags: 0x400100,
+                mask: set("0-3"),
+                cgroup: V2_MOUNT.to_string(),
+            },
+        )
+    });
+    kvmtune::launch::placement::enter_partition(&b.kernel, QEMU).unwrap();
+    b.kernel.cgroups(|c| {
+        assert_eq!(c.tasks[&QEMU].cgroup, PARTITION);
+        assert_eq!(c.allowed(QEMU), set("3"));
+    });
+}
+
+#[test]
+fn an_invalid_partition_fails_the_start_with_the_kernels_reason_and_changes_nothing() {
+    let b = host().under_kvmtune_run();
+    // An operator's partition holds CPUs 0-2: the root would keep no CPU for its own tasks.
+    b.kernel.cgroups(|c| {
+        c.cgroups
+            .get_mut(V2_MOUNT)
+            .unwrap()
+            .subtree
+            .insert("cpuset".into());
+        c.create(&format!("{V2_MOUNT}/admin")).unwrap().unwrap();
+        c.set_exclusive(&format!("{V2_MOUNT}/admin"), "0-2")
+            .unwrap();
+        c.set_partition(&format!("{V2_MOUNT}/admin"), "root")
+            .unwrap();
+    });
+    let start = b.snapshot();
+
+    let err = b.prepare("run1", &vm("run1", "3")).unwrap_err();
+
+    let text = err.to_string();
+    assert!(matches!(err, Error::Refused(_)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "CPUs 3 an isolated partition: {NO_CPUS} (/sys/fs/cgroup/kvmtune.isolated/cpuset.cpus.partition reads 'isolated invalid')"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    assert!(b.ledger().vms.is_empty());
+}
+
+#[test]
+fn a_second_vm_widens_the_partition_and_the_first_release_narrows_it() {
+    let b = host().under_kvmtune_run();
+    let start = b.snapshot();
+    b.prepare("a", &vm("a", "3")).unwrap();
+    b.prepare("b", &vm("b", "1")).unwrap();
+    assert_eq!(
+        read(&b, &format!("{PARTITION}/cpuset.cpus.effective")),
+        "1,3"
+    );
+    assert_eq!(read(&b, &format!("{V2_MOUNT}/cpuset.cpus.isolated")), "1,3");
+
+    b.release("a").unwrap();
+    assert_eq!(
+        read(&b, &format!("{PARTITION}/cpuset.cpus.partition")),
+        "isolated"
+    );
+    assert_eq!(read(&b, &format!("{V2_MOUNT}/cpuset.cpus.isolated")), "1");
+    b.kernel
+        .cgroups(|c| assert_eq!(c.allowed(100), set("0,2-3")));
+
+    b.release("b").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn auto_gives_a_vm_libvirt_starts_the_older_method_and_says_why() {
+    let b = host();
+    b.prepare("lv", &vm("lv", "3")).unwrap();
+    let hold = b.ledger().isolation.unwrap();
+    assert_eq!(hold.method, Method::CgroupV2);
+    assert!(hold.why.contains("started by libvirt"), "{}", hold.why);
+}
+
+#[test]
+fn auto_falls_back_on_a_kernel_without_partitions_and_says_why() {
+    let b = Bench::new(kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]).with_cgroups(Layout::V2))
+        .under_kvmtune_run();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    let hold = b.ledger().isolation.unwrap();
+    assert_eq!(hold.method, Method::CgroupV2);
+    assert!(hold.why.contains("cpuset.cpus.isolated"), "{}", hold.why);
+}
+
+#[test]
+fn the_partition_policy_refuses_a_kernel_without_partitions_and_changes_nothing() {
+    let b = Bench::new(kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]).with_cgroups(Layout::V2))
+        .under_kvmtune_run()
+        .with_policy("[cpus]\nisolation = \"partition\"\n");
+    let start = b.snapshot();
+    let err = b.prepare("run1", &vm("run1", "3")).unwrap_err().to_string();
+    assert!(err.contains("cpus.isolation = \"partition\""), "{err}");
+    assert!(err.contains("cpuset.cpus.isolated"), "{err}");
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn a_vm_libvirt_starts_cannot_isolate_while_a_partition_holds() {
+    let run = host().under_kvmtune_run();
+    run.prepare("run1", &vm("run1", "3")).unwrap();
+    let libvirt = Bench {
+        kernel: run.kernel,
+        state_dir: run.state_dir,
+        policy: run.policy,
+        privilege: run.privilege,
+        kvmtune_run: false,
+    };
+    let before = libvirt.snapshot();
+    let err = libvirt
+        .prepare("lv", &vm("lv", "1"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kvmtune run"), "{err}");
+    assert_eq!(diff(&before, &libvirt.snapshot()), Vec::<String>::new());
+    assert!(!libvirt.ledger().vms.contains_key("lv"));
+}
+
+#[test]
+fn status_names_the_method_and_why_it_was_chosen() {
+    let b = host().under_kvmtune_run();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    let text = kvmtune::status::render(&b.status());
+    assert!(
+        text.contains("isolated CPUs 3 with isolated cpuset partition"),
+        "{text}"
+    );
+    assert!(
+        text.contains("method chosen: auto: the kernel offers isolated partitions"),
+        "{text}"
+    );
+}
