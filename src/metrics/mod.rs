@@ -193,7 +193,7 @@ fn isolation(e: &mut Exposition, status: &Status) {
     e.family(
         "kvmtune_isolation_info",
         Type::Gauge,
-        "How host tasks are kept off isolated CPUs: systemd, cgroupv2, cgroupv1, or none while no CPU is isolated.",
+        "How host tasks are kept off isolated CPUs: systemd, cgroupv2, cgroupv1, partition, or none while no CPU is isolated.",
         vec![Sample::new(1.0).label("method", method)],
     );
     e.family(
