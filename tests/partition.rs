@@ -247,3 +247,28 @@ fn status_names_the_method_and_why_it_was_chosen() {
         "{text}"
     );
 }
+
+#[test]
+fn other_irqs_and_irqbalance_leave_the_isolated_cpus_with_a_partition_too() {
+    let b = Bench::new(
+        kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
+            .with_cgroups(Layout::V2)
+            .with_partitions()
+            .with_irqs(),
+    )
+    .under_kvmtune_run();
+    b.kernel.irqs(|i| i.irqbalance = Some(set("0")));
+    let start = b.snapshot();
+
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.started("run1").unwrap();
+
+    assert_eq!(method(&b), Method::Partition);
+    b.kernel.irqs(|i| {
+        assert_eq!(i.irqs[&10].affinity, set("0-2"));
+        assert_eq!(i.default_affinity, set("0-2"));
+        assert_eq!(i.irqbalance, Some(set("0,3")));
+    });
+    b.release("run1").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}

@@ -549,3 +549,65 @@ pub fn give_back(fs: &dyn HostFs, baseline: &mut Vec<Change>, isolated: &CpuSet)
     back.reverse();
     back
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2(systemd: bool) -> CgroupMounts {
+        CgroupMounts {
+            v1_cpuset: None,
+            v2: Some("sys/fs/cgroup".into()),
+            v2_has_cpuset: true,
+            systemd,
+        }
+    }
+
+    fn offers(partition: Result<(), &str>, placed_by_kvmtune: bool) -> Offers {
+        Offers {
+            partition: partition.map_err(str::to_string),
+            placed_by_kvmtune,
+        }
+    }
+
+    #[test]
+    fn auto_picks_a_partition_for_vms_kvmtune_run_places() {
+        let choice = choose_method(IsolationMethod::Auto, &v2(true), &offers(Ok(()), true));
+        assert_eq!(choice.unwrap().method, Method::Partition);
+    }
+
+    #[test]
+    fn auto_keeps_libvirts_vms_on_systemd_and_says_why() {
+        let choice =
+            choose_method(IsolationMethod::Auto, &v2(true), &offers(Ok(()), false)).unwrap();
+        assert_eq!(choice.method, Method::Systemd);
+        assert!(choice.why.contains("started by libvirt"), "{}", choice.why);
+    }
+
+    #[test]
+    fn auto_without_partitions_takes_cgroup_v2_and_names_what_is_missing() {
+        let missing = "no /sys/fs/cgroup/cpuset.cpus.isolated";
+        let choice = choose_method(
+            IsolationMethod::Auto,
+            &v2(false),
+            &offers(Err(missing), true),
+        )
+        .unwrap();
+        assert_eq!(choice.method, Method::CgroupV2);
+        assert!(choice.why.contains(missing), "{}", choice.why);
+    }
+
+    #[test]
+    fn the_partition_policy_refuses_where_there_is_none_and_says_why() {
+        let err = choose_method(
+            IsolationMethod::Partition,
+            &v2(false),
+            &offers(Err("the kernel has no isolated partitions"), true),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "cpus.isolation = \"partition\", but the kernel has no isolated partitions"
+        );
+    }
+}
