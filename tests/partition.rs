@@ -41,6 +41,38 @@ fn read(b: &Bench, rel: &str) -> String {
     b.kernel.read(rel).unwrap().trim().to_string()
 }
 
+/// `kvmtune run` started the QEMU of `vm` in the partition (on the isolated CPU 3) and
+/// recorded its PID.
+fn qemu_runs(b: &Bench, vm: &str) {
+    b.kernel.cgroups(|c| {
+        c.tasks.insert(
+            QEMU,
+            TaskModel {
+                comm: "qemu-system-x86".into(),
+                flags: 0x400100,
+                mask: set("3"),
+                cgroup: PARTITION.to_string(),
+            },
+        );
+        c.cmdlines.insert(
+            QEMU,
+            format!("/usr/bin/qemu-system-x86_64\0-name\0guest={vm}\0"),
+        );
+    });
+    let state = b.state();
+    let mut ledger = state.load_ledger().unwrap();
+    ledger.vms.get_mut(vm).unwrap().pid = Some(QEMU);
+    state.save_ledger(&ledger).unwrap();
+}
+
+/// That QEMU exits.
+fn qemu_exits(b: &Bench) {
+    b.kernel.cgroups(|c| {
+        c.cmdlines.remove(&QEMU);
+        c.tasks.remove(&QEMU)
+    });
+}
+
 fn method(b: &Bench) -> Method {
     b.ledger().isolation.expect("isolation held").method
 }
@@ -269,6 +301,52 @@ fn other_irqs_and_irqbalance_leave_the_isolated_cpus_with_a_partition_too() {
         assert_eq!(i.default_affinity, set("0-2"));
         assert_eq!(i.irqbalance, Some(set("0,3")));
     });
+    b.release("run1").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn the_watcher_sees_nothing_to_repair_while_the_partition_holds() {
+    let b = host().under_kvmtune_run();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    qemu_runs(&b, "run1");
+    b.started("run1").unwrap();
+    let mut w = kvmtune::watch::Watcher::new();
+    let pass = b.watch(&mut w).unwrap();
+    assert!(
+        pass.repairs.is_empty() && pass.unrepaired.is_empty(),
+        "{pass:?}"
+    );
+    let text = kvmtune::status::render(&b.status());
+    assert!(b.status().verdict.kept, "{text}");
+}
+
+#[test]
+fn a_partition_someone_turned_back_into_a_member_is_made_isolated_again() {
+    let b = host().under_kvmtune_run();
+    let start = b.snapshot();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    qemu_runs(&b, "run1");
+    b.started("run1").unwrap();
+    let mut w = kvmtune::watch::Watcher::new();
+    b.watch(&mut w).unwrap();
+    b.kernel
+        .write(&format!("{PARTITION}/cpuset.cpus.partition"), "member")
+        .unwrap();
+    assert!(!b.status().verdict.kept);
+
+    let pass = b.watch(&mut w).unwrap();
+
+    assert_eq!(pass.repairs.len(), 1, "{pass:?}");
+    assert_eq!(
+        read(&b, &format!("{PARTITION}/cpuset.cpus.partition")),
+        "isolated"
+    );
+    b.kernel.cgroups(|c| {
+        assert_eq!(c.allowed(100), set("0-2"));
+        assert_eq!(c.allowed(QEMU), set("3"));
+    });
+    qemu_exits(&b);
     b.release("run1").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }

@@ -35,6 +35,14 @@ pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> 
         Err(e) => out.push(e.to_string()),
     };
     for change in &hold.baseline {
+        // kvmtune's partition holds the isolated CPUs, not the housekeeping ones: its state is
+        // what must still read as set.
+        if hold.method == Method::Partition && in_partition(change) {
+            if let Change::CreateCgroup { path, .. } = change {
+                partition_differs(fs, path, &mut out);
+            }
+            continue;
+        }
         match change {
             Change::CreateCgroup { path, settings, .. } => {
                 if !fs.exists(path) {
@@ -90,6 +98,32 @@ pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> 
         }
     }
     out
+}
+
+/// Whether `change` is about kvmtune's isolated partition (the cgroup or one of its files).
+fn in_partition(change: &Change) -> bool {
+    let suffix = format!("/{}", super::partition::PARTITION);
+    match change {
+        Change::CreateCgroup { path, .. } => path.ends_with(&suffix),
+        Change::File { path, .. } => path
+            .rsplit_once('/')
+            .is_some_and(|(dir, _)| dir.ends_with(&suffix)),
+        _ => false,
+    }
+}
+
+/// kvmtune's partition is gone or no longer a valid isolated one.
+fn partition_differs(fs: &dyn HostFs, dir: &str, out: &mut Vec<String>) {
+    let path = format!("{dir}/{}", super::partition::PARTITION_FILE);
+    match fs.read(&path) {
+        Ok(state) if state.trim() == "isolated" => {}
+        Ok(state) => out.push(format!(
+            "/{path} reads '{}', kvmtune set isolated",
+            state.trim()
+        )),
+        Err(_) if !fs.exists(dir) => out.push(format!("kvmtune's partition /{dir} is gone")),
+        Err(e) => out.push(e.to_string()),
+    }
 }
 
 /// `cpuset.cpus`, or `cpus` in a v1 hierarchy mounted with `noprefix`.
