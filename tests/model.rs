@@ -7,7 +7,9 @@
 //! - the ledger holds exactly the VMs that are prepared or running, in their phase;
 //! - every journal left by a crash parses, names only files that exist, and is undone or
 //!   finished by the next call;
-//! - whenever no VM is held, the host is byte for byte as at the start; so is the end.
+//! - whenever no VM is held, the host is byte for byte as at the start; so is the end;
+//! - on a host with isolated partitions (VMs started by `kvmtune run`), the kernel's isolated
+//!   CPUs are exactly the held VMs' isolated CPUs.
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 24, a few seconds).
 
@@ -121,6 +123,8 @@ struct World {
     vms: [Vm; 3],
     start: BTreeMap<std::path::PathBuf, Vec<u8>>,
     layout: Layout,
+    /// The kernel has isolated partitions and the VMs are `kvmtune run`'s: the partition method.
+    partitions: bool,
 }
 
 fn fail(msg: String) -> TestCaseError {
@@ -128,18 +132,22 @@ fn fail(msg: String) -> TestCaseError {
 }
 
 impl World {
-    fn new(layout: Layout) -> World {
-        let b = Bench::new(
-            kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
-                .with_cgroups(layout)
-                .with_irqs(),
-        );
+    fn new(layout: Layout, partitions: bool) -> World {
+        let kernel = kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
+            .with_cgroups(layout)
+            .with_irqs();
+        let b = if partitions {
+            Bench::new(kernel.with_partitions()).under_kvmtune_run()
+        } else {
+            Bench::new(kernel)
+        };
         let start = b.snapshot();
         World {
             b,
             vms: [Vm::Off; 3],
             start,
             layout,
+            partitions,
         }
     }
 
@@ -314,6 +322,10 @@ impl World {
             if let Some(g) = c.cgroups.get_mut(ours) {
                 g.cpus = online;
             }
+            // Someone turns kvmtune's partition back into a member.
+            if let Some(g) = c.cgroups.get_mut("sys/fs/cgroup/kvmtune.isolated") {
+                g.partition = common::cgroupfs::PartitionMode::Member;
+            }
         });
     }
 
@@ -395,6 +407,16 @@ impl World {
         if let Some(iso) = &ledger.isolation {
             prop_assert!(!iso.housekeeping.is_empty());
         }
+        if self.partitions {
+            let held = ledger.isolated_except("");
+            let isolated = b.kernel.cgroups(|c| c.isolated());
+            prop_assert_eq!(
+                isolated,
+                held,
+                "after {:?}: the kernel's isolated CPUs",
+                after
+            );
+        }
         let pids: Vec<u32> = b.kernel.cgroups(|c| c.tasks.keys().copied().collect());
         for pid in pids {
             let allowed = b.kernel.cgroups(|c| c.allowed(pid));
@@ -449,8 +471,8 @@ impl World {
     }
 }
 
-fn run_sequence(layout: Layout, steps: &[Step]) -> Result<(), TestCaseError> {
-    let mut w = World::new(layout);
+fn run_sequence(layout: Layout, partitions: bool, steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut w = World::new(layout, partitions);
     for s in steps {
         w.run(s)?;
         w.check(s)?;
@@ -483,11 +505,17 @@ fn random_lifecycles_with_crashes_keep_every_invariant() {
     }
     let mut runner = TestRunner::new(config);
     let strategy = (
-        prop_oneof![Just(Layout::V1), Just(Layout::V2)],
+        prop_oneof![
+            Just((Layout::V1, false)),
+            Just((Layout::V2, false)),
+            Just((Layout::V2, true))
+        ],
         prop::collection::vec(step(), 1..24),
     );
     runner
-        .run(&strategy, |(layout, steps)| run_sequence(layout, &steps))
+        .run(&strategy, |((layout, partitions), steps)| {
+            run_sequence(layout, partitions, &steps)
+        })
         .unwrap();
 }
 
@@ -512,5 +540,5 @@ fn release_killed_after_the_cpuset_is_gone_recovers() {
             at: 19,
         },
     ];
-    run_sequence(Layout::V1, &steps).unwrap();
+    run_sequence(Layout::V1, false, &steps).unwrap();
 }
