@@ -20,17 +20,25 @@ use kvmtune::state::Ledger;
 type Snapshot = BTreeMap<PathBuf, Vec<u8>>;
 
 /// The hosts every test runs on: the three cgroup layouts with libvirt's VMs (isolated by
-/// confining host tasks), and cgroup v2 with isolated partitions, with VMs `kvmtune run` starts
-/// (isolated with a partition).
+/// confining host tasks), cgroup v2 with isolated partitions with VMs `kvmtune run` starts
+/// (kvmtune's partition), and systemd on cgroup v2 with isolated partitions with libvirt's VMs
+/// (a partition per vCPU in libvirt's cgroups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Host {
     V1,
     V2,
     Systemd,
     Partition,
+    LibvirtPartition,
 }
 
-const HOSTS: [Host; 4] = [Host::V1, Host::V2, Host::Systemd, Host::Partition];
+const HOSTS: [Host; 5] = [
+    Host::V1,
+    Host::V2,
+    Host::Systemd,
+    Host::Partition,
+    Host::LibvirtPartition,
+];
 
 /// Two nodes (CPUs 0-1 and 2-3), cgroup v1 or v2, IRQs with a passthrough device; KSM runs,
 /// isolated VMs stop it and hold a sysctl, VMs that ask get THP `never` (host knobs).
@@ -38,13 +46,14 @@ fn host(kind: Host) -> Bench {
     let layout = match kind {
         Host::V1 => Layout::V1,
         Host::V2 | Host::Partition => Layout::V2,
-        Host::Systemd => Layout::Systemd,
+        Host::Systemd | Host::LibvirtPartition => Layout::Systemd,
     };
     let kernel = kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
         .with_cgroups(layout)
         .with_irqs();
     let b = match kind {
         Host::Partition => Bench::new(kernel.with_partitions()).under_kvmtune_run(),
+        Host::LibvirtPartition => Bench::new(kernel.with_partitions()),
         _ => Bench::new(kernel),
     }
     .with_policy(
@@ -81,9 +90,17 @@ fn vm_xml(name: &str, mib: u64, cpu: u32, device: bool) -> String {
 const BG_PAGES: u64 = 64; // 128 MiB of 2 MiB pages
 const VM_PAGES: u64 = 128; // 256 MiB
 
-/// The QEMU of `vm` runs (libvirt names it in its command line) and holds its pages.
+/// The QEMU of `vm` runs (libvirt names it in its command line) and holds its pages. On a
+/// systemd host with partitions, libvirt's cgroups for it are made too, its vCPU pinned to its
+/// isolated CPU.
 fn qemu_runs(b: &Bench, pid: u32, vm: &str, pages: u64) {
     b.kernel.consume(1, 2048, pages);
+    if libvirt_layout(b) {
+        let cpu = b.ledger().vms[vm].isolate.to_string();
+        b.kernel
+            .cgroups(|c| c.libvirt_starts(vm, pid, &[cpu.as_str()]));
+        return;
+    }
     b.kernel.cgroups(|c| {
         let t = c.tasks[&300].clone();
         c.tasks.insert(pid, t);
@@ -94,8 +111,19 @@ fn qemu_runs(b: &Bench, pid: u32, vm: &str, pages: u64) {
     });
 }
 
+/// Whether libvirt's own cgroups are modelled (systemd with partitions).
+fn libvirt_layout(b: &Bench) -> bool {
+    b.kernel
+        .cgroups(|c| c.partitions && c.layout == Layout::Systemd)
+}
+
 /// That QEMU exits: its pages are free again.
 fn qemu_exits(b: &Bench, pid: u32, pages: u64) {
+    if libvirt_layout(b) {
+        b.kernel.cgroups(|c| c.libvirt_stops(pid));
+        b.kernel.give_back(1, 2048, pages);
+        return;
+    }
     b.kernel.cgroups(|c| {
         c.cmdlines.remove(&pid);
         c.tasks.remove(&pid)
@@ -113,7 +141,7 @@ fn with_background(layout: Host) -> Bench {
     let method = b.ledger().isolation.unwrap().method;
     assert_eq!(
         method == Method::Partition,
-        layout == Host::Partition,
+        matches!(layout, Host::Partition | Host::LibvirtPartition),
         "{layout:?}: {method}"
     );
     b
@@ -245,7 +273,7 @@ fn a_crash_at_any_point_of_prepare_is_undone_by_release_or_recover() {
             }
         }
     }
-    eprintln!("prepare: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time");
+    eprintln!("prepare: killed at each of {tried} points (V1, V2, systemd, partition, libvirt partition), recovered every time");
 }
 
 #[test]
@@ -298,7 +326,7 @@ fn a_crash_at_any_point_of_started_is_undone_and_release_restores() {
             }
         }
     }
-    eprintln!("started: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time");
+    eprintln!("started: killed at each of {tried} points (V1, V2, systemd, partition, libvirt partition), recovered every time");
 }
 
 /// `full` prepared, its QEMU running with its pages, `started` done.
@@ -358,7 +386,7 @@ fn a_crash_at_any_point_of_release_is_finished_by_recover_or_the_next_call() {
             }
         }
     }
-    eprintln!("release: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time");
+    eprintln!("release: killed at each of {tried} points (V1, V2, systemd, partition, libvirt partition), recovered every time");
 }
 
 /// Someone shrinks `full`'s pool, resets a device IRQ and widens the housekeeping cpuset
@@ -370,6 +398,15 @@ fn drift(b: &Bench, layout: Host) {
     let ours = match layout {
         Host::V1 => "sys/fs/cgroup/cpuset/kvmtune",
         Host::V2 => "sys/fs/cgroup/kvmtune.housekeeping",
+        // Someone turned a vCPU's partition back into a member.
+        Host::LibvirtPartition => {
+            b.kernel.cgroups(|c| {
+                let vcpu = format!("{}/libvirt/vcpu0", common::libvirt::scope("full"));
+                c.cgroups.get_mut(&vcpu).unwrap().partition =
+                    common::cgroupfs::PartitionMode::Member;
+            });
+            return;
+        }
         // Someone turned the partition back into a member: its CPUs went back to every cgroup.
         Host::Partition => {
             b.kernel.cgroups(|c| {
@@ -465,7 +502,7 @@ fn reconnect_puts_back_what_drifted_even_when_killed_at_any_point() {
         }
     }
     eprintln!(
-        "reconnect: killed at each of {tried} points (V1, V2, systemd, partition), recovered every time"
+        "reconnect: killed at each of {tried} points (V1, V2, systemd, partition, libvirt partition), recovered every time"
     );
 }
 

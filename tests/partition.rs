@@ -1,11 +1,13 @@
-//! The `partition` isolation method on the kernel-modelling fake (cgroup v2 without systemd,
-//! a kernel with isolated partitions): a VM `kvmtune run` starts gets an isolated partition,
-//! host tasks lose its CPUs without being moved, kernel threads are still moved, an invalid
-//! partition fails the start with the kernel's reason, and release restores every byte.
+//! The `partition` isolation method on the kernel-modelling fake (a kernel with isolated
+//! partitions): a VM `kvmtune run` starts gets kvmtune's partition (cgroup v2 without systemd),
+//! a VM libvirt starts gets one partition per vCPU inside libvirt's cgroups (cgroup v2 under
+//! systemd), host tasks lose those CPUs without being moved, kernel threads are still moved, an
+//! invalid partition fails the start with the kernel's reason, and release restores every byte.
 
 mod common;
 
 use common::cgroupfs::{Layout, TaskModel, V2_MOUNT};
+use common::libvirt::{scope, vcpu_tid};
 use common::partition::NO_CPUS;
 use common::{diff, kernel, Bench, GIB};
 use kvmtune::cpulist::CpuSet;
@@ -214,15 +216,6 @@ fn a_second_vm_widens_the_partition_and_the_first_release_narrows_it() {
 }
 
 #[test]
-fn auto_gives_a_vm_libvirt_starts_the_older_method_and_says_why() {
-    let b = host();
-    b.prepare("lv", &vm("lv", "3")).unwrap();
-    let hold = b.ledger().isolation.unwrap();
-    assert_eq!(hold.method, Method::CgroupV2);
-    assert!(hold.why.contains("started by libvirt"), "{}", hold.why);
-}
-
-#[test]
 fn auto_falls_back_on_a_kernel_without_partitions_and_says_why() {
     let b = Bench::new(kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")]).with_cgroups(Layout::V2))
         .under_kvmtune_run();
@@ -242,27 +235,6 @@ fn the_partition_policy_refuses_a_kernel_without_partitions_and_changes_nothing(
     assert!(err.contains("cpus.isolation = \"partition\""), "{err}");
     assert!(err.contains("cpuset.cpus.isolated"), "{err}");
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
-}
-
-#[test]
-fn a_vm_libvirt_starts_cannot_isolate_while_a_partition_holds() {
-    let run = host().under_kvmtune_run();
-    run.prepare("run1", &vm("run1", "3")).unwrap();
-    let libvirt = Bench {
-        kernel: run.kernel,
-        state_dir: run.state_dir,
-        policy: run.policy,
-        privilege: run.privilege,
-        kvmtune_run: false,
-    };
-    let before = libvirt.snapshot();
-    let err = libvirt
-        .prepare("lv", &vm("lv", "1"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("kvmtune run"), "{err}");
-    assert_eq!(diff(&before, &libvirt.snapshot()), Vec::<String>::new());
-    assert!(!libvirt.ledger().vms.contains_key("lv"));
 }
 
 #[test]
@@ -348,5 +320,172 @@ fn a_partition_someone_turned_back_into_a_member_is_made_isolated_again() {
     });
     qemu_exits(&b);
     b.release("run1").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+/// A systemd host with cgroup v2 and partitions, as the Debian 13 hypervisor: libvirt's VMs.
+fn libvirt_host() -> Bench {
+    Bench::new(
+        kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
+            .with_cgroups(Layout::Systemd)
+            .with_partitions(),
+    )
+}
+
+/// A VM whose vCPU N is pinned to `pins[N]`, isolating its vCPUs' CPUs.
+fn pinned_vm(name: &str, pins: &[&str]) -> String {
+    let cputune: String = pins
+        .iter()
+        .enumerate()
+        .map(|(n, cpus)| format!("<vcpupin vcpu='{n}' cpuset='{cpus}'/>"))
+        .collect();
+    format!(
+        "<domain><name>{name}</name><memory unit='MiB'>64</memory><vcpu>{}</vcpu>\
+         <cputune>{cputune}</cputune>\
+         <metadata><k:tune xmlns:k='urn:kvmtune:1'><k:isolate cpus='vcpus'/></k:tune></metadata></domain>",
+        pins.len()
+    )
+}
+
+const LIBVIRT_QEMU: u32 = 600;
+
+fn exclusive(b: &Bench, dir: &str) -> String {
+    read(b, &format!("{dir}/cpuset.cpus.exclusive"))
+}
+
+#[test]
+fn a_vm_libvirt_starts_gets_one_isolated_partition_per_vcpu_and_release_restores_every_byte() {
+    let b = libvirt_host();
+    let start = b.snapshot();
+    b.prepare("lv", &pinned_vm("lv", &["1", "3"])).unwrap();
+    assert_eq!(method(&b), Method::Partition);
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1", "3"]));
+
+    b.started("lv").unwrap();
+
+    let scope = scope("lv");
+    assert_eq!(exclusive(&b, "sys/fs/cgroup/machine.slice"), "1,3");
+    assert_eq!(exclusive(&b, &scope), "1,3");
+    assert_eq!(exclusive(&b, &format!("{scope}/libvirt")), "1,3");
+    for (n, cpu) in [(0, "1"), (1, "3")] {
+        let vcpu = format!("{scope}/libvirt/vcpu{n}");
+        assert_eq!(exclusive(&b, &vcpu), cpu);
+        assert_eq!(
+            read(&b, &format!("{vcpu}/cpuset.cpus.partition")),
+            "isolated"
+        );
+    }
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1,3");
+    b.kernel.cgroups(|c| {
+        assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 0)), set("1"));
+        assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 1)), set("3"));
+        // sshd and QEMU's emulator thread lose the CPUs; no unit was given AllowedCPUs.
+        assert_eq!(c.allowed(100), set("0,2"));
+        assert_eq!(c.allowed(LIBVIRT_QEMU), set("0,2"));
+        assert_eq!(c.systemctl_calls, Vec::<String>::new());
+    });
+
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release("lv").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn a_vcpu_pinned_to_two_cpus_fails_started_in_one_line_and_changes_nothing() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["1,3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1,3"]));
+    let prepared = b.snapshot();
+
+    let err = b.started("lv").unwrap_err().to_string();
+
+    assert!(err.contains("libvirt/vcpu0/cpuset.cpus is 1,3"), "{err}");
+    assert!(err.contains("pin each vCPU to one isolated CPU"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert_eq!(diff(&prepared, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn an_invalid_vcpu_partition_fails_started_with_the_kernels_reason_and_changes_nothing() {
+    let b = libvirt_host();
+    // An operator's partition holds CPUs 0 and 2: the root would keep no CPU once the VM's
+    // second vCPU partition takes CPU 3.
+    b.kernel.cgroups(|c| {
+        let admin = format!("{V2_MOUNT}/admin");
+        c.create(&admin).unwrap().unwrap();
+        c.set_exclusive(&admin, "0,2").unwrap();
+        c.set_partition(&admin, "root").unwrap();
+    });
+    b.prepare("lv", &pinned_vm("lv", &["1", "3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1", "3"]));
+    let prepared = b.snapshot();
+
+    let err = b.started("lv").unwrap_err().to_string();
+
+    assert!(
+        err.contains(&format!(
+            "CPUs 3 an isolated partition: {NO_CPUS} (/{}/libvirt/vcpu1/cpuset.cpus.partition reads 'isolated invalid')",
+            scope("lv")
+        )),
+        "{err}"
+    );
+    assert_eq!(diff(&prepared, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn a_second_libvirt_vm_widens_machine_slices_exclusive_cpus_and_the_first_to_go_narrows_them() {
+    let b = libvirt_host();
+    let start = b.snapshot();
+    b.prepare("a", &pinned_vm("a", &["3"])).unwrap();
+    b.kernel.cgroups(|c| c.libvirt_starts("a", 601, &["3"]));
+    b.started("a").unwrap();
+    b.prepare("b", &pinned_vm("b", &["1"])).unwrap();
+    b.kernel.cgroups(|c| c.libvirt_starts("b", 602, &["1"]));
+    b.started("b").unwrap();
+    assert_eq!(exclusive(&b, "sys/fs/cgroup/machine.slice"), "1,3");
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1,3");
+
+    b.kernel.cgroups(|c| c.libvirt_stops(601));
+    b.release("a").unwrap();
+    assert_eq!(exclusive(&b, "sys/fs/cgroup/machine.slice"), "1");
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1");
+    b.kernel
+        .cgroups(|c| assert_eq!(c.allowed(vcpu_tid(602, 0)), set("1")));
+
+    b.kernel.cgroups(|c| c.libvirt_stops(602));
+    b.release("b").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn a_vcpu_partition_someone_turned_back_into_a_member_is_made_isolated_again_by_the_watcher() {
+    let b = libvirt_host();
+    let start = b.snapshot();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    b.started("lv").unwrap();
+    let mut w = kvmtune::watch::Watcher::new();
+    let first = b.watch(&mut w).unwrap();
+    assert!(first.repairs.is_empty(), "{first:?}");
+    let vcpu = format!("{}/libvirt/vcpu0", scope("lv"));
+    b.kernel
+        .write(&format!("{vcpu}/cpuset.cpus.partition"), "member")
+        .unwrap();
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-3")));
+
+    let pass = b.watch(&mut w).unwrap();
+
+    assert_eq!(pass.repairs.len(), 1, "{pass:?}");
+    assert_eq!(
+        read(&b, &format!("{vcpu}/cpuset.cpus.partition")),
+        "isolated"
+    );
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-2")));
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release("lv").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }

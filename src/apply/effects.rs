@@ -15,6 +15,14 @@ fn is_irq_file(change: &Change) -> bool {
     matches!(change, Change::File { path, .. } if path.starts_with("proc/irq/"))
 }
 
+/// Whether `path` is a file of a cgroup that no longer exists.
+fn cgroup_gone(fs: &dyn HostFs, path: &str) -> bool {
+    path.starts_with("sys/fs/cgroup/")
+        && path
+            .rsplit_once('/')
+            .is_some_and(|(dir, _)| !fs.exists(dir))
+}
+
 /// Passes over a cgroup's processes before giving up on one that keeps forking.
 const MAX_PASSES: usize = 50;
 
@@ -88,6 +96,12 @@ impl Effects<'_> {
                 // An IRQ that went away (a VFIO vector freed with its VM): nothing to set.
                 Err(e) if path.starts_with("proc/irq/") && !self.fs.exists(path) => {
                     log::info(&format!("/{path} is gone ({e})"));
+                    Ok(())
+                }
+                // A cgroup that went with its VM (libvirt removes a VM's vCPU cgroups before
+                // the release hook): its files went with it, nothing to give back there.
+                Err(e) if cgroup_gone(self.fs, path) => {
+                    log::info(&format!("/{path} went with its cgroup ({e})"));
                     Ok(())
                 }
                 other => other,

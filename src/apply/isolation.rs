@@ -14,6 +14,7 @@ use crate::isolation::{
 use crate::log;
 use crate::policy::Policy;
 use crate::state::Ledger;
+use partition::Holders;
 
 /// The isolation changes that take the host to what `next` (the ledger after this operation)
 /// needs, and `next.isolation` updated to match. Nothing is changed on the host here.
@@ -132,14 +133,13 @@ fn changes_with(
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
     if let Some(policy) = policy {
-        refuse_outside_partition(&hold, next)?;
         hold.settings = Settings::of(policy);
     }
     let view = scan.view(ctx)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
     let confine = isolation::confine(
-        &inputs(ctx, &hold.settings, view, &keep),
+        &inputs(ctx, &hold.settings, view, &keep, &holders(next)),
         hold.method,
         &housekeeping,
         &isolated,
@@ -161,7 +161,6 @@ fn set_up(
     let view = scan.view(ctx)?;
     let offers = Offers {
         partition: partition::probe(ctx.fs, &view.mounts),
-        placed_by_kvmtune: placed_by_kvmtune(next),
     };
     let choice = choose_method(policy.isolation, &view.mounts, &offers).map_err(|e| {
         Error::Refused(format!(
@@ -178,7 +177,7 @@ fn set_up(
     let keep = next.isolated_vm_pids();
     let settings = Settings::of(policy);
     let changes = isolation::confine(
-        &inputs(ctx, &settings, view, &keep),
+        &inputs(ctx, &settings, view, &keep, &holders(next)),
         method,
         &housekeeping,
         isolated,
@@ -204,31 +203,17 @@ fn set_up(
     Ok(changes)
 }
 
-/// Whether every VM that isolates CPUs has its QEMU placed by `kvmtune run`.
-fn placed_by_kvmtune(next: &Ledger) -> bool {
-    next.vms
-        .values()
-        .filter(|vm| !vm.isolate.is_empty())
-        .all(|vm| vm.kvmtune_run)
-}
-
-/// An isolated partition takes its CPUs from every cgroup outside it, libvirt's included: a VM
-/// libvirt places cannot isolate CPUs while the partition method holds.
-fn refuse_outside_partition(hold: &IsolationHold, next: &Ledger) -> Result<()> {
-    if hold.method != Method::Partition || placed_by_kvmtune(next) {
-        return Ok(());
+/// Who holds the isolated CPUs in `next`: the VMs `kvmtune run` placed, and libvirt's.
+pub fn holders(next: &Ledger) -> Holders {
+    let mut holders = Holders::default();
+    for (name, vm) in next.vms.iter().filter(|(_, vm)| !vm.isolate.is_empty()) {
+        if vm.kvmtune_run {
+            holders.kvmtune_run = holders.kvmtune_run.union(&vm.isolate);
+        } else {
+            holders.libvirt.push((name.clone(), vm.isolate.clone()));
+        }
     }
-    Err(Error::Refused(format!(
-        "CPUs {} are isolated with an isolated cpuset partition, which only VMs started by `kvmtune run` can run in; a VM libvirt starts cannot isolate CPUs until they stop. Nothing was changed.",
-        hold_isolated(next)
-    )))
-}
-
-fn hold_isolated(next: &Ledger) -> crate::cpulist::CpuSet {
-    next.vms
-        .values()
-        .filter(|vm| vm.kvmtune_run)
-        .fold(Default::default(), |all, vm| all.union(&vm.isolate))
+    holders
 }
 
 fn inputs<'a>(
@@ -236,6 +221,7 @@ fn inputs<'a>(
     settings: &'a Settings,
     view: &'a View,
     keep: &'a [u32],
+    holders: &'a Holders,
 ) -> Inputs<'a> {
     Inputs {
         fs: ctx.fs,
@@ -243,6 +229,7 @@ fn inputs<'a>(
         settings,
         view,
         keep,
+        holders,
     }
 }
 
@@ -256,7 +243,7 @@ pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
     if hold.method == Method::Partition {
         // Host tasks run on the root's effective CPUs, which other partitions may narrow too:
         // what matters is that the isolated ones left.
-        return partition::check(ctx.fs, &mounts, &next.isolated_except(""));
+        return partition::check(ctx.fs, &mounts, &holders(next));
     }
     match isolation::effective_housekeeping(ctx.fs, hold.method, &mounts) {
         Some(effective) if effective == hold.housekeeping => Ok(()),

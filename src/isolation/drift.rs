@@ -35,11 +35,18 @@ pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> 
         Err(e) => out.push(e.to_string()),
     };
     for change in &hold.baseline {
-        // kvmtune's partition holds the isolated CPUs, not the housekeeping ones: its state is
-        // what must still read as set.
-        if hold.method == Method::Partition && in_partition(change) {
-            if let Change::CreateCgroup { path, .. } = change {
-                partition_differs(fs, path, &mut out);
+        // Partitions hold the isolated CPUs, not the housekeeping ones: their state is what
+        // must still read as set (their CPU lists follow the VMs held, and a VM's vCPU
+        // partitions go with its cgroups when it stops).
+        if hold.method == Method::Partition && part_of_partition(change) {
+            match change {
+                Change::CreateCgroup { path, .. } => partition_differs(fs, path, &mut out),
+                Change::File { path, after, .. } if after == "isolated" => {
+                    if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| fs.exists(d)) {
+                        partition_differs(fs, dir, &mut out);
+                    }
+                }
+                _ => {}
             }
             continue;
         }
@@ -100,19 +107,21 @@ pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> 
     out
 }
 
-/// Whether `change` is about kvmtune's isolated partition (the cgroup or one of its files).
-fn in_partition(change: &Change) -> bool {
-    let suffix = format!("/{}", super::partition::PARTITION);
+/// Whether `change` is about a partition: kvmtune's cgroup or one of its files, or a partition
+/// or exclusive-CPUs file anywhere.
+fn part_of_partition(change: &Change) -> bool {
+    use super::partition::{EXCLUSIVE_FILE, PARTITION, PARTITION_FILE};
+    let suffix = format!("/{PARTITION}");
     match change {
         Change::CreateCgroup { path, .. } => path.ends_with(&suffix),
-        Change::File { path, .. } => path
-            .rsplit_once('/')
-            .is_some_and(|(dir, _)| dir.ends_with(&suffix)),
+        Change::File { path, .. } => path.rsplit_once('/').is_some_and(|(dir, file)| {
+            dir.ends_with(&suffix) || file == PARTITION_FILE || file == EXCLUSIVE_FILE
+        }),
         _ => false,
     }
 }
 
-/// kvmtune's partition is gone or no longer a valid isolated one.
+/// A partition kvmtune made is gone or no longer a valid isolated one.
 fn partition_differs(fs: &dyn HostFs, dir: &str, out: &mut Vec<String>) {
     let path = format!("{dir}/{}", super::partition::PARTITION_FILE);
     match fs.read(&path) {
@@ -121,7 +130,7 @@ fn partition_differs(fs: &dyn HostFs, dir: &str, out: &mut Vec<String>) {
             "/{path} reads '{}', kvmtune set isolated",
             state.trim()
         )),
-        Err(_) if !fs.exists(dir) => out.push(format!("kvmtune's partition /{dir} is gone")),
+        Err(_) if !fs.exists(dir) => out.push(format!("the partition /{dir} is gone")),
         Err(e) => out.push(e.to_string()),
     }
 }

@@ -9,8 +9,8 @@
 //!   move into, and `cpuset.cpus` on the other top-level cgroups;
 //! - cgroup v1 (and hybrid hosts): a `kvmtune` cpuset beside libvirt's `machine` cpuset, into
 //!   which the root cpuset's processes move;
-//! - an isolated cpuset partition (`partition`): the kernel itself takes the isolated CPUs
-//!   from every other cgroup; for the VMs `kvmtune run` starts (see `partition`).
+//! - isolated cpuset partitions (`partition`) holding the VMs' vCPU threads: the kernel itself
+//!   takes the isolated CPUs from every other cgroup (see `partition`).
 //!
 //! libvirt's own cgroups are never touched. With cgroupfs methods the daemons' processes stay
 //! where they are as well: libvirtd keeps the right to place a new QEMU on any CPU. Unbound kernel threads and the workqueue cpumasks follow the
@@ -118,9 +118,6 @@ impl Settings {
 pub struct Offers {
     /// Whether the kernel has isolated partitions (`partition::probe`): `Err` says why not.
     pub partition: Result<(), String>,
-    /// Whether every VM to isolate has its QEMU started by `kvmtune run`, which places it in
-    /// kvmtune's partition (libvirt places its vCPU threads in cgroups of its own).
-    pub placed_by_kvmtune: bool,
 }
 
 /// The method chosen, and why (shown by `kvmtune status`).
@@ -138,13 +135,7 @@ pub fn choose_method(
 ) -> Result<Choice, String> {
     let v2_cpuset = mounts.v2.is_some() && mounts.v2_has_cpuset;
     let choice = |method: Method, why: String| Ok(Choice { method, why });
-    let partition = match (&offers.partition, offers.placed_by_kvmtune) {
-        (Err(e), _) => Err(e.clone()),
-        (Ok(()), false) => {
-            Err("a VM started by libvirt cannot run in kvmtune's partition yet".to_string())
-        }
-        (Ok(()), true) => Ok(()),
-    };
+    let partition = offers.partition.clone();
     match policy {
         IsolationMethod::Off => Err("the policy turns isolation off (cpus.isolation = \"off\")".into()),
         IsolationMethod::Partition => match partition {
@@ -153,7 +144,7 @@ pub fn choose_method(
         },
         IsolationMethod::Auto if partition.is_ok() => choice(
             Method::Partition,
-            "auto: the kernel offers isolated partitions and kvmtune run places the VM".into(),
+            "auto: the kernel offers isolated partitions".into(),
         ),
         IsolationMethod::Systemd if mounts.systemd && v2_cpuset => {
             choice(Method::Systemd, "cpus.isolation = \"systemd\"".into())
@@ -206,6 +197,8 @@ pub struct Inputs<'a> {
     pub view: &'a View,
     /// QEMU processes of isolated VMs that `kvmtune run` started (they are in no VM cgroup).
     pub keep: &'a [u32],
+    /// Who holds the isolated CPUs (the partition method places each holder's).
+    pub holders: &'a partition::Holders,
 }
 
 /// The changes that confine host tasks to `housekeeping` from the host's state now, whether
@@ -220,7 +213,7 @@ pub fn confine(
         Method::CgroupV1 => cgroup_v1(input, housekeeping)?,
         Method::CgroupV2 => cgroup_v2(input, housekeeping)?,
         Method::Systemd => systemd_units(input, housekeeping)?,
-        Method::Partition => partition::changes(input.fs, &input.view.mounts, isolated)?,
+        Method::Partition => partition::changes(input.fs, &input.view.mounts, input.holders)?,
     };
     if input.settings.move_kernel_threads {
         changes.extend(kernel_threads(input, housekeeping)?);
@@ -563,36 +556,34 @@ mod tests {
         }
     }
 
-    fn offers(partition: Result<(), &str>, placed_by_kvmtune: bool) -> Offers {
+    fn offers(partition: Result<(), &str>) -> Offers {
         Offers {
             partition: partition.map_err(str::to_string),
-            placed_by_kvmtune,
         }
     }
 
     #[test]
-    fn auto_picks_a_partition_for_vms_kvmtune_run_places() {
-        let choice = choose_method(IsolationMethod::Auto, &v2(true), &offers(Ok(()), true));
-        assert_eq!(choice.unwrap().method, Method::Partition);
+    fn auto_picks_a_partition_where_the_kernel_offers_one_even_under_systemd() {
+        let choice = choose_method(IsolationMethod::Auto, &v2(true), &offers(Ok(()))).unwrap();
+        assert_eq!(choice.method, Method::Partition);
+        assert_eq!(choice.why, "auto: the kernel offers isolated partitions");
     }
 
     #[test]
-    fn auto_keeps_libvirts_vms_on_systemd_and_says_why() {
-        let choice =
-            choose_method(IsolationMethod::Auto, &v2(true), &offers(Ok(()), false)).unwrap();
+    fn auto_without_partitions_under_systemd_takes_systemd_and_says_why() {
+        let choice = choose_method(IsolationMethod::Auto, &v2(true), &offers(Err("no x"))).unwrap();
         assert_eq!(choice.method, Method::Systemd);
-        assert!(choice.why.contains("started by libvirt"), "{}", choice.why);
+        assert_eq!(
+            choice.why,
+            "auto: systemd runs on cgroup v2 (no partition: no x)"
+        );
     }
 
     #[test]
     fn auto_without_partitions_takes_cgroup_v2_and_names_what_is_missing() {
         let missing = "no /sys/fs/cgroup/cpuset.cpus.isolated";
-        let choice = choose_method(
-            IsolationMethod::Auto,
-            &v2(false),
-            &offers(Err(missing), true),
-        )
-        .unwrap();
+        let choice =
+            choose_method(IsolationMethod::Auto, &v2(false), &offers(Err(missing))).unwrap();
         assert_eq!(choice.method, Method::CgroupV2);
         assert!(choice.why.contains(missing), "{}", choice.why);
     }
@@ -602,7 +593,7 @@ mod tests {
         let err = choose_method(
             IsolationMethod::Partition,
             &v2(false),
-            &offers(Err("the kernel has no isolated partitions"), true),
+            &offers(Err("the kernel has no isolated partitions")),
         )
         .unwrap_err();
         assert_eq!(

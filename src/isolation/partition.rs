@@ -1,35 +1,39 @@
-//! The `partition` method: the isolated CPUs form a cgroup v2 isolated partition
-//! (`cpuset.cpus.partition = isolated`), kvmtune's own cgroup `kvmtune.isolated` under the root,
-//! which holds the QEMU of every isolating VM that `kvmtune run` starts.
+//! The `partition` method: the isolated CPUs form cgroup v2 isolated partitions
+//! (`cpuset.cpus.partition = isolated`) that hold the VMs' vCPU threads:
+//! - a VM libvirt starts: each of its vCPU cgroups, `machine.slice/…scope/libvirt/vcpuN`, once
+//!   they exist (at `started`), becomes a partition of the one CPU libvirt pinned that vCPU to,
+//!   as the kernel documentation advises (tasks in a multi-CPU isolated partition are not
+//!   balanced across its CPUs). They are "remote" partitions: their parent is no partition, so
+//!   every ancestor below the root lists the CPUs in its `cpuset.cpus.exclusive`;
+//! - a VM `kvmtune run` starts: kvmtune's own cgroup `kvmtune.isolated` under the root, into
+//!   which its QEMU goes before it `exec`s (`launch::placement`).
 //!
 //! The kernel then takes those CPUs out of every other cgroup's effective set, and so from every
 //! host task, now and later, and out of the scheduler's load balancing: no process is moved and
 //! nothing needs watching. It leaves the masks of the root cgroup's kernel threads alone, and
 //! before 6.8 the unbound workqueues too, so `confine` still moves those.
 //!
-//! Why not libvirt's VMs yet: their vCPU threads live in libvirt's cgroups
-//! (`machine.slice/…scope/libvirt/vcpuN` on cgroup v2), which exist only once QEMU runs. A
-//! partition beside them would take the isolated CPUs from them too; one inside them is set up
-//! at `started`, which is not built yet. `choose_method` keeps them on the older methods.
-//!
-//! The partition sits directly under the root, a partition root, so it is valid with its own
-//! `cpuset.cpus`; its `cpuset.cpus.exclusive` is set too: since 6.7 an exclusive list wins over
-//! a sibling's `cpuset.cpus`, and a sibling's exclusive list that overlaps it is refused at the
-//! write (EINVAL) instead of leaving an invalid partition behind.
+//! kvmtune's partition sits directly under the root, a partition root, so it would be valid with
+//! its `cpuset.cpus` alone; its `cpuset.cpus.exclusive` is set too: since 6.7 an exclusive list
+//! wins over a sibling's `cpuset.cpus`, and a sibling's exclusive list that overlaps it is
+//! refused at the write (EINVAL) instead of leaving an invalid partition behind.
 //!
 //! Chosen by what the kernel offers, never by its version (distributions backport): the root's
 //! `cpuset.cpus.isolated` and, wherever cpuset is enabled below the root, the partition files.
-//! The partition's state is read back after the changes: the kernel reports a setup it cannot
+//! The partitions' states are read back after the changes: the kernel reports a setup it cannot
 //! honour as `isolated invalid (REASON)` instead of failing the write.
 
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
-use crate::host::cgroup::CgroupMounts;
+use crate::host::cgroup::{of_process, CgroupMounts};
+use crate::host::process::processes_naming;
 use crate::host::HostFs;
 
 /// kvmtune's isolated partition, under the cgroup v2 root.
 pub const PARTITION: &str = "kvmtune.isolated";
+/// The slice systemd-machined puts libvirt's VMs in.
+const MACHINE_SLICE: &str = "machine.slice";
 /// The root's list of CPUs in valid isolated partitions (6.7 and later, or a backport).
 const ROOT_ISOLATED: &str = "cpuset.cpus.isolated";
 pub const PARTITION_FILE: &str = "cpuset.cpus.partition";
@@ -71,30 +75,53 @@ pub fn probe(fs: &dyn HostFs, mounts: &CgroupMounts) -> Result<(), String> {
     Ok(())
 }
 
-/// The changes that make `isolated` kvmtune's isolated partition, from the host's state now.
-pub fn changes(fs: &dyn HostFs, mounts: &CgroupMounts, isolated: &CpuSet) -> Result<Vec<Change>> {
+/// Who holds the isolated CPUs, and so where the partitions go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The CPUs of the VMs `kvmtune run` placed: kvmtune's own partition.
+    pub kvmtune_run: CpuSet,
+    /// The VMs libvirt placed, by name, with their isolated CPUs.
+    pub libvirt: Vec<(String, CpuSet)>,
+}
+
+/// The changes that give the holders their partitions, from the host's state now.
+pub fn changes(fs: &dyn HostFs, mounts: &CgroupMounts, holders: &Holders) -> Result<Vec<Change>> {
     let root = mounts
         .v2
         .clone()
         .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))?;
+    let mut changes = own_partition(fs, &root, &holders.kvmtune_run)?;
+    changes.extend(vcpu_partitions(fs, mounts, &root, &holders.libvirt)?);
+    Ok(changes)
+}
+
+/// kvmtune's partition holding `cpus`; given up (a member again) while no VM needs it.
+fn own_partition(fs: &dyn HostFs, root: &str, cpus: &CpuSet) -> Result<Vec<Change>> {
+    let ours = format!("{root}/{PARTITION}");
     let mut changes = Vec::new();
+    if cpus.is_empty() {
+        if fs.exists(&ours) {
+            changes.extend(set_mode(fs, &ours, "member")?);
+            changes.extend(file(fs, &format!("{ours}/{EXCLUSIVE_FILE}"), cpus)?);
+        }
+        return Ok(changes);
+    }
     let control = fs.read(&format!("{root}/cgroup.subtree_control"))?;
     if !control.split_whitespace().any(|c| c == "cpuset") {
         changes.push(Change::Controller {
-            cgroup: root.clone(),
+            cgroup: root.to_string(),
             controller: "cpuset".into(),
             enable: true,
         });
     }
-    let ours = format!("{root}/{PARTITION}");
-    let cpus = isolated.to_string();
+    let list = cpus.to_string();
     if !fs.exists(&ours) {
         changes.push(Change::CreateCgroup {
             path: ours,
-            parent: root,
+            parent: root.to_string(),
             settings: vec![
-                ("cpuset.cpus".into(), cpus.clone()),
-                (EXCLUSIVE_FILE.into(), cpus),
+                ("cpuset.cpus".into(), list.clone()),
+                (EXCLUSIVE_FILE.into(), list),
                 (PARTITION_FILE.into(), "isolated".into()),
             ],
         });
@@ -104,33 +131,172 @@ pub fn changes(fs: &dyn HostFs, mounts: &CgroupMounts, isolated: &CpuSet) -> Res
     // that the exclusive list never names a CPU `cpuset.cpus` lacks.
     let exclusive = read_cpus(fs, &format!("{ours}/{EXCLUSIVE_FILE}"))?;
     let mut files = vec![
-        file(fs, &format!("{ours}/cpuset.cpus"), isolated)?,
-        file(fs, &format!("{ours}/{EXCLUSIVE_FILE}"), isolated)?,
+        file(fs, &format!("{ours}/cpuset.cpus"), cpus)?,
+        file(fs, &format!("{ours}/{EXCLUSIVE_FILE}"), cpus)?,
     ];
-    if !exclusive.is_subset(isolated) {
+    if !exclusive.is_subset(cpus) {
         files.reverse();
     }
     changes.extend(files.into_iter().flatten());
-    let state = fs.read(&format!("{ours}/{PARTITION_FILE}"))?;
-    if state.trim() != "isolated" {
-        changes.push(Change::File {
-            path: format!("{ours}/{PARTITION_FILE}"),
-            before: mode(&state).to_string(),
-            after: "isolated".into(),
-        });
+    changes.extend(set_mode(fs, &ours, "isolated")?);
+    Ok(changes)
+}
+
+/// One isolated partition per vCPU cgroup of the libvirt VMs that run, each of the one CPU
+/// the vCPU is pinned to, with the exclusive lists their ancestors need: parents first.
+/// `machine.slice`'s list is the union of the CPUs of every libvirt VM held, from prepare to
+/// release (kvmtune holds it while the method does): it follows the ledger, not which VMs'
+/// cgroups exist at the moment, so that one VM's operation never gives back another's. A VM
+/// whose cgroups are not there (prepared, not started; or stopped, not released) has no
+/// partitions.
+fn vcpu_partitions(
+    fs: &dyn HostFs,
+    mounts: &CgroupMounts,
+    root: &str,
+    vms: &[(String, CpuSet)],
+) -> Result<Vec<Change>> {
+    let machine = format!("{root}/{MACHINE_SLICE}");
+    let mut exclusive: std::collections::BTreeMap<String, CpuSet> = Default::default();
+    if fs.exists(&format!("{machine}/{EXCLUSIVE_FILE}")) {
+        let all = vms
+            .iter()
+            .fold(CpuSet::new(), |all, (_, cpus)| all.union(cpus));
+        exclusive.insert(machine.clone(), all);
+    }
+    let mut vcpus = Vec::new();
+    for (vm, cpus) in vms {
+        let Some(dir) = libvirt_cgroup(fs, mounts, vm) else {
+            continue;
+        };
+        let pins = vcpu_pins(fs, &dir, vm, cpus)?;
+        let mut ancestor = dir.clone();
+        while ancestor.len() > root.len() {
+            let held = exclusive.entry(ancestor.clone()).or_default();
+            *held = held.union(cpus);
+            ancestor = match ancestor.rsplit_once('/') {
+                Some((parent, _)) => parent.to_string(),
+                None => break,
+            };
+        }
+        vcpus.extend(pins);
+    }
+    let mut changes = Vec::new();
+    // A parent's path sorts before its children's: parents get their lists first.
+    for (dir, cpus) in &exclusive {
+        changes.extend(file(fs, &format!("{dir}/{EXCLUSIVE_FILE}"), cpus)?);
+    }
+    for (dir, cpu) in vcpus {
+        changes.extend(file(fs, &format!("{dir}/{EXCLUSIVE_FILE}"), &cpu)?);
+        changes.extend(set_mode(fs, &dir, "isolated")?);
     }
     Ok(changes)
 }
 
-/// After the changes: is the partition a valid isolated one holding exactly `isolated`, and do
-/// the host's other tasks (the root cgroup's effective CPUs) stay off those CPUs?
-pub fn check(fs: &dyn HostFs, mounts: &CgroupMounts, isolated: &CpuSet) -> Result<()> {
+/// libvirt's cgroup for VM `vm`'s threads on cgroup v2 (`…scope/libvirt`, whose `emulator`
+/// holds the QEMU process), from its QEMU's cgroup; `None` while no QEMU names the VM.
+pub fn libvirt_cgroup(fs: &dyn HostFs, mounts: &CgroupMounts, vm: &str) -> Option<String> {
+    let root = mounts.v2.as_ref()?;
+    processes_naming(fs, vm).into_iter().find_map(|pid| {
+        let path = of_process(fs, pid).unified()?.to_string();
+        let dir = path.strip_suffix("/emulator").unwrap_or(&path);
+        (dir.contains(&format!("/{MACHINE_SLICE}/")) && dir.ends_with("/libvirt"))
+            .then(|| format!("{root}{dir}"))
+    })
+}
+
+/// The vCPU cgroups under libvirt's `dir` that must become partitions, with their CPU: each
+/// vCPU pinned inside the VM's isolated CPUs must be pinned to one CPU, and every isolated CPU
+/// must have a vCPU, or the VM cannot have partitions.
+fn vcpu_pins(
+    fs: &dyn HostFs,
+    dir: &str,
+    vm: &str,
+    isolated: &CpuSet,
+) -> Result<Vec<(String, CpuSet)>> {
+    let mut pins = Vec::new();
+    let mut covered = CpuSet::new();
+    for name in fs.list(dir)? {
+        if !name
+            .strip_prefix("vcpu")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+        {
+            continue;
+        }
+        let vcpu = format!("{dir}/{name}");
+        let pin = read_cpus(fs, &format!("{vcpu}/cpuset.cpus"))?;
+        if pin.intersection(isolated).is_empty() {
+            continue;
+        }
+        if pin.len() != 1 || !pin.is_subset(isolated) {
+            return Err(Error::Refused(format!(
+                "VM '{vm}': an isolated partition holds one vCPU on one CPU, but /{vcpu}/cpuset.cpus is {pin} (isolated CPUs {isolated}); pin each vCPU to one isolated CPU. Nothing was changed."
+            )));
+        }
+        if !fs.exists(&format!("{vcpu}/{PARTITION_FILE}")) {
+            return Err(Error::Refused(format!(
+                "VM '{vm}': the kernel has no /{vcpu}/{PARTITION_FILE}. Nothing was changed."
+            )));
+        }
+        covered = covered.union(&pin);
+        pins.push((vcpu, pin));
+    }
+    let alone = isolated.difference(&covered);
+    if !alone.is_empty() {
+        return Err(Error::Refused(format!(
+            "VM '{vm}' isolates CPUs {alone}, but none of its vCPUs in /{dir} is pinned there; an isolated partition holds vCPUs. Nothing was changed."
+        )));
+    }
+    Ok(pins)
+}
+
+/// The change of `dir`'s partition to `mode`, unless it reads so already. An invalid one
+/// (`isolated invalid (…)`) counts as its mode: writing it again changes nothing.
+fn set_mode(fs: &dyn HostFs, dir: &str, mode_now: &str) -> Result<Option<Change>> {
+    let path = format!("{dir}/{PARTITION_FILE}");
+    let state = fs.read(&path)?;
+    Ok((mode(&state) != mode_now).then(|| Change::File {
+        path,
+        before: mode(&state).to_string(),
+        after: mode_now.to_string(),
+    }))
+}
+
+/// After the changes: is every partition a valid isolated one holding its CPUs, and do the
+/// host's other tasks (the root cgroup's effective CPUs) stay off them?
+pub fn check(fs: &dyn HostFs, mounts: &CgroupMounts, holders: &Holders) -> Result<()> {
     let root = mounts
         .v2
         .as_ref()
         .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))?;
-    let ours = format!("{root}/{PARTITION}");
-    let state_path = format!("{ours}/{PARTITION_FILE}");
+    let mut partitioned = CpuSet::new();
+    if !holders.kvmtune_run.is_empty() {
+        let ours = format!("{root}/{PARTITION}");
+        check_state(fs, &ours, &holders.kvmtune_run)?;
+        partitioned = partitioned.union(&holders.kvmtune_run);
+    }
+    for (vm, cpus) in &holders.libvirt {
+        let Some(dir) = libvirt_cgroup(fs, mounts, vm) else {
+            continue;
+        };
+        for (vcpu, cpu) in vcpu_pins(fs, &dir, vm, cpus)? {
+            check_state(fs, &vcpu, &cpu)?;
+        }
+        partitioned = partitioned.union(cpus);
+    }
+    let host_path = format!("{root}/cpuset.cpus.effective");
+    let host = read_cpus(fs, &host_path)?;
+    let shared = host.intersection(&partitioned);
+    if !shared.is_empty() {
+        return Err(Error::Refused(format!(
+            "host tasks may still run on CPUs {shared} (/{host_path} reads {host}). Nothing was changed."
+        )));
+    }
+    Ok(())
+}
+
+/// The partition `dir` reads back as a valid isolated one of exactly `cpus`.
+fn check_state(fs: &dyn HostFs, dir: &str, cpus: &CpuSet) -> Result<()> {
+    let state_path = format!("{dir}/{PARTITION_FILE}");
     let state = fs.read(&state_path)?;
     let state = state.trim();
     if state != "isolated" {
@@ -139,22 +305,14 @@ pub fn check(fs: &dyn HostFs, mounts: &CgroupMounts, isolated: &CpuSet) -> Resul
             None => format!("/{state_path} reads '{state}'"),
         };
         return Err(Error::Refused(format!(
-            "the kernel does not make CPUs {isolated} an isolated partition: {why}. Nothing was changed."
+            "the kernel does not make CPUs {cpus} an isolated partition: {why}. Nothing was changed."
         )));
     }
-    let effective_path = format!("{ours}/cpuset.cpus.effective");
+    let effective_path = format!("{dir}/cpuset.cpus.effective");
     let effective = read_cpus(fs, &effective_path)?;
-    if effective != *isolated {
+    if effective != *cpus {
         return Err(Error::Refused(format!(
-            "the isolated partition should hold CPUs {isolated}, but /{effective_path} reads {effective}. Nothing was changed."
-        )));
-    }
-    let host_path = format!("{root}/cpuset.cpus.effective");
-    let host = read_cpus(fs, &host_path)?;
-    let shared = host.intersection(isolated);
-    if !shared.is_empty() {
-        return Err(Error::Refused(format!(
-            "host tasks may still run on CPUs {shared} (/{host_path} reads {host}). Nothing was changed."
+            "the isolated partition /{dir} should hold CPUs {cpus}, but /{effective_path} reads {effective}. Nothing was changed."
         )));
     }
     Ok(())

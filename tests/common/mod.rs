@@ -7,6 +7,7 @@ pub mod exposition;
 pub mod irqs;
 pub mod kernel;
 pub mod knobs;
+pub mod libvirt;
 pub mod partition;
 pub mod virsh;
 

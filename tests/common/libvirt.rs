@@ -1,0 +1,110 @@
+//! libvirt's cgroups for a running VM on a systemd host with cgroup v2, as a real libvirt 11
+//! makes them (FIELD-NOTES: Debian 13): `machine.slice/machine-qemu\x2dN\x2dNAME.scope/libvirt`
+//! with `emulator` (QEMU's process) and one `vcpuN` per vCPU, whose `cpuset.cpus` is the
+//! vCPU's pin and which holds that vCPU's thread. The cpuset controller is enabled down the
+//! path. When the VM stops, libvirt and systemd remove the scope before the `release` hook.
+
+use kvmtune::cpulist::CpuSet;
+
+use super::cgroupfs::{CgroupModel, Layout, TaskModel, V2_MOUNT};
+
+/// The scope systemd-machined makes for VM `name` (libvirt's first VM since its start).
+pub fn scope(name: &str) -> String {
+    format!("{V2_MOUNT}/machine.slice/machine-qemu\\x2d1\\x2d{name}.scope")
+}
+
+/// The thread of vCPU `n` of the QEMU `pid` (threads are tasks of the model).
+pub fn vcpu_tid(pid: u32, n: usize) -> u32 {
+    10_000 + pid * 10 + n as u32
+}
+
+impl CgroupModel {
+    /// libvirt starts VM `name`: its QEMU `pid` (named after it) in `…/libvirt/emulator`, one
+    /// vCPU thread per entry of `pins` in `…/libvirt/vcpuN`, pinned there.
+    pub fn libvirt_starts(&mut self, name: &str, pid: u32, pins: &[&str]) {
+        assert_eq!(
+            self.layout,
+            Layout::Systemd,
+            "libvirt's v2 layout under systemd"
+        );
+        let scope = scope(name);
+        let libvirt = format!("{scope}/libvirt");
+        let machine = format!("{V2_MOUNT}/machine.slice");
+        for dir in [&scope, &libvirt] {
+            self.cgroups.insert(dir.to_string(), Default::default());
+        }
+        for dir in [&machine, &scope, &libvirt] {
+            self.cgroups
+                .get_mut(dir.as_str())
+                .unwrap()
+                .subtree
+                .insert("cpuset".into());
+        }
+        let online = self.online.clone();
+        let task = |comm: String, mask: CpuSet, cgroup: String| TaskModel {
+            comm,
+            flags: 0x400040,
+            mask,
+            cgroup,
+        };
+        self.cgroups
+            .insert(format!("{libvirt}/emulator"), Default::default());
+        self.tasks.insert(
+            pid,
+            task(
+                "qemu-system-x86".into(),
+                online,
+                format!("{libvirt}/emulator"),
+            ),
+        );
+        self.cmdlines.insert(
+            pid,
+            format!("/usr/bin/qemu-system-x86_64\0-name\0guest={name},debug-threads=on\0-S\0"),
+        );
+        for (n, pin) in pins.iter().enumerate() {
+            let pin = CpuSet::parse(pin).unwrap();
+            let dir = format!("{libvirt}/vcpu{n}");
+            self.cgroups.insert(
+                dir.clone(),
+                super::cgroupfs::Cgroup {
+                    cpus: pin.clone(),
+                    ..Default::default()
+                },
+            );
+            self.tasks
+                .insert(vcpu_tid(pid, n), task(format!("CPU {n}/KVM"), pin, dir));
+        }
+    }
+
+    /// The VM whose QEMU is `pid` stops: its threads end, libvirt and systemd remove its cgroups
+    /// (children first), and machine.slice no longer needs the cpuset controller once no VM is
+    /// left.
+    pub fn libvirt_stops(&mut self, pid: u32) {
+        let emulator = &self.tasks[&pid].cgroup;
+        let scope = emulator
+            .strip_suffix("/libvirt/emulator")
+            .expect("a QEMU libvirt started")
+            .to_string();
+        self.tasks
+            .retain(|_, t| !t.cgroup.starts_with(&format!("{scope}/")));
+        self.cmdlines.remove(&pid);
+        let mut dirs: Vec<String> = self
+            .cgroups
+            .keys()
+            .filter(|k| **k == scope || k.starts_with(&format!("{scope}/")))
+            .cloned()
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for dir in dirs {
+            self.remove(&dir).unwrap().unwrap();
+        }
+        let machine = format!("{V2_MOUNT}/machine.slice");
+        if self.children(&machine).is_empty() {
+            self.cgroups
+                .get_mut(&machine)
+                .unwrap()
+                .subtree
+                .remove("cpuset");
+        }
+    }
+}
