@@ -8,8 +8,9 @@
 //! - every journal left by a crash parses, names only files that exist, and is undone or
 //!   finished by the next call;
 //! - whenever no VM is held, the host is byte for byte as at the start; so is the end;
-//! - on a host with isolated partitions (VMs started by `kvmtune run`), the kernel's isolated
-//!   CPUs are exactly the held VMs' isolated CPUs.
+//! - on a host with isolated partitions, the kernel's isolated CPUs are exactly the held VMs'
+//!   (VMs `kvmtune run` starts, cgroup v2 without systemd), or those of the VMs that run and
+//!   nothing outside the held VMs' (libvirt's VMs under systemd, partitioned once they run).
 //!
 //! `PROPTEST_CASES` sets the number of sequences (default 24, a few seconds).
 
@@ -123,7 +124,8 @@ struct World {
     vms: [Vm; 3],
     start: BTreeMap<std::path::PathBuf, Vec<u8>>,
     layout: Layout,
-    /// The kernel has isolated partitions and the VMs are `kvmtune run`'s: the partition method.
+    /// The kernel has isolated partitions: the partition method. Under systemd the VMs are
+    /// libvirt's (their cgroups modelled), else `kvmtune run`'s.
     partitions: bool,
 }
 
@@ -136,10 +138,10 @@ impl World {
         let kernel = kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
             .with_cgroups(layout)
             .with_irqs();
-        let b = if partitions {
-            Bench::new(kernel.with_partitions()).under_kvmtune_run()
-        } else {
-            Bench::new(kernel)
+        let b = match (partitions, layout) {
+            (true, Layout::Systemd) => Bench::new(kernel.with_partitions()),
+            (true, _) => Bench::new(kernel.with_partitions()).under_kvmtune_run(),
+            _ => Bench::new(kernel),
         };
         let start = b.snapshot();
         World {
@@ -151,9 +153,21 @@ impl World {
         }
     }
 
+    /// libvirt's cgroups are modelled: VMs under systemd with partitions.
+    fn libvirt_cgroups(&self) -> bool {
+        self.partitions && self.layout == Layout::Systemd
+    }
+
     fn qemu_starts(&self, v: usize) {
         for (node, n) in pages(v) {
             self.b.kernel.consume(node, 2048, n);
+        }
+        if self.libvirt_cgroups() {
+            let pins = [["1"], ["3"], ["0-3"]][v];
+            self.b
+                .kernel
+                .cgroups(|c| c.libvirt_starts(NAMES[v], 400 + v as u32, &pins));
+            return;
         }
         self.b.kernel.cgroups(|c| {
             let t = c.tasks[&300].clone();
@@ -169,6 +183,13 @@ impl World {
     }
 
     fn qemu_exits(&self, v: usize) {
+        if self.libvirt_cgroups() {
+            self.b.kernel.cgroups(|c| c.libvirt_stops(400 + v as u32));
+            for (node, n) in pages(v) {
+                self.b.kernel.give_back(node, 2048, n);
+            }
+            return;
+        }
         self.b.kernel.cgroups(|c| {
             c.cmdlines.remove(&(400 + v as u32));
             c.tasks.remove(&(400 + v as u32))
@@ -322,8 +343,8 @@ impl World {
             if let Some(g) = c.cgroups.get_mut(ours) {
                 g.cpus = online;
             }
-            // Someone turns kvmtune's partition back into a member.
-            if let Some(g) = c.cgroups.get_mut("sys/fs/cgroup/kvmtune.isolated") {
+            // Someone turns every partition back into a member.
+            for g in c.cgroups.values_mut() {
                 g.partition = common::cgroupfs::PartitionMode::Member;
             }
         });
@@ -356,7 +377,8 @@ impl World {
     }
 
     /// Each journal a crash left parses and names only things that exist (or kernel objects
-    /// that may vanish by themselves: IRQs, tasks, cgroups kvmtune creates).
+    /// that may vanish by themselves: IRQs, tasks, cgroups kvmtune creates, a VM's cgroups
+    /// libvirt removes when it stops).
     fn journals_restorable(&self) -> Result<(), TestCaseError> {
         let journals = self
             .b
@@ -366,7 +388,9 @@ impl World {
         for j in journals {
             for change in &j.changes {
                 if let Change::File { path, .. } = change {
-                    let may_vanish = path.starts_with("proc/irq/") || path.contains("/kvmtune");
+                    let may_vanish = path.starts_with("proc/irq/")
+                        || path.contains("/kvmtune")
+                        || path.contains("/machine.slice/");
                     prop_assert!(
                         may_vanish || self.b.kernel.path().join(path).exists(),
                         "journal of {} names {path}, which does not exist",
@@ -407,7 +431,24 @@ impl World {
         if let Some(iso) = &ledger.isolation {
             prop_assert!(!iso.housekeeping.is_empty());
         }
-        if self.partitions {
+        if self.libvirt_cgroups() {
+            let held = ledger.isolated_except("");
+            let running = (0..3)
+                .filter(|v| self.vms[*v] == Vm::Running)
+                .filter_map(|v| ledger.vms.get(NAMES[v]))
+                .fold(Default::default(), |all: kvmtune::cpulist::CpuSet, h| {
+                    all.union(&h.isolate)
+                });
+            let isolated = b.kernel.cgroups(|c| c.isolated());
+            prop_assert!(
+                isolated.is_subset(&held) && running.is_subset(&isolated),
+                "after {:?}: the kernel isolates {}, running VMs {}, held {}",
+                after,
+                isolated,
+                running,
+                held
+            );
+        } else if self.partitions {
             let held = ledger.isolated_except("");
             let isolated = b.kernel.cgroups(|c| c.isolated());
             prop_assert_eq!(
@@ -508,7 +549,8 @@ fn random_lifecycles_with_crashes_keep_every_invariant() {
         prop_oneof![
             Just((Layout::V1, false)),
             Just((Layout::V2, false)),
-            Just((Layout::V2, true))
+            Just((Layout::V2, true)),
+            Just((Layout::Systemd, true))
         ],
         prop::collection::vec(step(), 1..24),
     );
