@@ -489,3 +489,24 @@ fn a_vcpu_partition_someone_turned_back_into_a_member_is_made_isolated_again_by_
     b.release("lv").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }
+
+#[test]
+fn status_keeps_its_promise_while_a_libvirt_vm_is_prepared_and_once_it_runs() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    let prepared = b.status();
+    assert!(
+        prepared.verdict.kept,
+        "{}",
+        kvmtune::status::render(&prepared)
+    );
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    b.started("lv").unwrap();
+    let running = b.status();
+    assert!(
+        running.verdict.kept,
+        "{}",
+        kvmtune::status::render(&running)
+    );
+}
