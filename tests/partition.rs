@@ -510,3 +510,40 @@ fn status_keeps_its_promise_while_a_libvirt_vm_is_prepared_and_once_it_runs() {
         kvmtune::status::render(&running)
     );
 }
+
+#[test]
+fn two_vms_on_one_cpu_are_refused_even_where_the_policy_allows_overlap() {
+    let b = libvirt_host().with_policy("[cpus]\noverlap = \"allow\"\n");
+    b.prepare("a", &pinned_vm("a", &["3"])).unwrap();
+    let before = b.snapshot();
+    let err = b
+        .prepare("b", &pinned_vm("b", &["3"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("VM 'b' and VM 'a' both isolate CPUs 3"),
+        "{err}"
+    );
+    assert_eq!(diff(&before, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn libvirts_pid_file_is_trusted_only_while_that_process_names_the_vm() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    let mounts = kvmtune::host::cgroup::detect(&b.kernel).unwrap();
+    let found = |b: &Bench| kvmtune::isolation::partition::libvirt_cgroup(&b.kernel, &mounts, "lv");
+    let libvirt = Some(format!("{}/libvirt", scope("lv")));
+
+    common::kernel::put(
+        b.kernel.path(),
+        "run/libvirt/qemu/lv.pid",
+        &format!("{LIBVIRT_QEMU}\n"),
+    );
+    assert_eq!(found(&b), libvirt);
+    // A stale file whose PID is now sshd's: QEMU is found by its command line.
+    common::kernel::put(b.kernel.path(), "run/libvirt/qemu/lv.pid", "100\n");
+    assert_eq!(found(&b), libvirt);
+}

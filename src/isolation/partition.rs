@@ -23,11 +23,12 @@
 //! The partitions' states are read back after the changes: the kernel reports a setup it cannot
 //! honour as `isolated invalid (REASON)` instead of failing the write.
 
+use crate::advisor::peers::LIBVIRT_RUN_DIR;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{of_process, CgroupMounts};
-use crate::host::process::processes_naming;
+use crate::host::process::{names_vm_at, processes_naming};
 use crate::host::HostFs;
 
 /// kvmtune's isolated partition, under the cgroup v2 root.
@@ -90,9 +91,31 @@ pub fn changes(fs: &dyn HostFs, mounts: &CgroupMounts, holders: &Holders) -> Res
         .v2
         .clone()
         .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))?;
+    refuse_shared_cpus(holders)?;
     let mut changes = own_partition(fs, &root, &holders.kvmtune_run)?;
     changes.extend(vcpu_partitions(fs, mounts, &root, &holders.libvirt)?);
     Ok(changes)
+}
+
+/// A CPU is in one partition at most: two VMs may not isolate the same CPU with partitions,
+/// even where the policy lets them overlap (`cpus.overlap = "allow"`).
+fn refuse_shared_cpus(holders: &Holders) -> Result<()> {
+    let mut seen: Vec<(String, &CpuSet)> = Vec::new();
+    if !holders.kvmtune_run.is_empty() {
+        seen.push(("the VMs kvmtune run started".into(), &holders.kvmtune_run));
+    }
+    for (vm, cpus) in &holders.libvirt {
+        for (other, theirs) in &seen {
+            let shared = cpus.intersection(theirs);
+            if !shared.is_empty() {
+                return Err(Error::Refused(format!(
+                    "VM '{vm}' and {other} both isolate CPUs {shared}, and an isolated partition cannot share a CPU. Nothing was changed."
+                )));
+            }
+        }
+        seen.push((format!("VM '{vm}'"), cpus));
+    }
+    Ok(())
 }
 
 /// kvmtune's partition holding `cpus`; given up (a member again) while no VM needs it.
@@ -196,12 +219,28 @@ fn vcpu_partitions(
 /// holds the QEMU process), from its QEMU's cgroup; `None` while no QEMU names the VM.
 pub fn libvirt_cgroup(fs: &dyn HostFs, mounts: &CgroupMounts, vm: &str) -> Option<String> {
     let root = mounts.v2.as_ref()?;
-    processes_naming(fs, vm).into_iter().find_map(|pid| {
+    qemu_of(fs, vm).into_iter().find_map(|pid| {
         let path = of_process(fs, pid).unified()?.to_string();
         let dir = path.strip_suffix("/emulator").unwrap_or(&path);
         (dir.contains(&format!("/{MACHINE_SLICE}/")) && dir.ends_with("/libvirt"))
             .then(|| format!("{root}{dir}"))
     })
+}
+
+/// The QEMU of libvirt's VM `vm`: the PID libvirt keeps in `/run/libvirt/qemu/NAME.pid` when
+/// that process still names the VM (one read, whatever the host runs), else every process
+/// whose command line names it.
+fn qemu_of(fs: &dyn HostFs, vm: &str) -> Vec<u32> {
+    let pid_file = format!("{LIBVIRT_RUN_DIR}/{vm}.pid");
+    let recorded = fs
+        .read(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .filter(|pid| names_vm_at(fs, *pid, vm));
+    match recorded {
+        Some(pid) => vec![pid],
+        None => processes_naming(fs, vm),
+    }
 }
 
 /// The vCPU cgroups under libvirt's `dir` that must become partitions, with their CPU: each
