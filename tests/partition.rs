@@ -547,3 +547,25 @@ fn libvirts_pid_file_is_trusted_only_while_that_process_names_the_vm() {
     common::kernel::put(b.kernel.path(), "run/libvirt/qemu/lv.pid", "100\n");
     assert_eq!(found(&b), libvirt);
 }
+
+#[test]
+fn vcpu_cgroups_without_cpuset_files_fail_started_in_one_line_and_change_nothing() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel.cgroups(|c| {
+        c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]);
+        let libvirt = format!("{}/libvirt", scope("lv"));
+        c.cgroups
+            .get_mut(&libvirt)
+            .unwrap()
+            .subtree
+            .remove("cpuset");
+    });
+    let prepared = b.snapshot();
+
+    let err = b.started("lv").unwrap_err().to_string();
+
+    assert!(err.contains("libvirt/vcpu0 has no cpuset files"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert_eq!(diff(&prepared, &b.snapshot()), Vec::<String>::new());
+}

@@ -262,7 +262,13 @@ fn vcpu_pins(
             continue;
         }
         let vcpu = format!("{dir}/{name}");
-        let pin = read_cpus(fs, &format!("{vcpu}/cpuset.cpus"))?;
+        let pin_path = format!("{vcpu}/cpuset.cpus");
+        if !fs.exists(&pin_path) {
+            return Err(Error::Refused(format!(
+                "VM '{vm}': /{vcpu} has no cpuset files (libvirt pins none of its vCPUs); pin each vCPU to one isolated CPU. Nothing was changed."
+            )));
+        }
+        let pin = read_cpus(fs, &pin_path)?;
         if pin.intersection(isolated).is_empty() {
             continue;
         }
