@@ -569,3 +569,34 @@ fn vcpu_cgroups_without_cpuset_files_fail_started_in_one_line_and_change_nothing
     assert!(!err.contains('\n'), "{err}");
     assert_eq!(diff(&prepared, &b.snapshot()), Vec::<String>::new());
 }
+
+#[test]
+fn a_kvmtune_run_vm_and_a_libvirt_vm_hold_partitions_side_by_side_and_either_may_go_first() {
+    let mut b = libvirt_host();
+    let start = b.snapshot();
+    b.kvmtune_run = true;
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.kvmtune_run = false;
+    b.prepare("lv", &pinned_vm("lv", &["1"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1"]));
+    b.started("lv").unwrap();
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1,3");
+
+    b.release("run1").unwrap();
+
+    // kvmtune's partition is a member again, holding nothing; the vCPU's partition stays.
+    assert_eq!(
+        read(&b, &format!("{PARTITION}/cpuset.cpus.partition")),
+        "member"
+    );
+    assert_eq!(exclusive(&b, PARTITION), "");
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1");
+    b.kernel.cgroups(|c| {
+        assert_eq!(c.allowed(100), set("0,2-3"));
+        assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 0)), set("1"));
+    });
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release("lv").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
