@@ -12,9 +12,11 @@
 //! - isolated cpuset partitions (`partition`) holding the VMs' vCPU threads: the kernel itself
 //!   takes the isolated CPUs from every other cgroup (see `partition`).
 //!
-//! libvirt's own cgroups are never touched. With cgroupfs methods the daemons' processes stay
-//! where they are as well: libvirtd keeps the right to place a new QEMU on any CPU. Unbound kernel threads and the workqueue cpumasks follow the
-//! housekeeping set; per-CPU kernel threads cannot move and are reported by `status`.
+//! The confining methods never touch libvirt's own cgroups (partitions are made in them: only
+//! their `cpuset.cpus.exclusive` and `cpuset.cpus.partition`). With cgroupfs methods the
+//! daemons' processes stay where they are as well: libvirtd keeps the right to place a new QEMU
+//! on any CPU. Unbound kernel threads and the workqueue cpumasks follow the housekeeping set
+//! with every method; per-CPU kernel threads cannot move and are reported by `status`.
 //!
 //! The first value kvmtune found for everything it changed is kept in the ledger
 //! (`IsolationHold::baseline`) and written back when the last isolated VM stops.
