@@ -600,3 +600,37 @@ fn a_kvmtune_run_vm_and_a_libvirt_vm_hold_partitions_side_by_side_and_either_may
     b.release("lv").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }
+
+#[test]
+fn a_vcpu_plugged_later_gets_its_partition_at_the_watchers_next_look() {
+    let b = libvirt_host();
+    let start = b.snapshot();
+    // Two vCPUs pinned to CPUs 1 and 3, one of them online at start.
+    b.prepare("lv", &pinned_vm("lv", &["1", "3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1"]));
+    b.started("lv").unwrap();
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1");
+    let mut w = kvmtune::watch::Watcher::new();
+    let settled = b.watch(&mut w).unwrap();
+    assert!(settled.repairs.is_empty(), "{settled:?}");
+
+    b.kernel
+        .cgroups(|c| c.libvirt_plugs_vcpu(LIBVIRT_QEMU, 1, "3"));
+    let pass = b.watch(&mut w).unwrap();
+
+    assert_eq!(pass.repairs.len(), 1, "{pass:?}");
+    let vcpu1 = format!("{}/libvirt/vcpu1", scope("lv"));
+    assert_eq!(
+        read(&b, &format!("{vcpu1}/cpuset.cpus.partition")),
+        "isolated"
+    );
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1,3");
+    b.kernel.cgroups(|c| {
+        assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 1)), set("3"));
+        assert_eq!(c.allowed(100), set("0,2"));
+    });
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release("lv").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}

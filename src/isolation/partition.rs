@@ -244,8 +244,10 @@ fn qemu_of(fs: &dyn HostFs, vm: &str) -> Vec<u32> {
 }
 
 /// The vCPU cgroups under libvirt's `dir` that must become partitions, with their CPU: each
-/// vCPU pinned inside the VM's isolated CPUs must be pinned to one CPU, and every isolated CPU
-/// must have a vCPU, or the VM cannot have partitions.
+/// vCPU pinned inside the VM's isolated CPUs must be pinned to one CPU, or the VM cannot have
+/// partitions. An isolated CPU without a vCPU cgroup yet (a vCPU plugged later: `<vcpu
+/// current>` below the maximum) has nothing to hold: it gets its partition once the vCPU is
+/// there, at the next look of `kvmtune watch` or the next VM event.
 fn vcpu_pins(
     fs: &dyn HostFs,
     dir: &str,
@@ -285,12 +287,6 @@ fn vcpu_pins(
         covered = covered.union(&pin);
         pins.push((vcpu, pin));
     }
-    let alone = isolated.difference(&covered);
-    if !alone.is_empty() {
-        return Err(Error::Refused(format!(
-            "VM '{vm}' isolates CPUs {alone}, but none of its vCPUs in /{dir} is pinned there; an isolated partition holds vCPUs. Nothing was changed."
-        )));
-    }
     Ok(pins)
 }
 
@@ -325,8 +321,8 @@ pub fn check(fs: &dyn HostFs, mounts: &CgroupMounts, holders: &Holders) -> Resul
         };
         for (vcpu, cpu) in vcpu_pins(fs, &dir, vm, cpus)? {
             check_state(fs, &vcpu, &cpu)?;
+            partitioned = partitioned.union(&cpu);
         }
-        partitioned = partitioned.union(cpus);
     }
     let host_path = format!("{root}/cpuset.cpus.effective");
     let host = read_cpus(fs, &host_path)?;

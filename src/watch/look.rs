@@ -150,6 +150,23 @@ fn knobs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
     }
 }
 
+/// Partitions the VMs held should have and do not: a vCPU libvirt plugged (or pinned to another
+/// isolated CPU) since the last VM event. Read-only: the changes are worked out, not made.
+fn partitions_due(
+    ctx: &Context,
+    ledger: &Ledger,
+    mounts: &crate::host::cgroup::CgroupMounts,
+) -> Vec<Finding> {
+    let holders = crate::apply::isolation::holders(ledger);
+    match crate::isolation::partition::changes(ctx.fs, mounts, &holders) {
+        Ok(changes) => changes
+            .iter()
+            .map(|c| Finding::new(Kind::Isolation, format!("partition not in place: {c}")))
+            .collect(),
+        Err(e) => vec![Finding::new(Kind::Isolation, e.to_string())],
+    }
+}
+
 /// What confines host tasks, and host processes born on isolated CPUs.
 fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Found) {
     let Some(hold) = &ledger.isolation else {
@@ -163,6 +180,11 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
             .into_iter()
             .map(|what| Finding::new(Kind::Isolation, what)),
     );
+    // (Drift already reasserts isolation, which places these too.)
+    let drifted = found.findings.iter().any(|f| f.kind == Kind::Isolation);
+    if hold.method == crate::isolation::Method::Partition && !drifted {
+        found.findings.extend(partitions_due(ctx, ledger, &mounts));
+    }
     let root_look = drift::strays(ctx.fs, hold, &mounts, &ledger.isolated_vm_pids(), stays);
     let root = drift::root_cgroup(hold.method, &mounts).unwrap_or_default();
     found.findings.extend(root_look.processes.iter().map(|s| {

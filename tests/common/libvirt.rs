@@ -108,3 +108,30 @@ impl CgroupModel {
         }
     }
 }
+
+impl CgroupModel {
+    /// libvirt plugs vCPU `n` into the running QEMU `pid` (`virsh setvcpus --live`), pinned to
+    /// `pin`: a new `vcpuN` cgroup beside the others, holding the new thread.
+    pub fn libvirt_plugs_vcpu(&mut self, pid: u32, n: usize, pin: &str) {
+        let emulator = self.tasks[&pid].cgroup.clone();
+        let libvirt = emulator.strip_suffix("/emulator").unwrap().to_string();
+        let pin = CpuSet::parse(pin).unwrap();
+        let dir = format!("{libvirt}/vcpu{n}");
+        self.cgroups.insert(
+            dir.clone(),
+            super::cgroupfs::Cgroup {
+                cpus: pin.clone(),
+                ..Default::default()
+            },
+        );
+        self.tasks.insert(
+            vcpu_tid(pid, n),
+            TaskModel {
+                comm: format!("CPU {n}/KVM"),
+                flags: 0x400040,
+                mask: pin,
+                cgroup: dir,
+            },
+        );
+    }
+}
