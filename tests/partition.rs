@@ -634,3 +634,18 @@ fn a_vcpu_plugged_later_gets_its_partition_at_the_watchers_next_look() {
     b.release("lv").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }
+
+#[test]
+fn two_vcpus_pinned_to_one_cpu_fail_started_in_one_line_and_change_nothing() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["3", "3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3", "3"]));
+    let prepared = b.snapshot();
+
+    let err = b.started("lv").unwrap_err().to_string();
+
+    assert!(err.contains("two vCPUs are pinned to CPU 3"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert_eq!(diff(&prepared, &b.snapshot()), Vec::<String>::new());
+}

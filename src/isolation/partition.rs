@@ -231,10 +231,11 @@ pub fn libvirt_cgroup(fs: &dyn HostFs, mounts: &CgroupMounts, vm: &str) -> Optio
 /// that process still names the VM (one read, whatever the host runs), else every process
 /// whose command line names it.
 fn qemu_of(fs: &dyn HostFs, vm: &str) -> Vec<u32> {
+    // libvirt refuses '/' in a name; the ledger's names come from argv.
     let pid_file = format!("{LIBVIRT_RUN_DIR}/{vm}.pid");
-    let recorded = fs
-        .read(&pid_file)
-        .ok()
+    let recorded = (!vm.contains('/'))
+        .then(|| fs.read(&pid_file).ok())
+        .flatten()
         .and_then(|text| text.trim().parse::<u32>().ok())
         .filter(|pid| names_vm_at(fs, *pid, vm));
     match recorded {
@@ -284,6 +285,11 @@ fn vcpu_pins(
                 "VM '{vm}': the kernel has no /{vcpu}/{PARTITION_FILE}. Nothing was changed."
             )));
         }
+        if !pin.intersection(&covered).is_empty() {
+            return Err(Error::Refused(format!(
+                "VM '{vm}': two vCPUs are pinned to CPU {pin} (/{vcpu}/cpuset.cpus), and an isolated partition holds one vCPU per CPU. Nothing was changed."
+            )));
+        }
         covered = covered.union(&pin);
         pins.push((vcpu, pin));
     }
@@ -292,13 +298,13 @@ fn vcpu_pins(
 
 /// The change of `dir`'s partition to `mode`, unless it reads so already. An invalid one
 /// (`isolated invalid (…)`) counts as its mode: writing it again changes nothing.
-fn set_mode(fs: &dyn HostFs, dir: &str, mode_now: &str) -> Result<Option<Change>> {
+fn set_mode(fs: &dyn HostFs, dir: &str, wanted: &str) -> Result<Option<Change>> {
     let path = format!("{dir}/{PARTITION_FILE}");
     let state = fs.read(&path)?;
-    Ok((mode(&state) != mode_now).then(|| Change::File {
+    Ok((mode(&state) != wanted).then(|| Change::File {
         path,
         before: mode(&state).to_string(),
-        after: mode_now.to_string(),
+        after: wanted.to_string(),
     }))
 }
 
