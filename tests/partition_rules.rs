@@ -61,14 +61,19 @@ fn a_top_level_isolated_partition_takes_its_cpus_from_every_other_cgroup() {
 }
 
 #[test]
-fn kernel_threads_of_the_root_cgroup_keep_the_isolated_cpus() {
+fn per_cpu_kernel_threads_keep_their_cpu_and_unbound_ones_lose_the_partitions() {
     let k = host();
     mkdir(&k, "part");
     write(&k, "part/cpuset.cpus.exclusive", "3").unwrap();
     write(&k, "part/cpuset.cpus.partition", "isolated").unwrap();
     assert_eq!(read(&k, "part/cpuset.cpus.partition"), "isolated");
-    // kswapd0 (pid 4) is an unbound kernel thread: the partition does not move it.
-    k.cgroups(|c| assert_eq!(c.allowed(4), CpuSet::parse("0-3").unwrap()));
+    k.cgroups(|c| {
+        // kworker/last:0 (pid 5) is bound to CPU 3; kswapd0 (pid 4) is unbound.
+        assert_eq!(c.allowed(5), CpuSet::parse("3").unwrap());
+        assert_eq!(c.allowed(4), CpuSet::parse("0-2").unwrap());
+        // The unbound workqueues are not the cpuset's business (before 6.8).
+        assert_eq!(c.workqueue, CpuSet::parse("0-3").unwrap());
+    });
 }
 
 #[test]

@@ -10,8 +10,9 @@
 //!
 //! The kernel then takes those CPUs out of every other cgroup's effective set, and so from every
 //! host task, now and later, and out of the scheduler's load balancing: no process is moved and
-//! nothing needs watching. It leaves the masks of the root cgroup's kernel threads alone, and
-//! before 6.8 the unbound workqueues too, so `confine` still moves those.
+//! nothing needs watching. The unbound workqueues follow only from 6.8, and kernel threads a
+//! kernel leaves where they are (per-CPU ones cannot move), so `confine` still moves the
+//! unbound kernel threads and the workqueue masks (nothing to do where the kernel did it).
 //!
 //! kvmtune's partition sits directly under the root, a partition root, so it would be valid with
 //! its `cpuset.cpus` alone; its `cpuset.cpus.exclusive` is set too: since 6.7 an exclusive list

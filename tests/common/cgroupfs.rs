@@ -253,10 +253,10 @@ impl CgroupModel {
     /// What /proc/PID/status shows as Cpus_allowed_list.
     pub fn allowed(&self, pid: u32) -> CpuSet {
         let t = &self.tasks[&pid];
-        // The kernel leaves the masks of kernel threads in the root cgroup alone when a
-        // partition takes CPUs (their affinity is housekeeping's business, not the cpuset's):
-        // unbound kernel threads keep running on isolated CPUs until someone moves them.
-        let eff = if self.is_root(&t.cgroup) && t.flags & PF_KTHREAD != 0 {
+        // A partition takes its CPUs from the root cgroup's tasks too, kernel threads
+        // included, but not from those that may not change CPUs (per-CPU kernel threads:
+        // `cpuset_update_tasks_cpumask` skips PF_NO_SETAFFINITY in the top cpuset).
+        let eff = if self.is_root(&t.cgroup) && t.flags & PF_NO_SETAFFINITY != 0 {
             self.online.clone()
         } else {
             self.effective(&t.cgroup)

@@ -12,9 +12,9 @@
 //!   ancestor below the root lists its CPUs in `cpuset.cpus.exclusive`;
 //! - the root keeps at least one CPU; of two partitions wanting one CPU, the first (by path) wins;
 //! - the CPUs of a valid partition leave the root's `cpuset.cpus.effective` and every cgroup
-//!   outside the partition, and with them the tasks there (not the kernel threads of the root
-//!   cgroup: see `CgroupModel::allowed`); the root's `cpuset.cpus.isolated` lists the CPUs of
-//!   valid isolated partitions.
+//!   outside the partition, and with them the tasks there (not per-CPU kernel threads: see
+//!   `CgroupModel::allowed`); the root's `cpuset.cpus.isolated` lists the CPUs of valid
+//!   isolated partitions. The unbound workqueue mask is left alone (as before 6.8).
 
 use kvmtune::cpulist::CpuSet;
 
