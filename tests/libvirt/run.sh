@@ -982,10 +982,17 @@ fi
 # defines).
 IFS=', ' read -ra LT_ONLY_PATTERNS <<<"${LT_ONLY:-*}"
 # shellcheck disable=SC2254 # the patterns are patterns
+# Each test's time goes in the `times` line at the end: the tier's budget is spent where it shows.
+TEST_TIMES=()
 run_test() {
-  local p
+  local p t0
   for p in "${LT_ONLY_PATTERNS[@]}"; do
-    case "$1" in $p) "$1"; return ;; esac
+    case "$1" in $p)
+      t0=$(date +%s)
+      "$1"
+      TEST_TIMES+=("${1#test_} $(($(date +%s) - t0))")
+      return ;;
+    esac
   done
 }
 run_test test_hugepage_vm
@@ -1022,6 +1029,7 @@ if [ "$CAPTURE" = 1 ]; then
   done
 fi
 
+info times "$(printf '%s s, ' "${TEST_TIMES[@]}" | sed 's/, $//')"
 info total "$(($(date +%s) - T0)) s"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
