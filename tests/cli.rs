@@ -268,6 +268,11 @@ fn plan_changes_nothing_and_reports_json() {
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["vm"], "planned");
     assert_eq!(plan["hugepages"][0]["grow"], 64);
+    // Every change, as the journal records it: here the one pool growth, nothing at started.
+    assert_eq!(plan["prepare"][0]["kind"], "file");
+    assert_eq!(plan["prepare"][0]["after"], "64");
+    assert_eq!(plan["prepare"].as_array().map(Vec::len), Some(1));
+    assert_eq!(plan["started"], serde_json::json!([]));
     assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
     assert!(!h.state().exists(), "plan must not create state");
     let out = h.run(
@@ -277,7 +282,9 @@ fn plan_changes_nothing_and_reports_json() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("grow by 64") && text.contains("nr_hugepages: 0 -> 64"),
+        text.contains("grow by 64")
+            && text.contains("  prepare: 1 change, as its journal will record them:\n")
+            && text.contains("nr_hugepages: 0 -> 64\n  started: no change\n"),
         "{text}"
     );
 }
