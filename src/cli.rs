@@ -683,7 +683,8 @@ fn render_plan(preview: &Preview, fs: &dyn crate::host::HostFs) -> String {
         &preview.started,
     );
     if !preview.prepare.is_empty() || !preview.started.is_empty() {
-        out.push_str("  note: the journals differ only where the host changes first: processes born meanwhile are moved too, IRQ vectors a guest enables later are pinned when they appear, and an IRQ the kernel manages refuses to move and is dropped\n");
+        // Said, not hidden: `tests/plan_journal.rs` shows each of these.
+        out.push_str("  note: the journals differ from this only if the host changes first: a kernel thread born meanwhile is one more change (a new process is moved by the change shown), IRQ vectors a guest enables later are pinned when they appear, and an IRQ the kernel manages refuses to move (started tries it, then leaves it out)\n");
     }
     out
 }

@@ -18,6 +18,7 @@ use kvmtune::apply::planned::{preview, Preview};
 use kvmtune::apply::snapshot::Snapshot;
 use kvmtune::apply::{self};
 use kvmtune::change::Change;
+use kvmtune::cpulist::CpuSet;
 use kvmtune::domain::Domain;
 use kvmtune::irq::irq_of;
 use kvmtune::state::{Journal, Operation};
@@ -141,5 +142,54 @@ fn an_isolated_vm_with_a_device_and_ksm_off_plans_cgroups_threads_irqs_and_ksm()
         9,
         "{:#?}",
         plan.started
+    );
+}
+
+/// A host that changes between the plan and the start: a kernel thread born in between (a
+/// driver loading: the kernel gives it every CPU) is confined too, one change more than the
+/// plan could show; an ordinary process born in between is moved by the change the plan showed
+/// (it names the cgroup, not the processes), so that journal entry is as planned.
+#[test]
+fn a_kernel_thread_born_after_the_plan_is_one_change_more_and_a_new_process_none() {
+    let s = scenario("05-isolated-device-ksm");
+    let b = &s.bench;
+    let plan = plan_of(b, s.vm, &s.xml);
+    b.kernel.cgroups(|c| {
+        let mut hwrng = c.tasks[&4].clone();
+        hwrng.comm = "hwrng".into();
+        hwrng.mask = CpuSet::parse("0-3").unwrap();
+        c.tasks.insert(600, hwrng);
+        let mut shell = c.tasks[&100].clone();
+        shell.comm = "bash".into();
+        c.tasks.insert(700, shell);
+    });
+
+    let domain = Domain::parse(&s.xml).unwrap();
+    let (prepared, journals) = b.journaled(|ctx| apply::prepare(ctx, s.vm, &domain));
+    prepared.unwrap();
+
+    let journal = journaled(&journals, s.vm, Operation::Prepare);
+    let unplanned: Vec<&Change> = journal
+        .iter()
+        .filter(|c| !plan.prepare.contains(c))
+        .collect();
+    assert_eq!(
+        unplanned,
+        [&Change::Affinity {
+            pid: 600,
+            comm: "hwrng".into(),
+            before: CpuSet::parse("0-3").unwrap(),
+            after: CpuSet::parse("0-2").unwrap(),
+        }]
+    );
+    assert_eq!(
+        journal.len(),
+        plan.prepare.len() + 1,
+        "nothing planned is missing"
+    );
+    assert_eq!(
+        b.kernel.cgroups(|c| c.allowed(700)),
+        CpuSet::parse("0-2").unwrap(),
+        "the new process is confined"
     );
 }
