@@ -193,3 +193,51 @@ fn a_kernel_thread_born_after_the_plan_is_one_change_more_and_a_new_process_none
         "the new process is confined"
     );
 }
+
+/// With a VM already running isolated, the plan of a second one widens what is in place
+/// (isolation narrows the housekeeping set, the other VM's IRQs stay) rather than setting it
+/// up: the journals record that plan too.
+#[test]
+fn the_plan_of_a_second_isolated_vm_is_what_its_journals_record() {
+    for case in [
+        "05-isolated-device-ksm",
+        "05-isolated-device-ksm-v2",
+        "05-isolated-device-ksm-systemd",
+    ] {
+        let s = scenario(case);
+        let b = &s.bench;
+        let domain = Domain::parse(&s.xml).unwrap();
+        b.journaled(|ctx| apply::prepare(ctx, s.vm, &domain))
+            .0
+            .unwrap();
+        b.started(s.vm).unwrap();
+        let second = common::scenarios::knob_vm(
+            "rt2",
+            "<k:isolate cpus='vcpus'/>",
+            "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune>",
+        );
+
+        let plan = plan_of(b, "rt2", &second);
+        // Narrowing the housekeeping set is changes at both steps (cgroups, then IRQs).
+        assert!(
+            !plan.prepare.is_empty() && !plan.started.is_empty(),
+            "{case}: {plan:#?}"
+        );
+        let domain = Domain::parse(&second).unwrap();
+        let (prepared, journals) = b.journaled(|ctx| apply::prepare(ctx, "rt2", &domain));
+        prepared.unwrap();
+        assert_eq!(
+            journaled(&journals, "rt2", Operation::Prepare),
+            plan.prepare,
+            "{case}: prepare"
+        );
+        let (started, journals) = b.journaled(|ctx| apply::started(ctx, "rt2"));
+        started.unwrap();
+        let refused = b.ledger().irq.map(|h| h.refused).unwrap_or_default();
+        assert_eq!(
+            journaled(&journals, "rt2", Operation::Started),
+            without_refused(&plan.started, &refused),
+            "{case}: started"
+        );
+    }
+}
