@@ -1,6 +1,9 @@
 //! Placing IRQs for the running VMs (at `started`, by the watcher) and giving them back (at
 //! `release`). Managed IRQs refuse to move (EIO; EPERM since 6.12): skipped, logged once, and
 //! remembered for `status`.
+//!
+//! `placement` works out the changes through a `Probe` (`kvmtune plan` runs it too); `place`
+//! journals and makes them.
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,7 @@
 //! Bringing CPU isolation in line with the VMs in the ledger: set up, widen or narrow the
 //! housekeeping set, or give everything back when the last isolated VM goes.
+//! The changes are worked out through a `Probe`, which only reads (`kvmtune plan` passes its
+//! snapshot); making them, checking them and putting pinned threads back take the `Base`.
 
 use std::collections::BTreeSet;
 
