@@ -118,6 +118,8 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     // Every change is worked out before the first is made, by the code `kvmtune plan` runs.
     let planned::Prepare {
         knobs: knob_changes,
+        // The same `PoolGrowth::change`s, journaled one by one below as each pool grows
+        // (`hugepages::grow` compacts and retries, which a `Change` cannot say).
         pools: _,
         isolation: isolation_changes,
         pins,
