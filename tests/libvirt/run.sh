@@ -802,7 +802,10 @@ test_isolated_busy_host() {
     fail $t "virsh start failed: $(echo "$out" | tr '\n' ' ')$(calls "$name")"
   else
     iso_snapshot "$WORK/busy-running"
-    why=$(findings iso_violations "$WORK/busy-running")
+    # As for every isolated VM: a process born in the root cpuset after the sweep by a parent
+    # outside it (seen here: this machine's PID 1 runs a short grep now and then) is gone a
+    # moment later, and sweeping it is the watcher's job; one kvmtune missed stays.
+    why=$(findings iso_isolated_check "$WORK/busy-running" "$name")
     virsh_ destroy "$name" >/dev/null 2>&1
     if [ -n "$why" ]; then
       fail $t "while $name isolates CPU $ISO_CPUS: $why$(calls "$name")"
