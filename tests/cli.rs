@@ -40,6 +40,13 @@ impl Host {
         self.run_as(Some("root"), program, args, stdin)
     }
 
+    /// `kvmtune plan --xml XML` with `extra` arguments after.
+    fn plan(&self, xml: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["plan", "--xml", xml.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(Path::new(BIN), &args, b"")
+    }
+
     /// The same with `privilege` as `KVMTUNE_PRIVILEGE` (`None`: the kernel decides).
     fn run_as(
         &self,
@@ -259,11 +266,7 @@ fn plan_changes_nothing_and_reports_json() {
     let xml_path = h.tmp.path().join("vm.xml");
     std::fs::write(&xml_path, huge_vm("planned", 128, "")).unwrap();
     let start = h.kernel.snapshot();
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap(), "--json"],
-        b"",
-    );
+    let out = h.plan(&xml_path, &["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["vm"], "planned");
@@ -275,11 +278,7 @@ fn plan_changes_nothing_and_reports_json() {
     assert_eq!(plan["started"], serde_json::json!([]));
     assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
     assert!(!h.state().exists(), "plan must not create state");
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap()],
-        b"",
-    );
+    let out = h.plan(&xml_path, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("grow by 64")
@@ -303,11 +302,7 @@ fn plan_counts_and_lists_every_change_of_prepare_and_started_and_writes_nothing(
     std::fs::write(&xml_path, &s.xml).unwrap();
     let start = h.kernel.snapshot();
 
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap()],
-        b"",
-    );
+    let out = h.plan(&xml_path, &[]);
 
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -486,11 +481,7 @@ fn plan_and_status_show_host_knobs_and_an_unknown_thp_word_is_a_configuration_er
     )
     .unwrap();
     std::fs::write(h.config(), "[thp]\nenabled = \"never\"\nfor = [\"all\"]\n").unwrap();
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap()],
-        b"",
-    );
+    let out = h.plan(&xml_path, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

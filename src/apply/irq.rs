@@ -118,15 +118,12 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
 ///
 /// With the settings the hold records, not the policy's: release reads no policy.
 pub fn give_back(ctx: &Base, next: &mut Ledger) -> Result<Vec<Change>> {
-    let Some(move_others) = next.irq.as_ref().map(|h| h.settings.move_others) else {
+    let Some(settings) = next.irq.as_ref().map(|h| h.settings.clone()) else {
         return Ok(Vec::new());
     };
-    let hk = housekeeping(ctx.fs, next);
-    // Before taking the hold out: what is wanted depends on its baseline and refused IRQs.
-    let wanted = irq::wanted(ctx.fs, next, move_others, &hk);
-    let mut hold = next.irq.take().unwrap_or_default();
-    let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
-    changes.extend(irqbalance_change(&ctx.probe(), next, &mut hold));
+    let Placement {
+        changes, mut hold, ..
+    } = placement(&ctx.probe(), settings, next);
     if next.isolated_except("").is_empty() {
         hold.refused.clear();
     }

@@ -48,11 +48,20 @@ impl Prepare {
 /// Whether prepare has nothing to do for `plan`: it asks for nothing kvmtune holds, and no
 /// isolation is in place whose sweep every VM event makes.
 pub fn holds_nothing(plan: &Plan, ledger: &Ledger) -> bool {
-    plan.hugepages.is_empty()
-        && plan.isolate.is_empty()
-        && (plan.irq.is_none() || plan.devices.is_empty())
-        && plan.knobs.is_empty()
-        && ledger.isolation.is_none()
+    !asks_for_a_hold(plan) && ledger.isolation.is_none()
+}
+
+/// IRQs are placed for a VM with both an IRQ target and passthrough devices.
+fn places_irqs(plan: &Plan) -> bool {
+    plan.irq.is_some() && !plan.devices.is_empty()
+}
+
+/// Whether the VM holds anything once prepared: pages, CPUs, IRQs or knobs.
+fn asks_for_a_hold(plan: &Plan) -> bool {
+    !plan.hugepages.is_empty()
+        || !plan.isolate.is_empty()
+        || places_irqs(plan)
+        || !plan.knobs.is_empty()
 }
 
 /// The changes prepare makes for `plan` (already checked: `plan::plan`, `knobs::check`).
@@ -79,11 +88,10 @@ fn ledger_after(plan: &Plan, ledger: &Ledger) -> Ledger {
     for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
         next.keep_baseline(g.pool, g.before.persistent());
     }
-    let places_irqs = plan.irq.is_some() && !plan.devices.is_empty();
-    if plan.hugepages.is_empty() && plan.isolate.is_empty() && !places_irqs && plan.knobs.is_empty()
-    {
+    if !asks_for_a_hold(plan) {
         return next;
     }
+    let places_irqs = places_irqs(plan);
     next.vms.insert(
         plan.vm.clone(),
         VmHold {
