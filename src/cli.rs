@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::apply::planned::{preview, Preview};
+use crate::apply::snapshot::Snapshot;
 use crate::apply::{self, Base, Recover};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::hook::{self, BaseOwner, ContextOwner, HookCall};
-use crate::host::{Host, RootFs};
+use crate::host::RootFs;
 use crate::log;
-use crate::plan::{self, Plan};
 use crate::policy::Policy;
 use crate::privilege::{Privilege, MODEL_VAR};
 use crate::size::page_size_name;
@@ -484,7 +485,6 @@ fn run_other(cli: &Cli, privilege: &Privilege) -> Result<()> {
         Command::Run(_) => unreachable!("run returns QEMU's status, handled in main"),
         Command::Plan { xml, name, json } => {
             let policy = roots.policy(privilege)?;
-            let fs = RootFs::new(&roots.root);
             let (text, vm) = domain_xml(xml.as_deref(), name.as_deref())?;
             let domain = Domain::parse(&text)?;
             let vm = vm.unwrap_or_else(|| domain.name.clone());
@@ -492,16 +492,20 @@ fn run_other(cli: &Cli, privilege: &Privilege) -> Result<()> {
                 Some(s) => s.load_ledger()?,
                 None => Default::default(),
             };
-            let host = Host::read(&fs)?;
-            let mut plan = plan::plan(&domain, &vm, &policy, &host, &ledger)?;
-            plan.knobs = crate::apply::knobs::check(&fs, &vm, std::mem::take(&mut plan.knobs))?;
+            let (fs, irqbalance) = (
+                RootFs::new(&roots.root),
+                crate::irq::irqbalance::IrqbalanceSocket::new(&roots.root),
+            );
+            let systemctl = crate::isolation::systemd::SystemctlCommand;
+            let snapshot = Snapshot::new(&fs, &systemctl, &irqbalance);
+            let preview = preview(&snapshot.probe(), &policy, &domain, &vm, &ledger)?;
             if *json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&plan).expect("plan serializes")
+                    serde_json::to_string_pretty(&preview).expect("plan serializes")
                 );
             } else {
-                print!("{}", render_plan(&plan, &fs));
+                print!("{}", render_plan(&preview, &snapshot));
             }
             Ok(())
         }
@@ -618,7 +622,10 @@ fn domain_xml(xml: Option<&Path>, name: Option<&str>) -> Result<(String, Option<
     Ok((text, Some(name.to_string())))
 }
 
-fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
+/// `kvmtune plan` as text: the decisions, then every change of `prepare` and of `started`,
+/// one a line, as their journals will record them.
+fn render_plan(preview: &Preview, fs: &dyn crate::host::HostFs) -> String {
+    let plan = &preview.plan;
     let mut out = format!("VM {:?}:\n", plan.vm);
     if plan.hugepages.is_empty() {
         out.push_str("  hugepages: none reserved (not hugepage-backed, or reserve=off)\n");
@@ -660,12 +667,41 @@ fn render_plan(plan: &Plan, fs: &dyn crate::host::HostFs) -> String {
             k.path, k.value, k.why
         ));
     }
-    let changes = plan.changes();
-    if changes.is_empty() {
-        out.push_str("  changes: none\n");
+    if preview.releases_stale_hold {
+        out.push_str("  note: the ledger still holds this VM from a run whose release never came; prepare gives that back first (not counted below)\n");
     }
-    for c in changes {
-        out.push_str(&format!("  change: {c}\n"));
+    render_changes(
+        &mut out,
+        "prepare",
+        "as its journal will record them",
+        &preview.prepare,
+    );
+    render_changes(
+        &mut out,
+        "started",
+        "once QEMU runs; its journal records them",
+        &preview.started,
+    );
+    if !preview.prepare.is_empty() || !preview.started.is_empty() {
+        // Said, not hidden: `tests/plan_journal.rs` shows each of these.
+        out.push_str("  note: the journals differ from this only if the host changes first: a kernel thread born meanwhile is one more change (a new process is moved by the change shown), IRQ vectors a guest enables later are pinned when they appear, and an IRQ the kernel manages refuses to move (started tries it, then leaves it out)\n");
     }
     out
+}
+
+/// One operation's changes under a heading that counts them.
+fn render_changes(
+    out: &mut String,
+    operation: &str,
+    when: &str,
+    changes: &[crate::change::Change],
+) {
+    match changes.len() {
+        0 => out.push_str(&format!("  {operation}: no change\n")),
+        1 => out.push_str(&format!("  {operation}: 1 change, {when}:\n")),
+        n => out.push_str(&format!("  {operation}: {n} changes, {when}:\n")),
+    }
+    for c in changes {
+        out.push_str(&format!("    change: {c}\n"));
+    }
 }

@@ -40,6 +40,13 @@ impl Host {
         self.run_as(Some("root"), program, args, stdin)
     }
 
+    /// `kvmtune plan --xml XML` with `extra` arguments after.
+    fn plan(&self, xml: &Path, extra: &[&str]) -> Output {
+        let mut args = vec!["plan", "--xml", xml.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(Path::new(BIN), &args, b"")
+    }
+
     /// The same with `privilege` as `KVMTUNE_PRIVILEGE` (`None`: the kernel decides).
     fn run_as(
         &self,
@@ -259,27 +266,58 @@ fn plan_changes_nothing_and_reports_json() {
     let xml_path = h.tmp.path().join("vm.xml");
     std::fs::write(&xml_path, huge_vm("planned", 128, "")).unwrap();
     let start = h.kernel.snapshot();
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap(), "--json"],
-        b"",
-    );
+    let out = h.plan(&xml_path, &["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["vm"], "planned");
     assert_eq!(plan["hugepages"][0]["grow"], 64);
+    // Every change, as the journal records it: here the one pool growth, nothing at started.
+    assert_eq!(plan["prepare"][0]["kind"], "file");
+    assert_eq!(plan["prepare"][0]["after"], "64");
+    assert_eq!(plan["prepare"].as_array().map(Vec::len), Some(1));
+    assert_eq!(plan["started"], serde_json::json!([]));
     assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
     assert!(!h.state().exists(), "plan must not create state");
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap()],
-        b"",
-    );
+    let out = h.plan(&xml_path, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("grow by 64") && text.contains("nr_hugepages: 0 -> 64"),
+        text.contains("grow by 64")
+            && text.contains("  prepare: 1 change, as its journal will record them:\n")
+            && text.contains("nr_hugepages: 0 -> 64\n  started: no change\n"),
         "{text}"
     );
+}
+
+/// For a VM with isolation, a passthrough device and KSM off on a kernel-modelled host, the
+/// plan lists and counts the changes of both steps (`plan_journal.rs` holds them equal to the
+/// journals), says where they can differ, and leaves the host and the state as they were.
+#[test]
+fn plan_counts_and_lists_every_change_of_prepare_and_started_and_writes_nothing() {
+    let s = common::scenarios::scenario("05-isolated-device-ksm");
+    let h = Host {
+        kernel: s.bench.kernel,
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    let xml_path = h.tmp.path().join("vm.xml");
+    std::fs::write(&xml_path, &s.xml).unwrap();
+    let start = h.kernel.snapshot();
+
+    let out = h.plan(&xml_path, &[]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "  prepare: 6 changes, as its journal will record them:\n    change: /sys/kernel/mm/ksm/run: 1 -> 0\n",
+        "    change: create cgroup /sys/fs/cgroup/cpuset/kvmtune, cpuset.mems = 0, cpuset.cpus = 0-2\n",
+        "    change: /sys/devices/virtual/workqueue/cpumask: f -> 7\n",
+        "  started: 10 changes, once QEMU runs; its journal records them:\n",
+        "    change: /proc/irq/40/smp_affinity_list: 0-3 -> 3\n",
+        "an IRQ the kernel manages refuses to move",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    assert_eq!(diff(&start, &h.kernel.snapshot()), Vec::<String>::new());
+    assert!(!h.state().exists(), "plan must not create state");
 }
 
 #[test]
@@ -443,11 +481,7 @@ fn plan_and_status_show_host_knobs_and_an_unknown_thp_word_is_a_configuration_er
     )
     .unwrap();
     std::fs::write(h.config(), "[thp]\nenabled = \"never\"\nfor = [\"all\"]\n").unwrap();
-    let out = h.run(
-        Path::new(BIN),
-        &["plan", "--xml", xml_path.to_str().unwrap()],
-        b"",
-    );
+    let out = h.plan(&xml_path, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

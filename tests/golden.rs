@@ -6,6 +6,7 @@ mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use common::scenarios::scenario;
 use common::{bound, diff, huge_vm, kernel, Bench, GIB, MIB};
 
 fn two_nodes() -> Bench {
@@ -44,15 +45,16 @@ fn round_trip(case: &str, b: &Bench, vm: &str, xml: &str) {
     assert_eq!(b.state_files(), Vec::<String>::new(), "state left behind");
 }
 
+/// The golden scenario `case` (`common::scenarios`) through `round_trip`; its bench after.
+fn golden_round_trip(case: &'static str) -> Bench {
+    let s = scenario(case);
+    round_trip(s.case, &s.bench, s.vm, &s.xml);
+    s.bench
+}
+
 #[test]
 fn node_bound_vm_grows_only_its_node_and_release_restores_bytes() {
-    let b = two_nodes();
-    round_trip(
-        "01-strict-node1",
-        &b,
-        "db1",
-        &huge_vm("db1", 512, &bound("strict", "1")),
-    );
+    let b = golden_round_trip("01-strict-node1");
     assert!(
         b.kernel.writes().iter().all(|(p, _)| p.contains("node1")),
         "{:?}",
@@ -62,33 +64,29 @@ fn node_bound_vm_grows_only_its_node_and_release_restores_bytes() {
 
 #[test]
 fn interleave_grows_both_nodes_by_half() {
-    let b = two_nodes();
-    round_trip(
-        "02-interleave",
-        &b,
-        "il",
-        &huge_vm("il", 256, &bound("interleave", "0-1")),
-    );
+    golden_round_trip("02-interleave");
 }
 
 #[test]
 fn one_gib_pages_come_from_the_one_gib_pool() {
-    let b = two_nodes();
-    let xml = format!(
-        "<domain><name>g</name><memory unit='GiB'>2</memory><memoryBacking><hugepages><page size='1' unit='GiB'/></hugepages></memoryBacking>{}</domain>",
-        bound("strict", "1")
-    );
-    round_trip("03-1g-node1", &b, "g", &xml);
+    golden_round_trip("03-1g-node1");
 }
 
 #[test]
 fn guest_cells_bound_by_memnode_reserve_per_cell() {
-    let b = two_nodes();
-    let xml = "<domain><name>c</name><memory unit='MiB'>384</memory>\
-        <memoryBacking><hugepages/></memoryBacking>\
-        <numatune><memnode cellid='0' mode='strict' nodeset='1'/><memnode cellid='1' mode='strict' nodeset='0'/></numatune>\
-        <cpu><numa><cell id='0' cpus='0' memory='256' unit='MiB'/><cell id='1' cpus='1' memory='128' unit='MiB'/></numa></cpu></domain>";
-    round_trip("04-memnode-cells", &b, "c", xml);
+    golden_round_trip("04-memnode-cells");
+}
+
+#[test]
+fn an_isolated_vm_with_a_device_and_ksm_off_changes_cgroups_threads_irqs_and_ksm_and_release_restores_bytes(
+) {
+    let b = golden_round_trip("05-isolated-device-ksm");
+    let written = |prefix: &str| b.kernel.writes().iter().any(|(p, _)| p.starts_with(prefix));
+    assert!(
+        written("sys/fs/cgroup/cpuset/") && written("proc/irq/") && written("sys/kernel/mm/ksm/"),
+        "{:?}",
+        b.kernel.writes()
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::knobs::{KSM, PRINTK, STAT_INTERVAL, THP};
+use common::scenarios::{knob_vm as vm, ksm_running, scenario, KSM_OFF, THP_ON};
 use common::{assert_golden, bound, diff, huge_vm, kernel, Bench, GIB};
 
 fn two_nodes() -> Bench {
@@ -16,29 +17,6 @@ fn two_nodes() -> Bench {
 
 fn one_node() -> Bench {
     Bench::new(kernel(&[(4 * GIB, "0-1")]))
-}
-
-/// A VM without hugepages, with kvmtune metadata `meta` (and `extra` XML inside <domain>).
-fn vm(name: &str, meta: &str, extra: &str) -> String {
-    format!(
-        "<domain><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>{extra}\
-         <metadata><k:tune xmlns:k='urn:kvmtune:1'>{meta}</k:tune></metadata></domain>"
-    )
-}
-
-const KSM_OFF: &str = "<k:ksm run='off'/>";
-const THP_ON: &str = "<k:thp apply='on'/>";
-
-/// KSM is running with `shared` pages merged (ksmd merges them again whenever it runs).
-fn ksm_running(b: &Bench, shared: u64) {
-    b.kernel.knobs(|k| {
-        let ksm = k.ksm();
-        ksm.run = 1;
-        ksm.pages_shared = shared;
-        ksm.pages_sharing = shared * 3;
-        ksm.mergeable = shared;
-        ksm.mergeable_sharing = shared * 3;
-    });
 }
 
 fn knob_writes(b: &Bench) -> Vec<(String, String)> {
@@ -64,11 +42,16 @@ fn round_trip(case: &str, b: &Bench, name: &str, xml: &str) {
     assert_eq!(b.state_files(), Vec::<String>::new());
 }
 
+/// The golden scenario `case` (`common::scenarios`) through `round_trip`; its bench after.
+fn golden_round_trip(case: &'static str) -> Bench {
+    let s = scenario(case);
+    round_trip(s.case, &s.bench, s.vm, &s.xml);
+    s.bench
+}
+
 #[test]
 fn ksm_stops_while_a_vm_whose_metadata_asks_runs_and_its_value_returns() {
-    let b = two_nodes();
-    ksm_running(&b, 100);
-    round_trip("knobs-ksm-run", &b, "quiet", &vm("quiet", KSM_OFF, ""));
+    let b = golden_round_trip("knobs-ksm-run");
     assert_eq!(
         knob_writes(&b),
         [w(&format!("{KSM}/run"), "0"), w(&format!("{KSM}/run"), "1")]
@@ -148,9 +131,7 @@ fn a_kernel_without_ksm_has_nothing_to_stop() {
 
 #[test]
 fn merge_across_nodes_is_changed_between_an_unmerge_and_run_put_back() {
-    let b = two_nodes().with_policy("[ksm]\nmerge_across_nodes = 0\n");
-    ksm_running(&b, 100);
-    round_trip("knobs-ksm-merge", &b, "numa", &vm("numa", "", ""));
+    let b = golden_round_trip("knobs-ksm-merge");
     let (run, merge) = (format!("{KSM}/run"), format!("{KSM}/merge_across_nodes"));
     assert_eq!(
         knob_writes(&b),
@@ -229,8 +210,7 @@ fn merge_across_nodes_busy_for_good_fails_the_start_and_changes_nothing() {
 
 #[test]
 fn thp_enabled_and_defrag_are_held_for_a_vm_that_asks() {
-    let b = two_nodes().with_policy("[thp]\nenabled = \"never\"\ndefrag = \"never\"\n");
-    round_trip("knobs-thp", &b, "rt", &vm("rt", THP_ON, ""));
+    let b = golden_round_trip("knobs-thp");
     assert_eq!(
         knob_writes(&b),
         [
@@ -267,10 +247,7 @@ fn a_vm_that_opts_out_is_not_counted_for_thp() {
 
 #[test]
 fn sysctls_are_held_and_restored_and_vectors_compare_by_value() {
-    let b = two_nodes().with_policy(
-        "[sysctl]\nfor = [\"all\"]\nvalues = { \"vm.stat_interval\" = 120, \"kernel/printk\" = \"3 4 1 7\" }\n",
-    );
-    round_trip("knobs-sysctl", &b, "rt", &vm("rt", "", ""));
+    let b = golden_round_trip("knobs-sysctl");
     assert_eq!(
         knob_writes(&b),
         [

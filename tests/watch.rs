@@ -6,7 +6,9 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cgroupfs::{Layout, V1_MOUNT, V2_MOUNT};
@@ -72,6 +74,20 @@ fn affinity(b: &Bench, irq: u32) -> CpuSet {
 
 fn kinds(pass: &Pass) -> Vec<Kind> {
     pass.repairs.iter().map(|r| r.kind).collect()
+}
+
+/// The pass made one repair, of `kind`, and its line says `says`; `what` names the case.
+fn repaired_once(pass: &Pass, kind: Kind, says: &str, what: &str) {
+    assert_eq!(kinds(pass), [kind], "{what}: {pass:?}");
+    let line = &pass.repairs[0].line;
+    assert!(line.contains(says), "{what}: {line}");
+}
+
+/// QEMU exits and libvirt releases `vm`: the host is byte for byte as at `start`.
+fn released_as_before(b: &Bench, vm: &str, start: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
+    qemu_exits(b);
+    b.release(vm).unwrap();
+    assert_eq!(diff(start, &b.snapshot()), Vec::<String>::new(), "{what}");
 }
 
 /// A watcher that has had its first look at a host where everything holds.
@@ -177,11 +193,11 @@ fn a_process_born_in_the_root_cgroup_on_a_cgroupfs_host_is_swept_within_one_pass
         });
         assert_eq!(allowed(&b, 500), set("0-3"), "{layout:?}: born on CPU 3");
         let pass = b.watch(&mut w).unwrap();
-        assert_eq!(kinds(&pass), [Kind::Sweep], "{layout:?}: {pass:?}");
-        assert!(
-            pass.repairs[0].line.contains("pid 500 \"late\""),
-            "{layout:?}: {}",
-            pass.repairs[0].line
+        repaired_once(
+            &pass,
+            Kind::Sweep,
+            "pid 500 \"late\"",
+            &format!("{layout:?}"),
         );
         assert_eq!(allowed(&b, 500), set("0-2"), "{layout:?}: swept");
         assert_eq!(repairs_counted(&b, Kind::Sweep), 1);
@@ -232,18 +248,14 @@ fn a_rewritten_housekeeping_cpuset_is_put_back_and_release_still_restores_exactl
     });
     assert_eq!(allowed(&b, 100), set("0-3"));
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Isolation], "{pass:?}");
-    assert!(
-        pass.repairs[0]
-            .line
-            .contains("/sys/fs/cgroup/cpuset/kvmtune/cpuset.cpus: 0-3 -> 0-2"),
-        "{}",
-        pass.repairs[0].line
+    repaired_once(
+        &pass,
+        Kind::Isolation,
+        "/sys/fs/cgroup/cpuset/kvmtune/cpuset.cpus: 0-3 -> 0-2",
+        "a rewritten cpuset",
     );
     assert_eq!(allowed(&b, 100), set("0-2"));
-    qemu_exits(&b);
-    b.release("rt").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    released_as_before(&b, "rt", &start, "after release");
 }
 
 #[test]
@@ -258,18 +270,14 @@ fn a_systemd_slice_someone_widened_is_confined_again_and_its_drop_in_still_goes_
     });
     assert_eq!(allowed(&b, 100), set("0-3"));
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Isolation], "{pass:?}");
-    assert!(
-        pass.repairs[0]
-            .line
-            .contains("system.slice AllowedCPUs: 0-3 -> 0-2"),
-        "{}",
-        pass.repairs[0].line
+    repaired_once(
+        &pass,
+        Kind::Isolation,
+        "system.slice AllowedCPUs: 0-3 -> 0-2",
+        "a widened slice",
     );
     assert_eq!(allowed(&b, 100), set("0-2"));
-    qemu_exits(&b);
-    b.release("rt").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    released_as_before(&b, "rt", &start, "after release");
 }
 
 #[test]
@@ -487,11 +495,11 @@ fn a_kernel_thread_moved_back_is_confined_after_the_next_full_look() {
     let full = b.watch_at(&mut w, later).unwrap();
     assert!(full.metrics, "the full look is due");
     let pass = b.watch_at(&mut w, later).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Isolation], "{pass:?}");
-    assert!(
-        pass.repairs[0].line.contains("task 4 (kswapd0)"),
-        "{}",
-        pass.repairs[0].line
+    repaired_once(
+        &pass,
+        Kind::Isolation,
+        "task 4 (kswapd0)",
+        "a kernel thread moved back",
     );
     assert_eq!(allowed(&b, 4), set("0-2"));
 }
@@ -514,11 +522,11 @@ fn a_kernel_thread_born_after_isolation_is_confined_within_one_pass() {
             c.tasks.insert(600, hwrng);
         });
         let pass = b.watch(&mut w).unwrap();
-        assert_eq!(kinds(&pass), [Kind::Isolation], "{layout:?}: {pass:?}");
-        assert!(
-            pass.repairs[0].line.contains("task 600 (hwrng)"),
-            "{layout:?}: {}",
-            pass.repairs[0].line
+        repaired_once(
+            &pass,
+            Kind::Isolation,
+            "task 600 (hwrng)",
+            &format!("{layout:?}"),
         );
         assert_eq!(allowed(&b, 600), set("0-2"), "{layout:?}: confined");
         let again = b.watch(&mut w).unwrap();

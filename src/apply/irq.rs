@@ -1,22 +1,26 @@
 //! Placing IRQs for the running VMs (at `started`, by the watcher) and giving them back (at
 //! `release`). Managed IRQs refuse to move (EIO; EPERM since 6.12): skipped, logged once, and
 //! remembered for `status`.
+//!
+//! `placement` works out the changes through a `Probe` (`kvmtune plan` runs it too); `place`
+//! journals and makes them.
 
 use std::collections::BTreeSet;
 
-use super::{Base, Context};
+use super::{Base, Context, Probe};
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
+use crate::host::HostFs;
 use crate::irq::{self, IrqHold, Settings};
 use crate::log;
 use crate::state::ledger::GivenBack;
 use crate::state::{Journal, Ledger};
 
 /// Where IRQs not tied to a VM go when all their CPUs are isolated.
-pub fn housekeeping(ctx: &Base, next: &Ledger) -> CpuSet {
-    let online = crate::host::topology::parse_list(ctx.fs, "sys/devices/system/cpu/online")
-        .unwrap_or_default();
+pub fn housekeeping(fs: &dyn HostFs, next: &Ledger) -> CpuSet {
+    let online =
+        crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online").unwrap_or_default();
     online.difference(&next.isolated_except(""))
 }
 
@@ -29,19 +33,45 @@ pub fn needs_refresh(ctx: &Context, ledger: &Ledger) -> bool {
             ctx.fs,
             ledger,
             ctx.policy.move_other_irqs,
-            &housekeeping(ctx, ledger),
+            &housekeeping(ctx.fs, ledger),
         )
+}
+
+/// The IRQ changes `next` (the ledger after this operation) calls for, worked out read-only,
+/// with the hold to keep once they are made.
+pub struct Placement {
+    /// Device IRQs to their VM's CPUs, other IRQs off isolated CPUs, back to the baseline
+    /// where no VM needs them any more, and irqbalance's banned CPUs.
+    pub changes: Vec<Change>,
+    /// `next.irq` after the changes (managed IRQs the kernel then refuses are taken out).
+    pub hold: IrqHold,
+    pub wanted: irq::Wanted,
+}
+
+/// Work out the IRQ changes for `next` with `settings` (the policy's). Reads the IRQ table,
+/// the devices' vectors and irqbalance's answer; changes nothing. Takes `next.irq` out (the
+/// caller puts `Placement::hold` back) and may note in `next` what irqbalance was given.
+pub fn placement(probe: &Probe, settings: Settings, next: &mut Ledger) -> Placement {
+    let hk = housekeeping(probe.fs, next);
+    let wanted = irq::wanted(probe.fs, next, settings.move_others, &hk);
+    let mut hold = next.irq.take().unwrap_or_default();
+    hold.settings = settings;
+    let mut changes = irq::changes(probe.fs, &mut hold, &wanted);
+    changes.extend(irqbalance_change(probe, next, &mut hold));
+    Placement {
+        changes,
+        hold,
+        wanted,
+    }
 }
 
 /// Make the IRQ changes `next` calls for, journaling each first. Updates `next.irq`.
 pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<()> {
-    let hk = housekeeping(ctx, next);
-    let settings = Settings::of(ctx.policy);
-    let wanted = irq::wanted(ctx.fs, next, settings.move_others, &hk);
-    let mut hold = next.irq.take().unwrap_or_default();
-    hold.settings = settings;
-    let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
-    changes.extend(irqbalance_change(ctx, next, &mut hold));
+    let Placement {
+        changes,
+        mut hold,
+        wanted,
+    } = placement(&ctx.probe(), Settings::of(ctx.policy), next);
     // Every change is journaled before the first is made, in one write: a host with thousands
     // of IRQs would otherwise rewrite (and fsync) a growing journal once per IRQ. Undoing a
     // change that was never made writes back the value that is still there.
@@ -88,15 +118,12 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
 ///
 /// With the settings the hold records, not the policy's: release reads no policy.
 pub fn give_back(ctx: &Base, next: &mut Ledger) -> Result<Vec<Change>> {
-    let Some(move_others) = next.irq.as_ref().map(|h| h.settings.move_others) else {
+    let Some(settings) = next.irq.as_ref().map(|h| h.settings.clone()) else {
         return Ok(Vec::new());
     };
-    let hk = housekeeping(ctx, next);
-    // Before taking the hold out: what is wanted depends on its baseline and refused IRQs.
-    let wanted = irq::wanted(ctx.fs, next, move_others, &hk);
-    let mut hold = next.irq.take().unwrap_or_default();
-    let mut changes = irq::changes(ctx.fs, &mut hold, &wanted);
-    changes.extend(irqbalance_change(ctx, next, &mut hold));
+    let Placement {
+        changes, mut hold, ..
+    } = placement(&ctx.probe(), settings, next);
     if next.isolated_except("").is_empty() {
         hold.refused.clear();
     }
@@ -105,7 +132,7 @@ pub fn give_back(ctx: &Base, next: &mut Ledger) -> Result<Vec<Change>> {
 }
 
 /// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
-fn irqbalance_change(ctx: &Base, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
+fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
     if !hold.settings.irqbalance {
         return None;
     }

@@ -1,9 +1,11 @@
 //! Bringing CPU isolation in line with the VMs in the ledger: set up, widen or narrow the
 //! housekeeping set, or give everything back when the last isolated VM goes.
+//! The changes are worked out through a `Probe`, which only reads (`kvmtune plan` passes its
+//! snapshot); making them, checking them and putting pinned threads back take the `Base`.
 
 use std::collections::BTreeSet;
 
-use super::Base;
+use super::{Base, Probe};
 use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
@@ -22,8 +24,8 @@ use partition::Holders;
 /// `policy`: the policy's settings, for operations that read it (`prepare`, `started`); `None`
 /// for `release` and `recover`, which confine with the settings the hold records, and cannot
 /// set isolation up.
-pub fn changes(ctx: &Base, policy: Option<&Policy>, next: &mut Ledger) -> Result<Vec<Change>> {
-    changes_with(ctx, policy, next, &mut Scan::default())
+pub fn changes(probe: &Probe, policy: Option<&Policy>, next: &mut Ledger) -> Result<Vec<Change>> {
+    changes_with(probe, policy, next, &mut Scan::default())
 }
 
 /// The host's processes as read once for one operation: listing every process of a large
@@ -39,7 +41,7 @@ struct Scan {
 }
 
 impl Scan {
-    fn view(&mut self, ctx: &Base) -> Result<&View> {
+    fn view(&mut self, ctx: &Probe) -> Result<&View> {
         if self.view.is_none() {
             self.view = Some(View::read(ctx.fs)?);
         }
@@ -47,14 +49,18 @@ impl Scan {
     }
 
     /// The kernel puts pinned threads back itself: none need looking for.
-    fn kernel_keeps_pins(&mut self, ctx: &Base) -> bool {
+    fn kernel_keeps_pins(&mut self, ctx: &Probe) -> bool {
         *self
             .kernel_keeps_pins
             .get_or_insert_with(|| kernel_keeps_pins(ctx.fs))
     }
 
     /// Threads pinned now in the `affected` processes (`None`: every process).
-    fn pinned(&mut self, ctx: &Base, affected: Option<BTreeSet<u32>>) -> Result<Vec<PinnedThread>> {
+    fn pinned(
+        &mut self,
+        ctx: &Probe,
+        affected: Option<BTreeSet<u32>>,
+    ) -> Result<Vec<PinnedThread>> {
         if let Some((seen, pinned)) = &self.pinned {
             if *seen == affected {
                 return Ok(pinned.clone());
@@ -80,7 +86,7 @@ impl Scan {
 /// move processes out of or change the CPUs of. `None`: any process (systemd units, the v2
 /// controller). Once a VM's isolation is in place, a later call moves only the few processes
 /// started since, and need not look at every thread of the host.
-fn affected(ctx: &Base, changes: &[Change]) -> Option<BTreeSet<u32>> {
+fn affected(ctx: &Probe, changes: &[Change]) -> Option<BTreeSet<u32>> {
     let mut cgroups = BTreeSet::new();
     for change in changes {
         match change {
@@ -111,7 +117,7 @@ fn affected(ctx: &Base, changes: &[Change]) -> Option<BTreeSet<u32>> {
 }
 
 fn changes_with(
-    ctx: &Base,
+    ctx: &Probe,
     policy: Option<&Policy>,
     next: &mut Ledger,
     scan: &mut Scan,
@@ -152,7 +158,7 @@ fn changes_with(
 }
 
 fn set_up(
-    ctx: &Base,
+    ctx: &Probe,
     policy: &Policy,
     next: &mut Ledger,
     isolated: &crate::cpulist::CpuSet,
@@ -184,10 +190,6 @@ fn set_up(
     )?;
     let mut baseline = Vec::new();
     isolation::remember(&mut baseline, &changes);
-    log::info(&format!(
-        "isolating CPUs {isolated} with {method} ({}); host tasks go to CPUs {housekeeping}",
-        choice.why
-    ));
     next.isolation = Some(IsolationHold {
         method,
         housekeeping,
@@ -217,7 +219,7 @@ pub fn holders(next: &Ledger) -> Holders {
 }
 
 fn inputs<'a>(
-    ctx: &'a Base,
+    ctx: &'a Probe,
     settings: &'a Settings,
     view: &'a View,
     keep: &'a [u32],
@@ -265,7 +267,7 @@ pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
 /// Also the name and flags of every process the scan read, so that moving processes need not
 /// read them again.
 pub fn changes_and_pins(
-    ctx: &Base,
+    ctx: &Probe,
     policy: Option<&Policy>,
     ledger: &Ledger,
     next: &mut Ledger,
@@ -294,7 +296,7 @@ pub fn changes_and_pins(
 /// `noted`: those an interrupted operation's journal noted before it moved their processes.
 pub fn pins_to_keep(ctx: &Base, ledger: &Ledger, noted: &[PinnedThread]) -> Vec<PinnedThread> {
     let mut pins = noted.to_vec();
-    for pin in pins_with(ctx, ledger, &mut Scan::default(), None) {
+    for pin in pins_with(&ctx.probe(), ledger, &mut Scan::default(), None) {
         if !pins.iter().any(|p| p.tid == pin.tid && p.comm == pin.comm) {
             pins.push(pin);
         }
@@ -305,7 +307,7 @@ pub fn pins_to_keep(ctx: &Base, ledger: &Ledger, noted: &[PinnedThread]) -> Vec<
 /// `changes`: the changes about to be made (only the processes they move are looked at), or
 /// `None` when unknown (every process is).
 fn pins_with(
-    ctx: &Base,
+    ctx: &Probe,
     ledger: &Ledger,
     scan: &mut Scan,
     changes: Option<&[Change]>,
@@ -349,5 +351,22 @@ pub fn restore_pins(ctx: &Base, pins: &[PinnedThread]) {
                 pin.tid
             ));
         }
+    }
+}
+
+/// Say in the log that isolation began, once its changes are made (they are worked out
+/// read-only, and `kvmtune plan` works them out too: it must not say so).
+pub fn log_set_up(before: &Ledger, after: &Ledger) {
+    if before.isolation.is_some() {
+        return;
+    }
+    if let Some(hold) = &after.isolation {
+        log::info(&format!(
+            "isolating CPUs {} with {} ({}); host tasks go to CPUs {}",
+            after.isolated_except(""),
+            hold.method,
+            hold.why,
+            hold.housekeeping
+        ));
     }
 }

@@ -10,6 +10,8 @@ pub mod hugepages;
 pub mod irq;
 pub mod isolation;
 pub mod knobs;
+pub mod planned;
+pub mod snapshot;
 
 use std::time::Instant;
 
@@ -27,7 +29,7 @@ use crate::plan::{self, Plan};
 use crate::policy::Policy;
 use crate::privilege::Privilege;
 use crate::size::{human, page_size_name};
-use crate::state::{Journal, Ledger, Operation, Phase, PoolHold, StateDir, StateLock, VmHold};
+use crate::state::{Journal, Ledger, Operation, Phase, StateDir, StateLock};
 use effects::Effects;
 
 /// What every operation works with: the host (its files, systemd, task affinity, irqbalance),
@@ -62,9 +64,28 @@ impl<'a> std::ops::Deref for Context<'a> {
     }
 }
 
+/// The host's ports as working out changes needs them: they are only read (no lock is
+/// needed, nothing is changed). `apply` passes the live ports and makes the changes after;
+/// `kvmtune plan` passes a `snapshot::Snapshot` and prints them.
+#[derive(Clone, Copy)]
+pub struct Probe<'a> {
+    pub fs: &'a dyn HostFs,
+    pub systemctl: &'a dyn Systemctl,
+    pub irqbalance: &'a dyn IrqBalancer,
+}
+
 impl Base<'_> {
     fn effects(&self) -> Effects<'_> {
         Effects::new(self.fs, self.systemctl, self.affinity, self.irqbalance)
+    }
+
+    /// The live ports, to work out changes from.
+    pub fn probe(&self) -> Probe<'_> {
+        Probe {
+            fs: self.fs,
+            systemctl: self.systemctl,
+            irqbalance: self.irqbalance,
+        }
     }
 }
 
@@ -94,60 +115,23 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     let host = Host::read(ctx.fs)?;
     let mut plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
     plan.knobs = knobs::check(ctx.fs, vm, std::mem::take(&mut plan.knobs))?;
-    if plan.hugepages.is_empty()
-        && plan.isolate.is_empty()
-        && (plan.irq.is_none() || plan.devices.is_empty())
-        && plan.knobs.is_empty()
-        && ledger.isolation.is_none()
-    {
+    if planned::holds_nothing(&plan, &ledger) {
         return Ok(plan);
     }
-
-    let mut next = ledger.clone();
-    for g in plan.hugepages.iter().filter(|g| g.grow > 0) {
-        next.keep_baseline(g.pool, g.before.persistent());
-    }
-    let places_irqs = plan.irq.is_some() && !plan.devices.is_empty();
-    if !plan.hugepages.is_empty()
-        || !plan.isolate.is_empty()
-        || places_irqs
-        || !plan.knobs.is_empty()
-    {
-        next.vms.insert(
-            vm.to_string(),
-            VmHold {
-                phase: Phase::Prepared,
-                hugepages: plan
-                    .hugepages
-                    .iter()
-                    .map(|g| PoolHold {
-                        pool: g.pool,
-                        pages: g.pages,
-                        added: g.grow,
-                    })
-                    .collect(),
-                isolate: plan.isolate.clone(),
-                irq: plan.irq.clone().filter(|_| places_irqs),
-                devices: if places_irqs {
-                    plan.devices.clone()
-                } else {
-                    Vec::new()
-                },
-                pid: None,
-                kvmtune_run: ctx.kvmtune_run,
-                knobs: plan
-                    .knobs
-                    .iter()
-                    .map(|k| (k.path.clone(), k.value.clone()))
-                    .collect(),
-            },
-        );
-    }
+    // Every change is worked out before the first is made, by the code `kvmtune plan` runs.
+    let planned::Prepare {
+        knobs: knob_changes,
+        // The same `PoolGrowth::change`s, journaled one by one below as each pool grows
+        // (`hugepages::grow` compacts and retries, which a `Change` cannot say).
+        pools: _,
+        isolation: isolation_changes,
+        pins,
+        known,
+        next,
+    } = planned::prepare(&ctx.probe(), ctx.policy, &plan, &ledger, ctx.kvmtune_run)?;
     let deadline = Instant::now() + ctx.policy.reserve_timeout;
     let mut journal = Journal::new(vm, Operation::Prepare);
-    // Knobs before pages: unmerging KSM's pages (for merge_across_nodes) takes memory that the
-    // reservation would otherwise count as free.
-    let knob_changes = knobs::changes(ctx.fs, &mut next)?;
+    // Knobs before pages (see `planned::Prepare::knobs`).
     if let Err(e) = knobs::make(ctx, &mut journal, knob_changes) {
         undo_prepare(ctx, &journal)?;
         return Err(e);
@@ -174,16 +158,15 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     }
 
     // Isolation also sweeps host processes started since the last VM event into place.
-    let (changes, pins, known) =
-        isolation::changes_and_pins(ctx, Some(ctx.policy), &ledger, &mut next)?;
     journal.pins = pins.clone();
-    let result = make_isolation(ctx, &mut journal, changes, &next, &known);
+    let result = make_isolation(ctx, &mut journal, isolation_changes, &next, &known);
     if let Err(e) = result {
         undo_prepare(ctx, &journal)?;
         isolation::restore_pins(ctx, &pins);
         return Err(e);
     }
     isolation::restore_pins(ctx, &pins);
+    isolation::log_set_up(&ledger, &next);
     commit(ctx, journal, &next)?;
     Ok(plan)
 }
@@ -332,10 +315,11 @@ fn reassert_into(
             // Processes started meanwhile are swept into place, and a cpuset, unit or mask
             // someone reset is put back.
             let (changes, noted, known) =
-                isolation::changes_and_pins(ctx, Some(ctx.policy), ledger, next)?;
+                isolation::changes_and_pins(&ctx.probe(), Some(ctx.policy), ledger, next)?;
             journal.pins = noted.clone();
             pins = noted;
             make_isolation(ctx, journal, changes, next, &known)?;
+            isolation::log_set_up(ledger, next);
             since(journal, &mut done.isolation);
         }
         if scope.knobs {
@@ -465,7 +449,8 @@ fn release_held(ctx: &Base, vm: &str, ledger: &mut Ledger) -> Result<()> {
     journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
     journal.changes.extend(irq::give_back(ctx, &mut next)?);
     // Narrowed with the settings isolation was set up with: release reads no policy.
-    let (changes, pins, known) = isolation::changes_and_pins(ctx, None, ledger, &mut next)?;
+    let (changes, pins, known) =
+        isolation::changes_and_pins(&ctx.probe(), None, ledger, &mut next)?;
     journal.pins = pins.clone();
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
@@ -605,7 +590,7 @@ fn finish_interrupted(ctx: &Base) -> Result<()> {
                 // The journal's changes are made; the holds must say so too.
                 let _ = knobs::changes(ctx.fs, &mut next)?;
                 let _ = irq::give_back(ctx, &mut next)?;
-                let _ = isolation::changes(ctx, None, &mut next)?;
+                let _ = isolation::changes(&ctx.probe(), None, &mut next)?;
                 commit(ctx, journal, &next)?;
             }
         }

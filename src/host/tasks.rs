@@ -43,7 +43,7 @@ pub fn read_task(fs: &dyn HostFs, pid: u32) -> Option<Task> {
 }
 
 /// `Cpus_allowed_list` from /proc/PID/status.
-fn read_allowed(fs: &dyn HostFs, pid: u32) -> Option<CpuSet> {
+pub fn read_allowed(fs: &dyn HostFs, pid: u32) -> Option<CpuSet> {
     let status = fs.read(&format!("proc/{pid}/status")).ok()?;
     status
         .lines()

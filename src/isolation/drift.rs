@@ -19,7 +19,7 @@ use crate::apply::effects::UNCONFINED_DAEMONS;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::host::cgroup::CgroupMounts;
-use crate::host::tasks::read_task;
+use crate::host::tasks::{read_allowed, read_stat, Task};
 use crate::host::HostFs;
 
 /// What differs from what kvmtune set, one line each (empty: everything holds).
@@ -227,15 +227,23 @@ pub fn strays(
         if stays.kernel_threads.contains(&pid) {
             continue;
         }
-        let Some(task) = read_task(fs, pid) else {
+        let Some((comm, flags)) = read_stat(fs, pid) else {
             continue; // gone meanwhile
+        };
+        // The allowed CPUs are read only for a new movable kernel thread: the root cgroup
+        // holds thousands of per-CPU ones, and daemons kept there are read at every look.
+        let task = Task {
+            pid,
+            comm,
+            flags,
+            allowed: CpuSet::new(),
         };
         if task.is_kernel_thread() {
             stays.kernel_threads.insert(pid);
             if !first_look
                 && hold.settings.move_kernel_threads
                 && task.is_movable_kernel_thread()
-                && !task.allowed.is_subset(&hold.housekeeping)
+                && read_allowed(fs, pid).is_some_and(|a| !a.is_subset(&hold.housekeeping))
             {
                 out.kernel_threads.push(Stray {
                     pid,

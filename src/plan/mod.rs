@@ -83,7 +83,8 @@ impl Plan {
         }
     }
 
-    /// The host changes, in the order apply makes them.
+    /// The pool growths, in the order apply makes them. Every other change (knobs, isolation,
+    /// IRQs) is worked out from the host by `apply::planned`, which puts these among them.
     pub fn changes(&self) -> Vec<Change> {
         self.hugepages
             .iter()

@@ -67,7 +67,7 @@ fn irqs(ctx: &Context, ledger: &Ledger, full: bool, out: &mut Vec<Finding>) {
     if !places {
         return;
     }
-    let housekeeping = crate::apply::irq::housekeeping(ctx, ledger);
+    let housekeeping = crate::apply::irq::housekeeping(ctx.fs, ledger);
     let finding = |slow: bool, (path, now, want): (String, String, String)| {
         let what = format!("/{path} is {now}, wanted {want}");
         if slow {

@@ -9,17 +9,19 @@ pub mod kernel;
 pub mod knobs;
 pub mod libvirt;
 pub mod partition;
+pub mod scenarios;
 pub mod virsh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use kvmtune::apply::{self, Base, Context};
 use kvmtune::domain::Domain;
 use kvmtune::error::Result;
 use kvmtune::policy::Policy;
 use kvmtune::privilege::Privilege;
-use kvmtune::state::{Ledger, StateDir};
+use kvmtune::state::{Journal, Ledger, StateDir};
 
 #[allow(unused_imports)] // each test crate uses a different part
 pub use kernel::{kernel, FakeKernel, GIB, MIB};
@@ -89,6 +91,37 @@ impl Bench {
             state,
             privilege: &self.privilege,
         }
+    }
+
+    /// Run `f` on this bench, and keep every journal kvmtune commits meanwhile as it stood
+    /// when committed: read at the `remove journal` point, which follows the commit's save.
+    pub fn journaled<T>(&self, f: impl FnOnce(&Context) -> T) -> (T, Vec<Journal>) {
+        let seen: Arc<Mutex<Vec<Journal>>> = Arc::default();
+        let reader = StateDir::open(&state_path(self), &self.privilege).unwrap();
+        let kernel_point = self.kernel.checkpoint();
+        let keep = Arc::clone(&seen);
+        let state = StateDir::open(&state_path(self), &self.privilege)
+            .unwrap()
+            .with_checkpoint(Arc::new(move |what: &str| {
+                kernel_point(what);
+                if what != "remove journal" {
+                    return;
+                }
+                let mut kept = keep.lock().unwrap();
+                for journal in reader.journals().unwrap() {
+                    if journal.committed.is_some() && !kept.contains(&journal) {
+                        kept.push(journal);
+                    }
+                }
+            }));
+        let ctx = Context {
+            base: self.base(&state),
+            policy: &self.policy,
+            kvmtune_run: self.kvmtune_run,
+        };
+        let out = f(&ctx);
+        let journals = seen.lock().unwrap().clone();
+        (out, journals)
     }
 
     pub fn prepare(&self, vm: &str, xml: &str) -> Result<kvmtune::plan::Plan> {

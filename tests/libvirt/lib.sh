@@ -44,6 +44,7 @@ LT_STARTED_PIDS=()      # "name:pid", in start order
 LT_CREATED=()           # files and directories to remove, in creation order
 LT_DOMAINS=()           # domains we defined
 LT_MOUNTED_HUGETLBFS=0
+LT_KVM_WAS=""            # "MODE GID" of /dev/kvm when lt_kvm_device changed it
 LT_STATE_DIR_EXISTED=1
 declare -A LT_POOLS_AT_START=()
 LT_TORN_DOWN=0
@@ -410,6 +411,23 @@ lt_isolation_safety_net() {
 
 # ---- setup and teardown ----------------------------------------------------------------------
 
+# /dev/kvm as udev makes it on the hosts operators run (systemd's 50-udev-default.rules:
+# GROUP="kvm", MODE="0666"). A machine without udev may leave it root's alone (0600): libvirt's
+# capabilities probe (QEMU run with CAP_DAC_OVERRIDE) then finds KVM, while libvirt's own check
+# as the qemu user does not, so it takes its capabilities cache as outdated at every lookup and
+# probes QEMU again and again: about 40 s of every domain's define and start. lt_teardown puts
+# the device back as it was.
+lt_kvm_device() {
+  [ -c /dev/kvm ] && [ "$(stat -c '%a %g' /dev/kvm)" = "600 0" ] && getent group kvm >/dev/null || return 0
+  LT_KVM_WAS="600 0"
+  chgrp kvm /dev/kvm && chmod 0666 /dev/kvm || lt_log "lib.sh: could not open /dev/kvm to group kvm"
+  lt_log "lib.sh: /dev/kvm was root's alone (no udev here): group kvm, mode 0666 while the tests run"
+}
+lt_kvm_device_back() {
+  [ -n "$LT_KVM_WAS" ] || return 0
+  chmod "${LT_KVM_WAS% *}" /dev/kvm && chgrp "${LT_KVM_WAS#* }" /dev/kvm || lt_log "lib.sh: could not put /dev/kvm back to $LT_KVM_WAS"
+}
+
 lt_setup() {
   local bin=$1 f name pid
   [ "$(id -u)" = 0 ] || lt_die "needs root (it starts libvirtd and resizes hugepage pools)"
@@ -436,6 +454,7 @@ lt_setup() {
 
   for f in $(lt_pool_files); do LT_POOLS_AT_START[$f]=$(cat "$f"); done
   lt_isolation_record
+  lt_kvm_device
   [ -d "$LT_STATE_DIR" ] || LT_STATE_DIR_EXISTED=0
 
   if lt_libvirt_answers && LT_SYSTEMD_UNIT=$(lt_systemd_daemon); then
@@ -525,6 +544,7 @@ lt_teardown() {
     lt_stop_pid "${entry%%:*}" "${entry#*:}"
   done
   lt_isolation_safety_net
+  lt_kvm_device_back
   # libvirt's per-VM QEMU logs of our domains: kept with our logs, not left in /var/log.
   for name in "${LT_DOMAINS[@]}"; do
     f=/var/log/libvirt/qemu/$name.log

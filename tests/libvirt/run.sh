@@ -802,7 +802,10 @@ test_isolated_busy_host() {
     fail $t "virsh start failed: $(echo "$out" | tr '\n' ' ')$(calls "$name")"
   else
     iso_snapshot "$WORK/busy-running"
-    why=$(findings iso_violations "$WORK/busy-running")
+    # As for every isolated VM: a process born in the root cpuset after the sweep by a parent
+    # outside it (seen here: this machine's PID 1 runs a short grep now and then) is gone a
+    # moment later, and sweeping it is the watcher's job; one kvmtune missed stays.
+    why=$(findings iso_isolated_check "$WORK/busy-running" "$name")
     virsh_ destroy "$name" >/dev/null 2>&1
     if [ -n "$why" ]; then
       fail $t "while $name isolates CPU $ISO_CPUS: $why$(calls "$name")"
@@ -982,10 +985,17 @@ fi
 # defines).
 IFS=', ' read -ra LT_ONLY_PATTERNS <<<"${LT_ONLY:-*}"
 # shellcheck disable=SC2254 # the patterns are patterns
+# Each test's time goes in the `times` line at the end: the tier's budget is spent where it shows.
+TEST_TIMES=()
 run_test() {
-  local p
+  local p t0
   for p in "${LT_ONLY_PATTERNS[@]}"; do
-    case "$1" in $p) "$1"; return ;; esac
+    case "$1" in $p)
+      t0=$(date +%s)
+      "$1"
+      TEST_TIMES+=("${1#test_} $(($(date +%s) - t0))")
+      return ;;
+    esac
   done
 }
 run_test test_hugepage_vm
@@ -1022,6 +1032,7 @@ if [ "$CAPTURE" = 1 ]; then
   done
 fi
 
+info times "$(printf '%s s, ' "${TEST_TIMES[@]}" | sed 's/, $//')"
 info total "$(($(date +%s) - T0)) s"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

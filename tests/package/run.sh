@@ -20,10 +20,12 @@ cd "$repo" || exit 1
 source "$repo/tests/libvirt/lib.sh"
 
 PKG=kvmtune
-# The libvirt tests run against the package: the hook's whole path (prepare refusing with one
-# line, hugepages, metadata, status from /usr/sbin, reconnect after a restart, isolation and
-# IRQs under the policy the package ships). The plain libvirt tier runs them all on the build.
-PKG_LT_ONLY=${LT_ONLY:-test_hugepage_vm test_too_big_vm test_metadata_vm test_status_json test_libvirtd_restart test_isolated_vm test_isolated_vm_irqs}
+# Two libvirt tests run against the package on this host: the installed hook's path to hugepages,
+# and isolation and IRQs under the policy the package ships. The plain libvirt tier runs them
+# all on the build, and the hypervisor tier runs the installed .deb under systemd through every
+# scenario (a reconnect after a restart, metadata, status included); more here would repeat
+# them at the cost of CI's time budget.
+PKG_LT_ONLY=${LT_ONLY:-test_hugepage_vm test_isolated_vm_irqs}
 
 PASSED=0
 FAILED=0

@@ -1,0 +1,236 @@
+//! `Snapshot`: the host as `kvmtune plan` sees it. Each file, directory listing, systemd
+//! property and irqbalance answer is read at most once, on first use, and kept: the plan is
+//! worked out from one look at the host even where the code that works it out reads a file
+//! twice. Every write is refused, so the plan cannot change the host, whatever code it runs.
+//!
+//! It fills lazily rather than reading the whole of /sys and /proc up front: the same
+//! functions that `apply` runs on the live ports decide what they need to read.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::Probe;
+use crate::cpulist::CpuSet;
+use crate::error::{Error, Result};
+use crate::host::HostFs;
+use crate::irq::irqbalance::IrqBalancer;
+use crate::isolation::systemd::Systemctl;
+
+/// The host's ports, read once and never written.
+pub struct Snapshot<'a> {
+    fs: &'a dyn HostFs,
+    systemctl: &'a dyn Systemctl,
+    irqbalance: &'a dyn IrqBalancer,
+    seen: RefCell<Seen>,
+}
+
+/// What has been read so far. Failed reads are not kept: they are read again (and fail again,
+/// with their own error).
+#[derive(Default)]
+struct Seen {
+    files: HashMap<String, String>,
+    records: HashMap<String, String>,
+    lists: HashMap<String, Vec<String>>,
+    exists: HashMap<String, bool>,
+    links: HashMap<String, PathBuf>,
+    properties: HashMap<(String, String), String>,
+    banned: Option<Option<CpuSet>>,
+}
+
+impl<'a> Snapshot<'a> {
+    pub fn new(
+        fs: &'a dyn HostFs,
+        systemctl: &'a dyn Systemctl,
+        irqbalance: &'a dyn IrqBalancer,
+    ) -> Snapshot<'a> {
+        Snapshot {
+            fs,
+            systemctl,
+            irqbalance,
+            seen: RefCell::new(Seen::default()),
+        }
+    }
+
+    /// The snapshot as the ports that working out changes reads.
+    pub fn probe(&self) -> Probe<'_> {
+        Probe {
+            fs: self,
+            systemctl: self,
+            irqbalance: self,
+        }
+    }
+
+    fn refuse<T>(&self, what: &str) -> Result<T> {
+        Err(Error::Refused(format!(
+            "a plan changes nothing, but was about to {what}"
+        )))
+    }
+}
+
+/// Look `key` up in one of the maps of `seen`, or read it and keep a success.
+fn once<K, V: Clone>(map: &mut HashMap<K, V>, key: K, read: impl FnOnce() -> Result<V>) -> Result<V>
+where
+    K: std::hash::Hash + Eq,
+{
+    if let Some(v) = map.get(&key) {
+        return Ok(v.clone());
+    }
+    let v = read()?;
+    map.insert(key, v.clone());
+    Ok(v)
+}
+
+impl HostFs for Snapshot<'_> {
+    fn root(&self) -> &Path {
+        self.fs.root()
+    }
+
+    fn read(&self, rel: &str) -> Result<String> {
+        once(&mut self.seen.borrow_mut().files, rel.to_string(), || {
+            self.fs.read(rel)
+        })
+    }
+
+    fn read_record(&self, rel: &str) -> Result<String> {
+        once(&mut self.seen.borrow_mut().records, rel.to_string(), || {
+            self.fs.read_record(rel)
+        })
+    }
+
+    fn write(&self, rel: &str, value: &str) -> Result<()> {
+        self.refuse(&format!(
+            "write {value:?} to {}",
+            self.fs.display(rel).display()
+        ))
+    }
+
+    fn list(&self, rel: &str) -> Result<Vec<String>> {
+        once(&mut self.seen.borrow_mut().lists, rel.to_string(), || {
+            self.fs.list(rel)
+        })
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        *self
+            .seen
+            .borrow_mut()
+            .exists
+            .entry(rel.to_string())
+            .or_insert_with(|| self.fs.exists(rel))
+    }
+
+    fn create_dir(&self, rel: &str) -> Result<()> {
+        self.refuse(&format!("create {}", self.fs.display(rel).display()))
+    }
+
+    fn remove_dir(&self, rel: &str) -> Result<()> {
+        self.refuse(&format!("remove {}", self.fs.display(rel).display()))
+    }
+
+    fn remove_file(&self, rel: &str) -> Result<()> {
+        self.refuse(&format!("remove {}", self.fs.display(rel).display()))
+    }
+
+    fn read_link(&self, rel: &str) -> Result<PathBuf> {
+        once(&mut self.seen.borrow_mut().links, rel.to_string(), || {
+            self.fs.read_link(rel)
+        })
+    }
+
+    fn display(&self, rel: &str) -> PathBuf {
+        self.fs.display(rel)
+    }
+}
+
+impl Systemctl for Snapshot<'_> {
+    fn property(&self, unit: &str, property: &str) -> Result<String> {
+        let key = (unit.to_string(), property.to_string());
+        once(&mut self.seen.borrow_mut().properties, key, || {
+            self.systemctl.property(unit, property)
+        })
+    }
+
+    fn set_property(&self, unit: &str, property: &str, value: &str) -> Result<()> {
+        self.refuse(&format!("set {unit} {property}={value}"))
+    }
+
+    fn daemon_reload(&self) -> Result<()> {
+        self.refuse("reload systemd")
+    }
+}
+
+impl IrqBalancer for Snapshot<'_> {
+    fn banned(&self) -> Result<Option<CpuSet>> {
+        let mut seen = self.seen.borrow_mut();
+        if let Some(banned) = &seen.banned {
+            return Ok(banned.clone());
+        }
+        let banned = self.irqbalance.banned()?;
+        seen.banned = Some(banned.clone());
+        Ok(banned)
+    }
+
+    fn set_banned(&self, cpus: &CpuSet) -> Result<()> {
+        self.refuse(&format!("ban irqbalance from CPUs {cpus}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::RootFs;
+
+    struct NoSystemd;
+    impl Systemctl for NoSystemd {
+        fn property(&self, _: &str, _: &str) -> Result<String> {
+            Ok(String::new())
+        }
+        fn set_property(&self, _: &str, _: &str, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn daemon_reload(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+    struct NoIrqbalance;
+    impl IrqBalancer for NoIrqbalance {
+        fn banned(&self) -> Result<Option<CpuSet>> {
+            Ok(None)
+        }
+        fn set_banned(&self, _: &CpuSet) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_file_changed_after_the_first_read_still_reads_as_first_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("knob"), "1\n").unwrap();
+        let fs = RootFs::new(dir.path());
+        let snapshot = Snapshot::new(&fs, &NoSystemd, &NoIrqbalance);
+        assert_eq!(snapshot.read("knob").unwrap(), "1\n");
+        std::fs::write(dir.path().join("knob"), "0\n").unwrap();
+        assert_eq!(snapshot.read("knob").unwrap(), "1\n");
+    }
+
+    #[test]
+    fn a_write_through_the_snapshot_is_refused_and_the_file_keeps_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("knob"), "1\n").unwrap();
+        let fs = RootFs::new(dir.path());
+        let snapshot = Snapshot::new(&fs, &NoSystemd, &NoIrqbalance);
+        let err = snapshot.write("knob", "0").unwrap_err();
+        assert!(
+            err.to_string().contains("was about to write \"0\" to"),
+            "{err}"
+        );
+        assert!(snapshot.set_banned(&CpuSet::new()).is_err());
+        assert!(snapshot.set_property("u", "p", "v").is_err());
+        assert!(snapshot.create_dir("cg").is_err());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("knob")).unwrap(),
+            "1\n"
+        );
+    }
+}
