@@ -53,7 +53,7 @@ fn host(kind: Host) -> Bench {
         .with_irqs();
     let b = match kind {
         Host::Partition => Bench::new(kernel.with_partitions()).under_kvmtune_run(),
-        Host::LibvirtPartition => Bench::new(kernel.with_partitions()),
+        Host::LibvirtPartition => Bench::new(kernel.with_partitions().with_cpuset_unused()),
         _ => Bench::new(kernel),
     }
     .with_policy(

@@ -139,7 +139,7 @@ impl World {
             .with_cgroups(layout)
             .with_irqs();
         let b = match (partitions, layout) {
-            (true, Layout::Systemd) => Bench::new(kernel.with_partitions()),
+            (true, Layout::Systemd) => Bench::new(kernel.with_partitions().with_cpuset_unused()),
             (true, _) => Bench::new(kernel.with_partitions()).under_kvmtune_run(),
             _ => Bench::new(kernel),
         };

@@ -329,7 +329,8 @@ fn libvirt_host() -> Bench {
     Bench::new(
         kernel(&[(4 * GIB, "0-1"), (4 * GIB, "2-3")])
             .with_cgroups(Layout::Systemd)
-            .with_partitions(),
+            .with_partitions()
+            .with_cpuset_unused(),
     )
 }
 
@@ -649,4 +650,32 @@ fn two_vcpus_pinned_to_one_cpu_fail_started_in_one_line_and_change_nothing() {
     assert!(err.contains("two vCPUs are pinned to CPU 3"), "{err}");
     assert!(!err.contains('\n'), "{err}");
     assert_eq!(diff(&prepared, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn systemd_taking_cpuset_from_machine_slice_during_release_holds_nothing_back_and_the_vm_starts_again(
+) {
+    let b = libvirt_host();
+    let start = b.snapshot();
+    for round in 0..2 {
+        b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+        b.kernel
+            .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+        b.started("lv").unwrap();
+        assert_eq!(
+            exclusive(&b, "sys/fs/cgroup/machine.slice"),
+            "3",
+            "round {round}"
+        );
+        assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "3");
+        // libvirt removes the VM's scope before the release hook; systemd then takes cpuset
+        // from machine.slice (its last VM is gone) after release's reads, before its writes.
+        b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+        b.release("lv").unwrap();
+        assert_eq!(
+            diff(&start, &b.snapshot()),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+    }
 }

@@ -15,12 +15,27 @@ fn is_irq_file(change: &Change) -> bool {
     matches!(change, Change::File { path, .. } if path.starts_with("proc/irq/"))
 }
 
-/// Whether `path` is a file of a cgroup that no longer exists.
-fn cgroup_gone(fs: &dyn HostFs, path: &str) -> bool {
-    path.starts_with("sys/fs/cgroup/")
-        && path
-            .rsplit_once('/')
-            .is_some_and(|(dir, _)| !fs.exists(dir))
+/// Whether writing `value` to the cgroup file `path`, which could not be opened, is done
+/// already: its cgroup no longer exists, or `value` is the default of a cpuset file whose
+/// controller the cgroup lost (systemd takes cpuset from machine.slice once no VM needs it,
+/// often between the release hook's read and its write). A cgroup without the controller
+/// has none of its state; given the controller back it starts from the defaults.
+fn cgroup_file_gone(fs: &dyn HostFs, path: &str, value: &str) -> bool {
+    let Some((dir, file)) = path
+        .strip_prefix("sys/fs/cgroup/")
+        .and_then(|_| path.rsplit_once('/'))
+    else {
+        return false;
+    };
+    if !fs.exists(dir) {
+        return true;
+    }
+    let default = match file {
+        "cpuset.cpus" | "cpuset.cpus.exclusive" | "cpuset.mems" => "",
+        "cpuset.cpus.partition" => "member",
+        _ => return false,
+    };
+    !fs.exists(path) && value.trim() == default
 }
 
 /// Passes over a cgroup's processes before giving up on one that keeps forking.
@@ -99,9 +114,10 @@ impl Effects<'_> {
                     Ok(())
                 }
                 // A cgroup that went with its VM (libvirt removes a VM's vCPU cgroups before
-                // the release hook): its files went with it, nothing to give back there.
-                Err(e) if cgroup_gone(self.fs, path) => {
-                    log::info(&format!("/{path} went with its cgroup ({e})"));
+                // the release hook), or its cpuset controller with machine.slice's last VM:
+                // nothing to give back there.
+                Err(e) if cgroup_file_gone(self.fs, path, after) => {
+                    log::info(&format!("/{path} went with its cgroup or controller ({e})"));
                     Ok(())
                 }
                 other => other,

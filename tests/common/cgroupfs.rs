@@ -82,6 +82,9 @@ pub struct CgroupModel {
     /// The kernel has isolated partitions and `cpuset.cpus.exclusive` (6.7 and later): their
     /// files exist and the rules of `partition.rs` apply.
     pub partitions: bool,
+    /// A unit stopped: systemd realizes the cgroup tree again before the next write
+    /// (`systemd_realizes`).
+    pub systemd_realizes_soon: bool,
 }
 
 pub type Errno = i32;
@@ -185,6 +188,7 @@ impl CgroupModel {
             forks_during_moves: 0,
             cmdlines: BTreeMap::new(),
             partitions: false,
+            systemd_realizes_soon: false,
         }
     }
 
@@ -313,16 +317,18 @@ impl CgroupModel {
                         t.mask = online.clone();
                     }
                 }
-                let c = self.cgroups.get_mut(dir).unwrap();
                 for word in value.split_whitespace() {
-                    match word.split_at(1) {
+                    let result = match word.split_at(1) {
                         ("+", name) => {
+                            let c = self.cgroups.get_mut(dir).unwrap();
                             c.subtree.insert(name.to_string());
+                            Ok(())
                         }
-                        ("-", name) => {
-                            c.subtree.remove(name);
-                        }
-                        _ => return Some(Err(libc::EINVAL)),
+                        ("-", name) => self.disable_controller(dir, name),
+                        _ => Err(libc::EINVAL),
+                    };
+                    if let Err(errno) = result {
+                        return Some(Err(errno));
                     }
                 }
                 Ok(())
@@ -437,6 +443,31 @@ impl CgroupModel {
             let path = self.unit_cgroup(unit);
             self.cgroups.get_mut(&path).unwrap().cpus =
                 CpuSet::parse(value).map_err(|_| libc::EINVAL)?;
+        }
+        Ok(())
+    }
+
+    /// `-NAME` in `dir`'s `cgroup.subtree_control`: refused (EBUSY) while a child enables the
+    /// controller for its own children; otherwise the children lose the controller's files
+    /// and its state (for cpuset: their CPU lists, exclusive lists and partition modes), so a
+    /// child that gets the controller back starts from the defaults.
+    pub fn disable_controller(&mut self, dir: &str, name: &str) -> Result<(), Errno> {
+        let children = self.children(dir);
+        if children
+            .iter()
+            .any(|c| self.cgroups[c].subtree.contains(name))
+        {
+            return Err(libc::EBUSY);
+        }
+        self.cgroups.get_mut(dir).unwrap().subtree.remove(name);
+        if name == "cpuset" {
+            for child in children {
+                let c = self.cgroups.get_mut(&child).unwrap();
+                c.cpus = CpuSet::default();
+                c.mems = String::new();
+                c.exclusive = CpuSet::default();
+                c.partition = Default::default();
+            }
         }
         Ok(())
     }
@@ -586,7 +617,7 @@ impl CgroupModel {
         let groups = 1;
         out.push((
             "sys/devices/virtual/workqueue/cpumask".into(),
-            format!("{}\n", self.workqueue.to_mask(groups)),
+            format!("{}\n", self.unbound_workqueue_cpus().to_mask(groups)),
         ));
         if self.layout == Layout::Systemd {
             out.push(("run/systemd/system/.keep".into(), String::new()));

@@ -162,6 +162,13 @@ impl FakeKernel {
         self
     }
 
+    /// systemd's cgroup tree as Debian 13 boots it: no unit needs the cpuset controller, so it
+    /// is enabled nowhere (libvirt's VMs bring it while they run: `libvirt_starts`).
+    pub fn with_cpuset_unused(self) -> FakeKernel {
+        self.cgroups(|c| c.systemd_realizes());
+        self
+    }
+
     /// SMT: each group of CPUs (`"0,8"`) shares a core; CPUs in no group stay single-threaded.
     pub fn with_smt(self, groups: &[&str]) -> FakeKernel {
         for group in groups {
@@ -521,6 +528,10 @@ impl HostFs for FakeKernel {
     }
 
     fn write(&self, rel: &str, value: &str) -> Result<()> {
+        let realizes = |c: &mut CgroupModel| c.systemd_realizes_soon.then(|| c.systemd_realizes());
+        if self.in_cgroups(realizes).is_some() {
+            self.render();
+        }
         // Like the kernel, writing a file that does not exist fails.
         if !self.plain.exists(rel) {
             return Err(Error::io(

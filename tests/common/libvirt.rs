@@ -33,9 +33,10 @@ impl CgroupModel {
         for dir in [&scope, &libvirt] {
             self.cgroups.insert(dir.to_string(), Default::default());
         }
-        for dir in [&machine, &scope, &libvirt] {
+        // systemd enables cpuset down to the scope it delegates to libvirt, the root's too.
+        for dir in [V2_MOUNT, &machine, &scope, &libvirt] {
             self.cgroups
-                .get_mut(dir.as_str())
+                .get_mut(dir)
                 .unwrap()
                 .subtree
                 .insert("cpuset".into());
@@ -77,8 +78,9 @@ impl CgroupModel {
     }
 
     /// The VM whose QEMU is `pid` stops: its threads end, libvirt and systemd remove its cgroups
-    /// (children first), and machine.slice no longer needs the cpuset controller once no VM is
-    /// left.
+    /// (children first). systemd realizes the tree again soon after (at the next write to the
+    /// fake kernel, or `systemd_realizes`): the release hook may read machine.slice's cpuset
+    /// files and find them gone when it writes, as on Debian 13.
     pub fn libvirt_stops(&mut self, pid: u32) {
         let emulator = &self.tasks[&pid].cgroup;
         let scope = emulator
@@ -98,14 +100,34 @@ impl CgroupModel {
         for dir in dirs {
             self.remove(&dir).unwrap().unwrap();
         }
+        self.systemd_realizes_soon = true;
+    }
+
+    /// systemd realizes the cgroup tree again: a cgroup keeps the cpuset controller for its
+    /// children only while one of them needs it (a VM's scope, which systemd delegates to
+    /// libvirt; a unit with AllowedCPUs), removed bottom up. On Debian 13 no unit needs it
+    /// while no VM runs: the root's `cgroup.subtree_control` reads `memory pids`, and
+    /// machine.slice has no cpuset files. kvmtune's own cgroups are no units: systemd takes
+    /// the controller from them too.
+    pub fn systemd_realizes(&mut self) {
+        self.systemd_realizes_soon = false;
         let machine = format!("{V2_MOUNT}/machine.slice");
-        if self.children(&machine).is_empty() {
-            self.cgroups
-                .get_mut(&machine)
-                .unwrap()
-                .subtree
-                .remove("cpuset");
+        let vms = self.cgroups.contains_key(&machine) && !self.children(&machine).is_empty();
+        if vms {
+            return;
         }
+        if self.cgroups.contains_key(&machine) {
+            self.disable_controller(&machine, "cpuset").unwrap();
+        }
+        if self.units.values().any(|cpus| !cpus.is_empty()) {
+            return;
+        }
+        for child in self.children(V2_MOUNT) {
+            if self.cgroups[&child].subtree.contains("cpuset") {
+                self.disable_controller(&child, "cpuset").unwrap();
+            }
+        }
+        self.disable_controller(V2_MOUNT, "cpuset").unwrap();
     }
 }
 

@@ -14,7 +14,10 @@
 //! - the CPUs of a valid partition leave the root's `cpuset.cpus.effective` and every cgroup
 //!   outside the partition, and with them the tasks there (not per-CPU kernel threads: see
 //!   `CgroupModel::allowed`); the root's `cpuset.cpus.isolated` lists the CPUs of valid
-//!   isolated partitions. The unbound workqueue mask is left alone (as before 6.8).
+//!   isolated partitions;
+//! - the unbound workqueues leave the CPUs of isolated partitions (6.8 and later):
+//!   `workqueue/cpumask` reads the mask last written less those CPUs, or the written mask
+//!   whole if nothing would be left (`workqueue_unbound_exclude_cpumask`).
 
 use kvmtune::cpulist::CpuSet;
 
@@ -161,6 +164,20 @@ impl CgroupModel {
             }
         }
         cpus
+    }
+
+    /// What `workqueue/cpumask` reads: the mask written (`wq_requested_unbound_cpumask`), less
+    /// the isolated partitions' CPUs where the kernel has partitions.
+    pub fn unbound_workqueue_cpus(&self) -> CpuSet {
+        if !self.partitions {
+            return self.workqueue.clone();
+        }
+        let left = self.workqueue.difference(&self.isolated());
+        if left.is_empty() {
+            self.workqueue.clone()
+        } else {
+            left
+        }
     }
 
     /// The root's `cpuset.cpus.isolated`.
