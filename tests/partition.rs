@@ -394,11 +394,13 @@ fn a_vm_libvirt_starts_gets_one_isolated_partition_per_vcpu_and_release_restores
 }
 
 #[test]
-fn a_vcpu_pinned_to_two_cpus_fails_started_in_one_line_and_changes_nothing() {
+fn a_vcpu_libvirt_pins_to_two_cpus_unlike_its_xml_fails_started_in_one_line_and_changes_nothing() {
     let b = libvirt_host();
-    b.prepare("lv", &pinned_vm("lv", &["1,3"])).unwrap();
+    // The XML fits partitions (prepare chose them); libvirt pins otherwise (a hook's XML can
+    // be older than `virsh vcpupin --config` made it).
+    b.prepare("lv", &pinned_vm("lv", &["1", "3"])).unwrap();
     b.kernel
-        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1,3"]));
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1,3", "3"]));
     let prepared = b.snapshot();
 
     let err = b.started("lv").unwrap_err().to_string();
@@ -573,16 +575,16 @@ fn vcpu_cgroups_without_cpuset_files_fail_started_in_one_line_and_change_nothing
 }
 
 #[test]
-fn a_kvmtune_run_vm_and_a_libvirt_vm_hold_partitions_side_by_side_and_either_may_go_first() {
+fn a_kvmtune_run_vm_joins_a_libvirt_vms_partitions_and_leaves_first() {
     let mut b = libvirt_host();
     let start = b.snapshot();
-    b.kvmtune_run = true;
-    b.prepare("run1", &vm("run1", "3")).unwrap();
-    b.kvmtune_run = false;
     b.prepare("lv", &pinned_vm("lv", &["1"])).unwrap();
     b.kernel
         .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1"]));
     b.started("lv").unwrap();
+    b.kvmtune_run = true;
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.kvmtune_run = false;
     assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "1,3");
 
     b.release("run1").unwrap();
@@ -638,9 +640,9 @@ fn a_vcpu_plugged_later_gets_its_partition_at_the_watchers_next_look() {
 }
 
 #[test]
-fn two_vcpus_pinned_to_one_cpu_fail_started_in_one_line_and_change_nothing() {
+fn two_vcpus_libvirt_pins_to_one_cpu_unlike_its_xml_fail_started_in_one_line_and_change_nothing() {
     let b = libvirt_host();
-    b.prepare("lv", &pinned_vm("lv", &["3", "3"])).unwrap();
+    b.prepare("lv", &pinned_vm("lv", &["1", "3"])).unwrap();
     b.kernel
         .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3", "3"]));
     let prepared = b.snapshot();
@@ -678,4 +680,95 @@ fn systemd_taking_cpuset_from_machine_slice_during_release_holds_nothing_back_an
             "round {round}"
         );
     }
+}
+
+#[test]
+fn auto_isolates_a_kvmtune_run_vm_with_systemd_where_systemd_runs_and_says_why() {
+    let mut b = libvirt_host();
+    let start = b.snapshot();
+    b.kvmtune_run = true;
+
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+
+    let text = kvmtune::status::render(&b.status());
+    assert!(
+        text.contains("method chosen: auto: systemd runs on cgroup v2 (no partition: systemd runs, and would take the cpuset controller from kvmtune's own partition)"),
+        "{text}"
+    );
+    assert!(!b.kernel.path().join(PARTITION).exists());
+    b.release("run1").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+/// `pinned_vm` with its emulator pinned to `emulator`.
+fn vm_with_emulatorpin(name: &str, pins: &[&str], emulator: &str) -> String {
+    pinned_vm(name, pins).replace(
+        "</cputune>",
+        &format!("<emulatorpin cpuset='{emulator}'/></cputune>"),
+    )
+}
+
+const EMULATOR_MISFIT: &str = "isolated partitions cannot hold VM 'emu''s isolated CPUs: its emulator is pinned to isolated CPUs 3 (<emulatorpin cpuset='3'>), which a vCPU's partition would take from it";
+
+#[test]
+fn auto_isolates_a_vm_whose_emulator_shares_its_isolated_cpu_with_systemd_and_says_why() {
+    let b = libvirt_host();
+    let start = b.snapshot();
+
+    b.prepare("emu", &vm_with_emulatorpin("emu", &["3"], "3"))
+        .unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("emu", LIBVIRT_QEMU, &["3"]));
+    b.started("emu").unwrap();
+
+    let text = kvmtune::status::render(&b.status());
+    assert!(
+        text.contains(&format!(
+            "method chosen: auto: systemd runs on cgroup v2 (no partition: {EMULATOR_MISFIT})"
+        )),
+        "{text}"
+    );
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "");
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-2")));
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release("emu").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn the_partition_policy_refuses_a_vm_whose_emulator_shares_its_isolated_cpu_at_prepare() {
+    let b = libvirt_host().with_policy("[cpus]\nisolation = \"partition\"\n");
+    let start = b.snapshot();
+
+    let err = b
+        .prepare("emu", &vm_with_emulatorpin("emu", &["3"], "3"))
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains(EMULATOR_MISFIT), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+#[test]
+fn a_vm_partitions_cannot_hold_is_refused_while_partitions_hold_another_vm() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["1"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["1"]));
+    b.started("lv").unwrap();
+    let running = b.snapshot();
+
+    let err = b
+        .prepare("emu", &vm_with_emulatorpin("emu", &["3"], "3"))
+        .unwrap_err()
+        .to_string();
+
+    assert!(
+        err.contains(&format!(
+            "{EMULATOR_MISFIT}, and other VMs hold theirs with partitions. Nothing was changed."
+        )),
+        "{err}"
+    );
+    assert_eq!(diff(&running, &b.snapshot()), Vec::<String>::new());
 }

@@ -141,11 +141,18 @@ fn changes_with(
     if let Some(policy) = policy {
         hold.settings = Settings::of(policy);
     }
+    let holders = holders(next);
+    if let (Method::Partition, Some(_), Some(why)) = (hold.method, policy, holders.misfit()) {
+        // Partitions hold the other VMs' CPUs; this one cannot join them.
+        return Err(Error::Refused(format!(
+            "{why}, and other VMs hold theirs with partitions. Nothing was changed."
+        )));
+    }
     let view = scan.view(ctx)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
     let confine = isolation::confine(
-        &inputs(ctx, &hold.settings, view, &keep, &holders(next)),
+        &inputs(ctx, &hold.settings, view, &keep, &holders),
         hold.method,
         &housekeeping,
         &isolated,
@@ -166,7 +173,7 @@ fn set_up(
 ) -> Result<Vec<Change>> {
     let view = scan.view(ctx)?;
     let offers = Offers {
-        partition: partition::probe(ctx.fs, &view.mounts),
+        partition: partition::probe(ctx.fs, &view.mounts, &holders(next)),
     };
     let choice = choose_method(policy.isolation, &view.mounts, &offers).map_err(|e| {
         Error::Refused(format!(
@@ -213,6 +220,9 @@ pub fn holders(next: &Ledger) -> Holders {
             holders.kvmtune_run = holders.kvmtune_run.union(&vm.isolate);
         } else {
             holders.libvirt.push((name.clone(), vm.isolate.clone()));
+            if let Some(why) = &vm.partition_misfit {
+                holders.misfits.push((name.clone(), why.clone()));
+            }
         }
     }
     holders

@@ -120,6 +120,7 @@ fn ledger_after(plan: &Plan, ledger: &Ledger, kvmtune_run: bool) -> Ledger {
             },
             pid: None,
             kvmtune_run,
+            partition_misfit: plan.partition_misfit.clone().filter(|_| !kvmtune_run),
             knobs: plan
                 .knobs
                 .iter()

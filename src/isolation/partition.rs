@@ -46,9 +46,35 @@ pub fn path(mounts: &CgroupMounts) -> Option<String> {
     mounts.v2.as_ref().map(|root| format!("{root}/{PARTITION}"))
 }
 
-/// Whether the kernel offers isolated partitions with exclusive CPU lists: `Err` says what
-/// is missing, in words for `kvmtune status` and the log.
-pub fn probe(fs: &dyn HostFs, mounts: &CgroupMounts) -> Result<(), String> {
+/// Whether partitions can hold the CPUs of `holders` here: the kernel offers isolated
+/// partitions with exclusive CPU lists, and the VMs' threads are where kvmtune makes them.
+/// `Err` says what is missing, in words for `kvmtune status` and the log.
+/// - libvirt's VMs: in the scopes systemd-machined makes (`machine.slice/…scope/libvirt`), so
+///   systemd must run. Without it libvirt lays its cgroups out otherwise, where kvmtune makes
+///   no partition.
+/// - `kvmtune run`'s VMs: without systemd. systemd takes the cpuset controller from the root's
+///   children once no unit needs it (Debian 13: whenever the last VM's scope goes), and
+///   kvmtune's own cgroup is no unit: its partition would go with the controller.
+pub fn probe(fs: &dyn HostFs, mounts: &CgroupMounts, holders: &Holders) -> Result<(), String> {
+    if !holders.libvirt.is_empty() && !mounts.systemd {
+        return Err(
+            "libvirt's VMs are not in systemd-machined's scopes here (systemd does not run)".into(),
+        );
+    }
+    if let Some(why) = holders.misfit() {
+        return Err(why);
+    }
+    if !holders.kvmtune_run.is_empty() && mounts.systemd {
+        return Err(
+            "systemd runs, and would take the cpuset controller from kvmtune's own partition"
+                .into(),
+        );
+    }
+    kernel_offers(fs, mounts)
+}
+
+/// Whether the kernel offers isolated partitions with exclusive CPU lists.
+fn kernel_offers(fs: &dyn HostFs, mounts: &CgroupMounts) -> Result<(), String> {
     let root = match &mounts.v2 {
         Some(root) if mounts.v2_has_cpuset => root,
         _ => return Err("no cgroup v2 hierarchy with the cpuset controller".into()),
@@ -84,6 +110,17 @@ pub struct Holders {
     pub kvmtune_run: CpuSet,
     /// The VMs libvirt placed, by name, with their isolated CPUs.
     pub libvirt: Vec<(String, CpuSet)>,
+    /// libvirt's VMs whose pins partitions cannot hold, with why (`plan::partition_fit`).
+    pub misfits: Vec<(String, String)>,
+}
+
+impl Holders {
+    /// The first VM whose pins partitions cannot hold, in one phrase.
+    pub fn misfit(&self) -> Option<String> {
+        self.misfits.first().map(|(vm, why)| {
+            format!("isolated partitions cannot hold VM '{vm}''s isolated CPUs: {why}")
+        })
+    }
 }
 
 /// The changes that give the holders their partitions, from the host's state now.

@@ -4,6 +4,7 @@
 pub mod bounds;
 pub mod hugepages;
 pub mod knobs;
+pub mod partition_fit;
 
 use serde::Serialize;
 
@@ -29,6 +30,10 @@ pub struct Plan {
     pub devices: Vec<PciAddress>,
     /// Host knobs it wants held while it runs.
     pub knobs: Vec<knobs::KnobWant>,
+    /// Why isolated partitions cannot hold its isolated CPUs under libvirt
+    /// (`partition_fit::misfit`); `None` when they can, or when it isolates nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_misfit: Option<String>,
 }
 
 /// One pool the VM uses: what it needs, what the free pool covers, what must be added.
@@ -80,6 +85,7 @@ impl Plan {
             irq: None,
             devices: Vec::new(),
             knobs: Vec::new(),
+            partition_misfit: None,
         }
     }
 
@@ -198,6 +204,7 @@ pub fn plan(
     };
     let knobs = knobs::wanted(&domain.tune, vm, &policy.knobs, &traits).map_err(Error::Refused)?;
     knobs::check_held(vm, &knobs, ledger).map_err(Error::Refused)?;
+    let partition_misfit = partition_fit::misfit(domain, &cpus.isolate);
     Ok(Plan {
         vm: vm.to_string(),
         hugepages: growth,
@@ -205,6 +212,7 @@ pub fn plan(
         irq: cpus.irq,
         devices: domain.hostdevs.clone(),
         knobs,
+        partition_misfit,
     })
 }
 

@@ -86,6 +86,10 @@ pub struct VmHold {
     /// that method); libvirt places the others itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kvmtune_run: bool,
+    /// Why isolated partitions cannot hold this libvirt VM's isolated CPUs, from its pins
+    /// (`plan::partition_fit`): the partition method is not set up for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_misfit: Option<String>,
     /// Host knobs held while it runs: file → value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub knobs: BTreeMap<String, String>,

@@ -82,6 +82,10 @@ pub struct CgroupModel {
     /// The kernel has isolated partitions and `cpuset.cpus.exclusive` (6.7 and later): their
     /// files exist and the rules of `partition.rs` apply.
     pub partitions: bool,
+    /// systemd enables the cpuset controller only where a unit needs it, and takes it away
+    /// when none does (`systemd_realizes`), as on Debian 13; otherwise the model's systemd
+    /// layout keeps cpuset enabled on the root and system.slice throughout.
+    pub systemd_owns_cpuset: bool,
     /// A unit stopped: systemd realizes the cgroup tree again before the next write
     /// (`systemd_realizes`).
     pub systemd_realizes_soon: bool,
@@ -188,6 +192,7 @@ impl CgroupModel {
             forks_during_moves: 0,
             cmdlines: BTreeMap::new(),
             partitions: false,
+            systemd_owns_cpuset: false,
             systemd_realizes_soon: false,
         }
     }
@@ -441,6 +446,20 @@ impl CgroupModel {
         self.drop_ins.insert(unit.to_string(), value.to_string());
         if !value.is_empty() {
             let path = self.unit_cgroup(unit);
+            // systemd enables cpuset on every ancestor of a unit that needs it.
+            let mut ancestor = Self::parent(&path);
+            while let Some(dir) = ancestor {
+                self.cgroups
+                    .get_mut(&dir)
+                    .unwrap()
+                    .subtree
+                    .insert("cpuset".into());
+                ancestor = if self.is_root(&dir) {
+                    None
+                } else {
+                    Self::parent(&dir)
+                };
+            }
             self.cgroups.get_mut(&path).unwrap().cpus =
                 CpuSet::parse(value).map_err(|_| libc::EINVAL)?;
         }
@@ -488,6 +507,7 @@ impl CgroupModel {
             }
             self.units.insert(unit, value);
         }
+        self.systemd_realizes();
     }
 
     /// A file removed under the root: a runtime drop-in leaves the model. `None`: not one.

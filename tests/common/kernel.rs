@@ -165,7 +165,10 @@ impl FakeKernel {
     /// systemd's cgroup tree as Debian 13 boots it: no unit needs the cpuset controller, so it
     /// is enabled nowhere (libvirt's VMs bring it while they run: `libvirt_starts`).
     pub fn with_cpuset_unused(self) -> FakeKernel {
-        self.cgroups(|c| c.systemd_realizes());
+        self.cgroups(|c| {
+            c.systemd_owns_cpuset = true;
+            c.systemd_realizes()
+        });
         self
     }
 

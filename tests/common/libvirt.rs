@@ -111,6 +111,9 @@ impl CgroupModel {
     /// the controller from them too.
     pub fn systemd_realizes(&mut self) {
         self.systemd_realizes_soon = false;
+        if !self.systemd_owns_cpuset {
+            return;
+        }
         let machine = format!("{V2_MOUNT}/machine.slice");
         let vms = self.cgroups.contains_key(&machine) && !self.children(&machine).is_empty();
         if vms {

@@ -4,8 +4,8 @@
 //!   setup does not fail the write: the file reads back `isolated invalid (REASON)`, with the
 //!   kernel's reason strings (kernel/cgroup/cpuset.c, `perr_strings`);
 //! - `cpuset.cpus.exclusive` must be a subset of the CPUs the parent may hand down (the root:
-//!   every CPU; below it: the parent's `cpuset.cpus.exclusive.effective`), and must not overlap
-//!   a sibling's (EINVAL);
+//!   every CPU; below it: the parent's `cpuset.cpus.exclusive.effective`), must not overlap
+//!   a sibling's, and must not take all of a sibling's `cpuset.cpus` (EINVAL);
 //! - `cpuset.cpus.exclusive.effective`: the exclusive list within the parent's, or for a partition
 //!   under a partition root without one (a "local" partition), its `cpuset.cpus`;
 //! - a partition whose parent is not a partition root (a "remote" one) is valid only when every
@@ -207,12 +207,14 @@ impl CgroupModel {
             if !cpus.is_subset(&self.exclusive_pool(&parent)) {
                 return Err(libc::EINVAL);
             }
+            // A sibling's exclusive CPUs may not overlap, nor may the list take all of a
+            // sibling's own `cpuset.cpus` (6.12's `cpus_excl_conflict`: seen as EINVAL on
+            // Debian 13 for a vCPU's list naming the CPU its VM's emulator is pinned to).
             let overlaps = self.children(&parent).iter().any(|sibling| {
+                let theirs = &self.cgroups[sibling];
                 sibling != dir
-                    && (!self.cgroups[sibling]
-                        .exclusive
-                        .intersection(&cpus)
-                        .is_empty()
+                    && (!theirs.exclusive.intersection(&cpus).is_empty()
+                        || (!theirs.cpus.is_empty() && theirs.cpus.is_subset(&cpus))
                         || (self.valid_partition(sibling)
                             && !self
                                 .exclusive_effective(sibling)
