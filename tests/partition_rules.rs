@@ -159,7 +159,11 @@ fn emptying_an_ancestors_exclusive_cpus_invalidates_the_partition_below() {
 #[test]
 fn a_partition_that_would_take_every_cpu_reads_back_invalid() {
     let k = host();
+    // machine.slice's own CPUs (0-3) would be all taken: the list is refused while it has them.
     mkdir(&k, "part");
+    let err = write(&k, "part/cpuset.cpus.exclusive", "0-3").unwrap_err();
+    assert!(err.to_string().contains("Invalid argument"), "{err}");
+    write(&k, "machine.slice/cpuset.cpus", "").unwrap();
     write(&k, "part/cpuset.cpus.exclusive", "0-3").unwrap();
     write(&k, "part/cpuset.cpus.partition", "isolated").unwrap();
     assert_eq!(
@@ -197,4 +201,16 @@ fn removing_a_partition_gives_its_cpus_back() {
     k.remove_dir(&format!("{V2_MOUNT}/part")).unwrap();
     assert_eq!(read(&k, "cpuset.cpus.isolated"), "");
     assert_eq!(read(&k, "cpuset.cpus.effective"), "0-3");
+}
+
+#[test]
+fn an_exclusive_list_may_not_take_every_cpu_of_a_siblings_own_list() {
+    let k = host();
+    mkdir(&k, "emulator");
+    mkdir(&k, "vcpu0");
+    write(&k, "emulator/cpuset.cpus", "3").unwrap();
+    let err = write(&k, "vcpu0/cpuset.cpus.exclusive", "3").unwrap_err();
+    assert!(err.to_string().contains("Invalid argument"), "{err}");
+    write(&k, "emulator/cpuset.cpus", "2-3").unwrap();
+    write(&k, "vcpu0/cpuset.cpus.exclusive", "3").unwrap();
 }

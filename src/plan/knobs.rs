@@ -290,6 +290,7 @@ mod tests {
                 knobs: [(THP_ENABLED.to_string(), "never".to_string())].into(),
                 pid: None,
                 kvmtune_run: false,
+                partition_misfit: None,
             },
         );
         let want = |value: &str| KnobWant {

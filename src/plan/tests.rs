@@ -169,6 +169,7 @@ fn pages_promised_to_prepared_vms_and_reserved_mappings_are_not_counted_free() {
             devices: Vec::new(),
             pid: None,
             kvmtune_run: false,
+            partition_misfit: None,
             knobs: Default::default(),
         },
     );
