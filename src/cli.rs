@@ -425,7 +425,7 @@ impl Roots {
         Ok(BaseOwner {
             state: StateDir::open(&self.state_dir, privilege)?,
             fs: RootFs::new(&self.root),
-            irqbalance: crate::irq::irqbalance::IrqbalanceSocket::new(&self.root),
+            irqbalance: crate::host::irqbalance::IrqbalanceSocket::new(&self.root),
             privilege: privilege.clone(),
         })
     }
@@ -494,9 +494,9 @@ fn run_other(cli: &Cli, privilege: &Privilege) -> Result<()> {
             };
             let (fs, irqbalance) = (
                 RootFs::new(&roots.root),
-                crate::irq::irqbalance::IrqbalanceSocket::new(&roots.root),
+                crate::host::irqbalance::IrqbalanceSocket::new(&roots.root),
             );
-            let systemctl = crate::isolation::systemd::SystemctlCommand;
+            let systemctl = crate::host::systemctl::SystemctlCommand;
             let snapshot = Snapshot::new(&fs, &systemctl, &irqbalance);
             let preview = preview(&snapshot.probe(), &policy, &domain, &vm, &ledger)?;
             if *json {

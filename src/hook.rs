@@ -191,13 +191,13 @@ fn drain(stdin: &mut dyn Read) {
 /// The ports of the host under `--root`: its files, systemctl, sched_setaffinity, irqbalance.
 fn real_host<'a>(
     fs: &'a crate::host::RootFs,
-    irqbalance: &'a crate::irq::irqbalance::IrqbalanceSocket,
+    irqbalance: &'a crate::host::irqbalance::IrqbalanceSocket,
     state: &'a crate::state::StateDir,
     privilege: &'a Privilege,
 ) -> Base<'a> {
     Base {
         fs,
-        systemctl: &crate::isolation::systemd::SystemctlCommand,
+        systemctl: &crate::host::systemctl::SystemctlCommand,
         affinity: &crate::host::tasks::SchedAffinity,
         irqbalance,
         state,
@@ -208,7 +208,7 @@ fn real_host<'a>(
 /// Owns what a `Base` borrows on the host under `--root`.
 pub struct BaseOwner {
     pub fs: crate::host::RootFs,
-    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
+    pub irqbalance: crate::host::irqbalance::IrqbalanceSocket,
     pub state: crate::state::StateDir,
     pub privilege: Privilege,
 }
@@ -223,7 +223,7 @@ impl BaseOwner {
 /// that read it; `release` and `recover` take a `BaseOwner` alone).
 pub struct ContextOwner {
     pub fs: crate::host::RootFs,
-    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
+    pub irqbalance: crate::host::irqbalance::IrqbalanceSocket,
     pub state: crate::state::StateDir,
     pub privilege: Privilege,
     pub policy: Policy,

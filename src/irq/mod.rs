@@ -6,8 +6,6 @@
 //! isolated CPUs) and compared with the kernel's: the same code serves `started`, `release`
 //! and the `watch` daemon that pins VFIO vectors appearing after the guest enables MSI-X.
 
-pub mod irqbalance;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::change::Change;

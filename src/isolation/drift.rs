@@ -15,10 +15,10 @@
 use std::collections::HashSet;
 
 use super::{IsolationHold, Method, V1_HOUSEKEEPING, V2_HOUSEKEEPING, WORKQUEUE_MASKS};
-use crate::apply::effects::UNCONFINED_DAEMONS;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::host::cgroup::CgroupMounts;
+use crate::host::tasks::UNCONFINED_DAEMONS;
 use crate::host::tasks::{read_allowed, read_stat, Task};
 use crate::host::HostFs;
 

@@ -23,19 +23,18 @@
 
 pub mod drift;
 pub mod partition;
-pub mod systemd;
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::effects::UNCONFINED_DAEMONS;
 use crate::change::{Change, DropIn};
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{self, CgroupMounts};
+use crate::host::systemctl::{self, Systemctl};
+use crate::host::tasks::UNCONFINED_DAEMONS;
 use crate::host::tasks::{list_tasks_movable_cpus, Task};
 use crate::host::HostFs;
 use crate::policy::{IsolationMethod, Policy};
-use systemd::Systemctl;
 
 /// The cgroup kvmtune creates for host processes, in a v1 cpuset hierarchy.
 pub const V1_HOUSEKEEPING: &str = "kvmtune";
@@ -355,7 +354,7 @@ fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     for unit in SYSTEMD_CONFINED_UNITS {
         let current = input.systemctl.property(unit, "AllowedCPUs")?;
         if !same_cpus(&current, &cpus) {
-            let drop_in = systemd::runtime_drop_in(input.systemctl, unit, "AllowedCPUs")?;
+            let drop_in = systemctl::runtime_drop_in(input.systemctl, unit, "AllowedCPUs")?;
             changes.push(Change::UnitProperty {
                 unit: unit.to_string(),
                 property: "AllowedCPUs".into(),

@@ -24,11 +24,11 @@
 //! The partitions' states are read back after the changes: the kernel reports a setup it cannot
 //! honour as `isolated invalid (REASON)` instead of failing the write.
 
-use crate::advisor::peers::LIBVIRT_RUN_DIR;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{of_process, CgroupMounts};
+use crate::host::process::LIBVIRT_RUN_DIR;
 use crate::host::process::{names_vm_at, processes_naming};
 use crate::host::HostFs;
 

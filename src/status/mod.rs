@@ -339,6 +339,6 @@ fn isolation_status(
 impl TaskStatus {
     /// A virtualization daemon, kept unconfined on purpose on cgroupfs hosts.
     pub fn is_daemon(&self) -> bool {
-        crate::apply::effects::UNCONFINED_DAEMONS.contains(&self.comm.as_str())
+        crate::host::tasks::UNCONFINED_DAEMONS.contains(&self.comm.as_str())
     }
 }
