@@ -182,7 +182,7 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
     );
     // (Drift already reasserts isolation, which places these too.)
     let drifted = found.findings.iter().any(|f| f.kind == Kind::Isolation);
-    if hold.method == crate::isolation::Method::Partition && !drifted {
+    if hold.method == crate::state::holds::Method::Partition && !drifted {
         found.findings.extend(partitions_due(ctx, ledger, &mounts));
     }
     let root_look = drift::strays(ctx.fs, hold, &mounts, &ledger.isolated_vm_pids(), stays);
