@@ -1,6 +1,6 @@
 //! `kvmtune status`: per VM what it holds, per node the hugepage pools, the CPU sets the policy
 //! defines, and whether every promise kvmtune made still holds (`verdict`). Read-only and
-//! lock-free (state files are replaced atomically). The metrics (`crate::metrics`) are this
+//! lock-free (state files are replaced atomically). The metrics (the `metrics` module) are this
 //! same data in Prometheus' text format.
 //!
 //! - `render`: the text for people;
