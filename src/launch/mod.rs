@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use crate::apply::{self, Context};
-use crate::cli::Roots;
+use crate::assemble::Roots;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::domain::Domain;
 use crate::error::{BadValue, Error, Result};

@@ -29,8 +29,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub use kind::{Finding, Repair};
 
 use crate::apply::Context;
+use crate::assemble::ContextOwner;
 use crate::error::Result;
-use crate::hook::ContextOwner;
 use crate::log;
 use crate::state::stats::RepairKind;
 use crate::state::{Ledger, Phase, WatchMark};
