@@ -18,8 +18,7 @@ use super::{V1_HOUSEKEEPING, V2_HOUSEKEEPING, WORKQUEUE_MASKS};
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::host::cgroup::CgroupMounts;
-use crate::host::tasks::UNCONFINED_DAEMONS;
-use crate::host::tasks::{read_allowed, read_stat, Task};
+use crate::host::tasks::{read_allowed, read_stat, Task, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
 use crate::state::holds::{IsolationHold, Method};
 

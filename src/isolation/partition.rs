@@ -28,8 +28,7 @@ use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{of_process, CgroupMounts};
-use crate::host::process::LIBVIRT_RUN_DIR;
-use crate::host::process::{names_vm_at, processes_naming};
+use crate::host::process::{names_vm_at, processes_naming, LIBVIRT_RUN_DIR};
 use crate::host::HostFs;
 
 /// kvmtune's isolated partition, under the cgroup v2 root.
