@@ -1,5 +1,5 @@
-//! Entry: argv[0] decides between libvirt's hook mode and the clap CLI; roots are resolved
-//! (flags win over environment, environment over defaults); errors become exit codes.
+//! Entry: argv[0] decides between libvirt's hook mode and the clap CLI; the roots
+//! (`assemble::Roots`) come from flags over environment over defaults; errors become exit codes.
 
 use std::ffi::OsString;
 use std::io::{self, Read};
@@ -10,13 +10,14 @@ use clap::{Args, Parser, Subcommand};
 use crate::apply::planned::{preview, Preview};
 use crate::apply::snapshot::Snapshot;
 use crate::apply::{self, Base, Recover};
+use crate::assemble::Roots;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::hook::{self, BaseOwner, ContextOwner, HookCall};
+use crate::hook::{self, HookCall};
 use crate::host::RootFs;
 use crate::log;
 use crate::policy::Policy;
-use crate::privilege::{Privilege, MODEL_VAR};
+use crate::privilege::Privilege;
 use crate::size::page_size_name;
 use crate::state::StateDir;
 use crate::status;
@@ -32,37 +33,6 @@ pub struct Cli {
     pub roots: Roots,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct Roots {
-    /// Resolve every path under /sys, /proc, /dev and /run/systemd under DIR (for tests).
-    #[arg(
-        long,
-        global = true,
-        env = "KVMTUNE_ROOT",
-        default_value = "/",
-        value_name = "DIR"
-    )]
-    pub root: PathBuf,
-    /// Journals, ledger and lock.
-    #[arg(
-        long,
-        global = true,
-        env = "KVMTUNE_STATE_DIR",
-        default_value = "/run/kvmtune",
-        value_name = "DIR"
-    )]
-    pub state_dir: PathBuf,
-    /// Host policy; a missing file means the built-in defaults.
-    #[arg(
-        long,
-        global = true,
-        env = "KVMTUNE_CONFIG",
-        default_value = "/etc/kvmtune/kvmtune.toml",
-        value_name = "FILE"
-    )]
-    pub config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -364,73 +334,6 @@ fn split_hook_args(args: &[String]) -> Option<(Roots, Vec<String>)> {
     None
 }
 
-impl Roots {
-    /// Environment over defaults (for hook mode, where there are no flags).
-    pub fn from_env() -> Roots {
-        let var = |name: &str, default: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(default))
-        };
-        Roots {
-            root: var("KVMTUNE_ROOT", "/"),
-            state_dir: var("KVMTUNE_STATE_DIR", "/run/kvmtune"),
-            config: var("KVMTUNE_CONFIG", "/etc/kvmtune/kvmtune.toml"),
-        }
-    }
-
-    /// Who this process is, decided once for the whole run: the kernel's answer, or with a
-    /// test root (`--root` other than `/`) the model in `KVMTUNE_PRIVILEGE`, if set.
-    pub fn privilege(&self) -> Result<Privilege> {
-        let real = Privilege::detect();
-        let Some(model) = std::env::var_os(MODEL_VAR).filter(|v| !v.is_empty()) else {
-            return Ok(real);
-        };
-        if self.root == Path::new("/") {
-            return Err(Error::Usage(format!(
-                "{MODEL_VAR} models the privilege for a test root only (KVMTUNE_ROOT or --root other than /)"
-            )));
-        }
-        Privilege::model(&model.to_string_lossy(), real.uid).map_err(Error::Usage)
-    }
-
-    /// The host policy, trusted as `privilege` trusts it.
-    pub fn policy(&self, privilege: &Privilege) -> Result<Policy> {
-        Policy::load(&self.config, privilege)
-    }
-
-    /// The policy (read first: a broken one is a configuration error before anything else),
-    /// the host's ports and the state directory, for the operations that read the policy.
-    pub fn context(&self, privilege: &Privilege) -> Result<ContextOwner> {
-        let policy = self.policy(privilege)?;
-        let BaseOwner {
-            fs,
-            irqbalance,
-            state,
-            privilege,
-        } = self.base(privilege)?;
-        Ok(ContextOwner {
-            fs,
-            irqbalance,
-            state,
-            privilege,
-            policy,
-        })
-    }
-
-    /// The host's ports and the state directory, opened for changes: what `release` and
-    /// `recover` work with (no policy).
-    pub fn base(&self, privilege: &Privilege) -> Result<BaseOwner> {
-        Ok(BaseOwner {
-            state: StateDir::open(&self.state_dir, privilege)?,
-            fs: RootFs::new(&self.root),
-            irqbalance: crate::irq::irqbalance::IrqbalanceSocket::new(&self.root),
-            privilege: privilege.clone(),
-        })
-    }
-}
-
 /// The hook's operations on the host under the roots.
 struct HostEnv<'a> {
     roots: &'a Roots,
@@ -494,9 +397,9 @@ fn run_other(cli: &Cli, privilege: &Privilege) -> Result<()> {
             };
             let (fs, irqbalance) = (
                 RootFs::new(&roots.root),
-                crate::irq::irqbalance::IrqbalanceSocket::new(&roots.root),
+                crate::host::irqbalance::IrqbalanceSocket::new(&roots.root),
             );
-            let systemctl = crate::isolation::systemd::SystemctlCommand;
+            let systemctl = crate::host::systemctl::SystemctlCommand;
             let snapshot = Snapshot::new(&fs, &systemctl, &irqbalance);
             let preview = preview(&snapshot.probe(), &policy, &domain, &vm, &ledger)?;
             if *json {

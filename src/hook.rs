@@ -9,7 +9,6 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::policy::Policy;
-use crate::privilege::Privilege;
 
 /// What libvirt asked, taken by position only (a domain may be called `--help`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,61 +185,6 @@ fn read_xml(stdin: &mut dyn Read) -> Result<String> {
 /// Read and discard stdin, so libvirt's writer never meets a closed pipe.
 fn drain(stdin: &mut dyn Read) {
     let _ = std::io::copy(stdin, &mut std::io::sink());
-}
-
-/// The ports of the host under `--root`: its files, systemctl, sched_setaffinity, irqbalance.
-fn real_host<'a>(
-    fs: &'a crate::host::RootFs,
-    irqbalance: &'a crate::irq::irqbalance::IrqbalanceSocket,
-    state: &'a crate::state::StateDir,
-    privilege: &'a Privilege,
-) -> Base<'a> {
-    Base {
-        fs,
-        systemctl: &crate::isolation::systemd::SystemctlCommand,
-        affinity: &crate::host::tasks::SchedAffinity,
-        irqbalance,
-        state,
-        privilege,
-    }
-}
-
-/// Owns what a `Base` borrows on the host under `--root`.
-pub struct BaseOwner {
-    pub fs: crate::host::RootFs,
-    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
-    pub state: crate::state::StateDir,
-    pub privilege: Privilege,
-}
-
-impl BaseOwner {
-    pub fn base(&self) -> Base<'_> {
-        real_host(&self.fs, &self.irqbalance, &self.state, &self.privilege)
-    }
-}
-
-/// Owns what a `Context` borrows: a `BaseOwner` and the policy (for the operations and daemons
-/// that read it; `release` and `recover` take a `BaseOwner` alone).
-pub struct ContextOwner {
-    pub fs: crate::host::RootFs,
-    pub irqbalance: crate::irq::irqbalance::IrqbalanceSocket,
-    pub state: crate::state::StateDir,
-    pub privilege: Privilege,
-    pub policy: Policy,
-}
-
-impl ContextOwner {
-    pub fn context(&self) -> Context<'_> {
-        Context {
-            base: self.base(),
-            policy: &self.policy,
-            kvmtune_run: false,
-        }
-    }
-
-    pub fn base(&self) -> Base<'_> {
-        real_host(&self.fs, &self.irqbalance, &self.state, &self.privilege)
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod advisor;
 pub mod apply;
+pub mod assemble;
 pub mod balance;
 pub mod change;
 pub mod cli;

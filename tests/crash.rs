@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use common::cgroupfs::Layout;
 use common::{bound, diff, huge_vm, kernel, Bench, GIB};
-use kvmtune::isolation::Method;
+use kvmtune::state::holds::Method;
 use kvmtune::state::Ledger;
 
 type Snapshot = BTreeMap<PathBuf, Vec<u8>>;

@@ -232,7 +232,7 @@ fn values_are_what_status_reports() {
         "IRQ 14 is managed"
     );
     // Counters and the verdict.
-    for kind in kvmtune::watch::Kind::ALL {
+    for kind in kvmtune::state::stats::RepairKind::ALL {
         assert_eq!(
             value(&m, "kvmtune_watch_repairs_total", &[("kind", kind.name())]),
             0.0

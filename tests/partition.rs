@@ -13,7 +13,7 @@ use common::{diff, kernel, Bench, GIB};
 use kvmtune::cpulist::CpuSet;
 use kvmtune::error::Error;
 use kvmtune::host::HostFs;
-use kvmtune::isolation::Method;
+use kvmtune::state::holds::Method;
 
 const PARTITION: &str = "sys/fs/cgroup/kvmtune.isolated";
 const QEMU: u32 = 400;

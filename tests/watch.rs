@@ -15,8 +15,9 @@ use common::cgroupfs::{Layout, V1_MOUNT, V2_MOUNT};
 use common::{diff, kernel, Bench, GIB};
 use kvmtune::apply::{self, Recover};
 use kvmtune::cpulist::CpuSet;
+use kvmtune::state::stats::RepairKind;
 use kvmtune::watch::look::GONE_GRACE;
-use kvmtune::watch::{Kind, Pass, Watcher};
+use kvmtune::watch::{Pass, Watcher};
 
 fn host(layout: Layout) -> Bench {
     Bench::new(
@@ -72,12 +73,12 @@ fn affinity(b: &Bench, irq: u32) -> CpuSet {
     b.kernel.irqs(|i| i.irqs[&irq].affinity.clone())
 }
 
-fn kinds(pass: &Pass) -> Vec<Kind> {
+fn kinds(pass: &Pass) -> Vec<RepairKind> {
     pass.repairs.iter().map(|r| r.kind).collect()
 }
 
 /// The pass made one repair, of `kind`, and its line says `says`; `what` names the case.
-fn repaired_once(pass: &Pass, kind: Kind, says: &str, what: &str) {
+fn repaired_once(pass: &Pass, kind: RepairKind, says: &str, what: &str) {
     assert_eq!(kinds(pass), [kind], "{what}: {pass:?}");
     let line = &pass.repairs[0].line;
     assert!(line.contains(says), "{what}: {line}");
@@ -109,7 +110,7 @@ fn lock_probe(b: &Bench) -> std::path::PathBuf {
     probe
 }
 
-fn repairs_counted(b: &Bench, kind: Kind) -> u64 {
+fn repairs_counted(b: &Bench, kind: RepairKind) -> u64 {
     b.state()
         .counters()
         .repairs
@@ -127,14 +128,14 @@ fn late_vfio_vectors_are_pinned_within_one_pass_in_one_line() {
     b.kernel
         .irqs(|i| i.add_vfio_vectors("0000:06:00.0", &[50, 51]));
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Irq], "{pass:?}");
+    assert_eq!(kinds(&pass), [RepairKind::Irq], "{pass:?}");
     let line = &pass.repairs[0].line;
     assert!(
         line.contains("/proc/irq/50/smp_affinity_list") && line.contains("/proc/irq/51/"),
         "{line}"
     );
     assert_eq!((affinity(&b, 50), affinity(&b, 51)), (set("3"), set("3")));
-    assert_eq!(repairs_counted(&b, Kind::Irq), 1);
+    assert_eq!(repairs_counted(&b, RepairKind::Irq), 1);
     assert!(b.watch(&mut w).unwrap().repairs.is_empty(), "done once");
 }
 
@@ -148,7 +149,11 @@ fn a_device_irq_a_driver_reset_is_put_back_at_the_next_look() {
         i.irqs.get_mut(&10).unwrap().affinity = set("0-3");
     });
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Irq], "one line for the pass: {pass:?}");
+    assert_eq!(
+        kinds(&pass),
+        [RepairKind::Irq],
+        "one line for the pass: {pass:?}"
+    );
     assert_eq!(affinity(&b, 41), set("3"), "the device IRQ, on its vCPU");
     assert_eq!(
         affinity(&b, 10),
@@ -173,7 +178,7 @@ fn another_irq_back_on_the_isolated_cpu_is_put_back_at_the_next_full_look() {
     let later = Instant::now() + b.policy.metrics_interval + Duration::from_secs(1);
     let pass = b.watch_at(&mut w, later).unwrap();
     assert!(pass.metrics);
-    assert_eq!(kinds(&pass), [Kind::Irq], "{pass:?}");
+    assert_eq!(kinds(&pass), [RepairKind::Irq], "{pass:?}");
     assert_eq!(affinity(&b, 10), set("0-2"));
 }
 
@@ -195,12 +200,12 @@ fn a_process_born_in_the_root_cgroup_on_a_cgroupfs_host_is_swept_within_one_pass
         let pass = b.watch(&mut w).unwrap();
         repaired_once(
             &pass,
-            Kind::Sweep,
+            RepairKind::Sweep,
             "pid 500 \"late\"",
             &format!("{layout:?}"),
         );
         assert_eq!(allowed(&b, 500), set("0-2"), "{layout:?}: swept");
-        assert_eq!(repairs_counted(&b, Kind::Sweep), 1);
+        assert_eq!(repairs_counted(&b, RepairKind::Sweep), 1);
         // At release it goes back with the others, and the host is as it was.
         qemu_exits(&b);
         b.release("rt").unwrap();
@@ -230,7 +235,7 @@ fn a_watcher_started_before_isolation_began_moves_itself_too() {
     // The hooks' sweep leaves out the process that makes it; in the model that is this test.
     assert_eq!(allowed(&b, me), set("0-3"));
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Sweep], "{pass:?}");
+    assert_eq!(kinds(&pass), [RepairKind::Sweep], "{pass:?}");
     assert_eq!(allowed(&b, me), set("0-2"));
 }
 
@@ -250,7 +255,7 @@ fn a_rewritten_housekeeping_cpuset_is_put_back_and_release_still_restores_exactl
     let pass = b.watch(&mut w).unwrap();
     repaired_once(
         &pass,
-        Kind::Isolation,
+        RepairKind::Isolation,
         "/sys/fs/cgroup/cpuset/kvmtune/cpuset.cpus: 0-3 -> 0-2",
         "a rewritten cpuset",
     );
@@ -272,7 +277,7 @@ fn a_systemd_slice_someone_widened_is_confined_again_and_its_drop_in_still_goes_
     let pass = b.watch(&mut w).unwrap();
     repaired_once(
         &pass,
-        Kind::Isolation,
+        RepairKind::Isolation,
         "system.slice AllowedCPUs: 0-3 -> 0-2",
         "a widened slice",
     );
@@ -290,7 +295,7 @@ fn a_pool_someone_shrank_is_grown_back() {
     b.kernel.admin_set_pool(1, 2048, 0);
     assert_eq!(b.kernel.pool(1, 2048).surplus, 32);
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Hugepages], "{pass:?}");
+    assert_eq!(kinds(&pass), [RepairKind::Hugepages], "{pass:?}");
     let pool = b.kernel.pool(1, 2048);
     assert_eq!((pool.nr - pool.surplus, pool.surplus), (32, 0));
 }
@@ -305,7 +310,7 @@ fn a_knob_someone_changed_is_set_back_to_the_held_value() {
     b.kernel
         .knobs(|k| k.thp.as_mut().unwrap().enabled = "always".into());
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Knob], "{pass:?}");
+    assert_eq!(kinds(&pass), [RepairKind::Knob], "{pass:?}");
     assert_eq!(thp(&b), "never");
 }
 
@@ -328,12 +333,12 @@ fn a_vm_whose_qemu_died_while_libvirtd_was_down_is_released_after_the_grace() {
     let almost = b.watch_at(&mut w, t0 + GONE_GRACE / 2).unwrap();
     assert!(almost.repairs.is_empty(), "{almost:?}");
     let pass = b.watch_at(&mut w, t0 + GONE_GRACE).unwrap();
-    assert_eq!(kinds(&pass), [Kind::GoneVm], "{pass:?}");
+    assert_eq!(kinds(&pass), [RepairKind::GoneVm], "{pass:?}");
     assert!(pass.repairs[0].line.contains("released VM 'rt'"));
     assert!(b.ledger().vms.is_empty());
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
     assert_eq!(b.state_files(), Vec::<String>::new());
-    assert_eq!(repairs_counted(&b, Kind::GoneVm), 1);
+    assert_eq!(repairs_counted(&b, RepairKind::GoneVm), 1);
     // libvirtd comes back and calls release: nothing left to do.
     b.release("rt").unwrap();
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
@@ -371,7 +376,7 @@ fn a_prepared_vm_has_no_qemu_yet_and_is_not_released() {
     b.prepare("rt", &vm("rt", 3)).unwrap();
     let mut w = Watcher::new();
     let pass = b.watch(&mut w).unwrap();
-    assert!(!kinds(&pass).contains(&Kind::GoneVm), "{pass:?}");
+    assert!(!kinds(&pass).contains(&RepairKind::GoneVm), "{pass:?}");
     assert!(b.ledger().vms.contains_key("rt"));
 }
 
@@ -459,7 +464,7 @@ fn what_cannot_be_repaired_is_tried_once_then_left_until_it_changes() {
     let first = b.watch(&mut w).unwrap();
     assert!(first.repairs.is_empty(), "{first:?}");
     assert_eq!(first.unrepaired.len(), 1, "{first:?}");
-    assert_eq!(first.unrepaired[0].kind, Kind::Irq);
+    assert_eq!(first.unrepaired[0].kind, RepairKind::Irq);
     let probe = lock_probe(&b);
     for _ in 0..3 {
         let pass = b.watch(&mut w).unwrap();
@@ -475,7 +480,7 @@ fn what_cannot_be_repaired_is_tried_once_then_left_until_it_changes() {
     // Something else comes up: that is repaired as usual.
     b.kernel
         .irqs(|i| i.irqs.get_mut(&40).unwrap().affinity = set("0-3"));
-    assert_eq!(kinds(&b.watch(&mut w).unwrap()), [Kind::Irq]);
+    assert_eq!(kinds(&b.watch(&mut w).unwrap()), [RepairKind::Irq]);
     assert_eq!(affinity(&b, 40), set("3"));
 }
 
@@ -497,7 +502,7 @@ fn a_kernel_thread_moved_back_is_confined_after_the_next_full_look() {
     let pass = b.watch_at(&mut w, later).unwrap();
     repaired_once(
         &pass,
-        Kind::Isolation,
+        RepairKind::Isolation,
         "task 4 (kswapd0)",
         "a kernel thread moved back",
     );
@@ -524,7 +529,7 @@ fn a_kernel_thread_born_after_isolation_is_confined_within_one_pass() {
         let pass = b.watch(&mut w).unwrap();
         repaired_once(
             &pass,
-            Kind::Isolation,
+            RepairKind::Isolation,
             "task 600 (hwrng)",
             &format!("{layout:?}"),
         );
@@ -557,7 +562,7 @@ fn irq_watch_pins_irqs_and_leaves_the_rest_to_watch() {
     });
     qemu_exits(&b);
     let pass = b.watch(&mut w).unwrap();
-    assert_eq!(kinds(&pass), [Kind::Irq]);
+    assert_eq!(kinds(&pass), [RepairKind::Irq]);
     assert!(!pass.metrics);
     assert_eq!(affinity(&b, 50), set("3"));
     assert_eq!(allowed(&b, 500), set("0-3"), "no sweep");

@@ -38,8 +38,8 @@ use kvmtune::cpulist::CpuSet;
 use kvmtune::domain::Domain;
 use kvmtune::error::{Error, Result};
 use kvmtune::hook::HookCall;
-use kvmtune::irq::irqbalance::IrqbalanceSocket;
-use kvmtune::isolation::systemd::SystemctlCommand;
+use kvmtune::host::irqbalance::IrqbalanceSocket;
+use kvmtune::host::systemctl::SystemctlCommand;
 use kvmtune::state::StateDir;
 use layout::{Shape, CPUSET, DEVICE};
 use model::{FakeAffinity, ModelFs};
@@ -67,7 +67,7 @@ fn main() {
 /// What `kvmtune`'s hook mode does (`cli::hook_mode` → `hook::run`), with `ModelFs` and a
 /// recording task affinity in place of the real root and `sched_setaffinity`.
 fn hook(args: &[String]) -> i32 {
-    let roots = kvmtune::cli::Roots::from_env();
+    let roots = kvmtune::assemble::Roots::from_env();
     let call = match HookCall::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -106,7 +106,7 @@ fn dispatch(
     call: &HookCall,
     stdin: &mut dyn Read,
     fs: &ModelFs,
-    roots: &kvmtune::cli::Roots,
+    roots: &kvmtune::assemble::Roots,
 ) -> Result<()> {
     let acts = matches!(
         (call.op.as_str(), call.subop.as_str()),

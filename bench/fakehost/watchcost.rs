@@ -18,8 +18,8 @@ use serde_json::json;
 use kvmtune::apply::{self, Base, Context};
 use kvmtune::cpulist::CpuSet;
 use kvmtune::domain::Domain;
-use kvmtune::irq::irqbalance::NoIrqbalance;
-use kvmtune::isolation::systemd::SystemctlCommand;
+use kvmtune::host::irqbalance::NoIrqbalance;
+use kvmtune::host::systemctl::SystemctlCommand;
 use kvmtune::policy::Policy;
 use kvmtune::privilege::Privilege;
 use kvmtune::state::StateDir;
@@ -196,10 +196,9 @@ pub fn run(args: &[String]) {
     crate::must(
         first.unrepaired.is_empty()
             && first.metrics != irq_watch
-            && first
-                .repairs
-                .iter()
-                .all(|r| r.kind == kvmtune::watch::Kind::Sweep && r.line.contains(&me)),
+            && first.repairs.iter().all(|r| {
+                r.kind == kvmtune::state::stats::RepairKind::Sweep && r.line.contains(&me)
+            }),
         format!("watch-cost: the first look should find nothing to repair: {first:?}"),
     );
     confine_statuses(&root, &fs);

@@ -5,10 +5,9 @@
 //! A VM that cannot be read becomes a note, not a failure.
 
 use super::facts::Peer;
+use crate::host::process::LIBVIRT_RUN_DIR;
 use crate::host::virsh::Virsh;
 use crate::host::HostFs;
-
-pub const LIBVIRT_RUN_DIR: &str = "run/libvirt/qemu";
 
 /// Running domains from libvirtd's status files, except `except`.
 pub fn running(fs: &dyn HostFs, except: &str) -> (Vec<Peer>, Vec<String>) {

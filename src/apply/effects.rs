@@ -4,11 +4,11 @@
 use crate::change::{Change, DropIn};
 use crate::cpulist::CpuSet;
 use crate::error::Result;
+use crate::host::irqbalance::IrqBalancer;
 use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
-use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD};
+use crate::host::systemctl::Systemctl;
+use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
-use crate::irq::irqbalance::IrqBalancer;
-use crate::isolation::systemd::Systemctl;
 use crate::log;
 
 fn is_irq_file(change: &Change) -> bool {
@@ -40,10 +40,6 @@ fn cgroup_file_gone(fs: &dyn HostFs, path: &str, value: &str) -> bool {
 
 /// Passes over a cgroup's processes before giving up on one that keeps forking.
 const MAX_PASSES: usize = 50;
-
-/// Process names never moved out of the CPUs they may use: the daemons that place a new QEMU
-/// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
-pub const UNCONFINED_DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
 
 /// Name and flags of processes by PID, as read moments ago.
 pub type Known = std::collections::HashMap<u32, (String, u64)>;

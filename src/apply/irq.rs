@@ -12,8 +12,9 @@ use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::host::HostFs;
-use crate::irq::{self, IrqHold, Settings};
+use crate::irq;
 use crate::log;
+use crate::state::holds::{IrqHold, IrqSettings};
 use crate::state::ledger::GivenBack;
 use crate::state::{Journal, Ledger};
 
@@ -51,7 +52,7 @@ pub struct Placement {
 /// Work out the IRQ changes for `next` with `settings` (the policy's). Reads the IRQ table,
 /// the devices' vectors and irqbalance's answer; changes nothing. Takes `next.irq` out (the
 /// caller puts `Placement::hold` back) and may note in `next` what irqbalance was given.
-pub fn placement(probe: &Probe, settings: Settings, next: &mut Ledger) -> Placement {
+pub fn placement(probe: &Probe, settings: IrqSettings, next: &mut Ledger) -> Placement {
     let hk = housekeeping(probe.fs, next);
     let wanted = irq::wanted(probe.fs, next, settings.move_others, &hk);
     let mut hold = next.irq.take().unwrap_or_default();
@@ -71,7 +72,7 @@ pub fn place(ctx: &Context, next: &mut Ledger, journal: &mut Journal) -> Result<
         changes,
         mut hold,
         wanted,
-    } = placement(&ctx.probe(), Settings::of(ctx.policy), next);
+    } = placement(&ctx.probe(), IrqSettings::of(ctx.policy), next);
     // Every change is journaled before the first is made, in one write: a host with thousands
     // of IRQs would otherwise rewrite (and fsync) a growing journal once per IRQ. Undoing a
     // change that was never made writes back the value that is still there.

@@ -10,11 +10,10 @@ use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
 use crate::host::tasks::{kernel_keeps_pins, pinned_threads, thread_mask, PinnedThread};
-use crate::isolation::{
-    self, choose_method, partition, Inputs, IsolationHold, Method, Offers, Settings, View,
-};
+use crate::isolation::{self, choose_method, partition, Inputs, Offers, View};
 use crate::log;
 use crate::policy::Policy;
+use crate::state::holds::{IsolationHold, IsolationSettings, Method};
 use crate::state::Ledger;
 use partition::Holders;
 
@@ -139,7 +138,7 @@ fn changes_with(
         return Ok(isolation::give_back(ctx.fs, &mut hold.baseline, &isolated));
     }
     if let Some(policy) = policy {
-        hold.settings = Settings::of(policy);
+        hold.settings = IsolationSettings::of(policy);
     }
     let holders = holders(next);
     if let (Method::Partition, Some(_), Some(why)) = (hold.method, policy, holders.misfit()) {
@@ -188,7 +187,7 @@ fn set_up(
         )));
     }
     let keep = next.isolated_vm_pids();
-    let settings = Settings::of(policy);
+    let settings = IsolationSettings::of(policy);
     let changes = isolation::confine(
         &inputs(ctx, &settings, view, &keep, &holders(next)),
         method,
@@ -230,7 +229,7 @@ pub fn holders(next: &Ledger) -> Holders {
 
 fn inputs<'a>(
     ctx: &'a Probe,
-    settings: &'a Settings,
+    settings: &'a IsolationSettings,
     view: &'a View,
     keep: &'a [u32],
     holders: &'a Holders,

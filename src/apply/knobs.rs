@@ -1,4 +1,4 @@
-//! Holding host knobs (see `crate::knobs`): check a VM's knobs against this host before
+//! Holding host knobs (see the `knobs` module): check a VM's knobs against this host before
 //! anything changes, bring every knob in line with the ledger (held at the VMs' value, or back
 //! to the value found before the first of them), and make the changes with a read-back.
 //!

@@ -12,9 +12,9 @@ use crate::domain::Domain;
 use crate::error::Result;
 use crate::host::tasks::PinnedThread;
 use crate::host::Host;
-use crate::irq::Settings;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
+use crate::state::holds::IrqSettings;
 use crate::state::{Ledger, Phase, PoolHold, VmHold};
 
 /// What `prepare` will change, in the order it changes it, and the ledger it then commits.
@@ -149,7 +149,7 @@ pub fn started(probe: &Probe, policy: &Policy, vm: &str, prepared: &Prepare) -> 
         .filter(|c| matches!(c, Change::MoveProcesses { .. }))
         .cloned()
         .collect();
-    changes.extend(irq::placement(probe, Settings::of(policy), &mut next).changes);
+    changes.extend(irq::placement(probe, IrqSettings::of(policy), &mut next).changes);
     changes
 }
 

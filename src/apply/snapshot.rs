@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use super::Probe;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
+use crate::host::irqbalance::IrqBalancer;
+use crate::host::systemctl::Systemctl;
 use crate::host::HostFs;
-use crate::irq::irqbalance::IrqBalancer;
-use crate::isolation::systemd::Systemctl;
 
 /// The host's ports, read once and never written.
 pub struct Snapshot<'a> {

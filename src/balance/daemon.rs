@@ -7,13 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::config::BalancePolicy;
 use super::rule::{self, Bounds, Decision, HostLevel, HostMem, LastChange, VmState};
 use super::virsh::Libvirt;
 use super::vm::{self, Candidate};
 use crate::error::{Error, Result};
 use crate::host::HostFs;
 use crate::log;
+use crate::policy::balance::BalancePolicy;
 use crate::size::human;
 use crate::stop::StopSignals;
 

@@ -31,7 +31,7 @@
 
 use std::fmt;
 
-use super::config::BalancePolicy;
+use crate::policy::balance::BalancePolicy;
 use crate::size::human;
 
 const MIB: u64 = 1 << 20;

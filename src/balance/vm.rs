@@ -3,10 +3,10 @@
 
 use std::fmt;
 
-use super::config::BalancePolicy;
 use super::rule::Bounds;
 use super::virsh::MemStats;
 use crate::domain::{xml, Domain};
+use crate::policy::balance::BalancePolicy;
 use crate::size::human;
 
 /// Statistics older than this many stats periods (and at least `STALE_MIN_SECS`) mean the

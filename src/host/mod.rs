@@ -1,12 +1,17 @@
-//! What the host is: a snapshot of topology and hugepage pools, read through `HostFs`.
+//! What the host is: a snapshot of topology and hugepage pools, read through `HostFs`; and
+//! the ports to the host that are not files, each a small trait tests replace: `systemctl`
+//! (`Systemctl`), `irqbalance`'s socket (`IrqBalancer`) and `tasks`' affinity system call
+//! (`TaskAffinity`).
 
 pub mod cgroup;
 pub mod fs;
 pub mod hugepages;
+pub mod irqbalance;
 pub mod knobs;
 pub mod mounts;
 pub mod process;
 pub mod schedstat;
+pub mod systemctl;
 pub mod tasks;
 pub mod topology;
 pub mod virsh;

@@ -1,6 +1,10 @@
-//! Finding a VM's QEMU process in /proc (for `recover` and the watcher: is a VM still running?).
+//! Finding a VM's QEMU process in /proc (for `recover` and the watcher: is a VM still running?),
+//! and where libvirt keeps the files of the VMs it runs (`LIBVIRT_RUN_DIR`).
 
 use super::fs::HostFs;
+
+/// libvirt's status directory for its QEMU VMs: `NAME.xml` and `NAME.pid` of each running VM.
+pub const LIBVIRT_RUN_DIR: &str = "run/libvirt/qemu";
 
 /// Whether a process runs whose command line names the VM as libvirt does
 /// (`-name guest=NAME,debug-threads=on`, commas in NAME doubled) or plainly (`-name NAME`).

@@ -5,6 +5,10 @@ use super::fs::HostFs;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 
+/// Process names never moved out of the CPUs they may use: the daemons that place a new QEMU
+/// on its CPUs fail that placement (EINVAL) and hang VM starts when they are confined.
+pub const UNCONFINED_DAEMONS: [&str; 2] = ["libvirtd", "virtqemud"];
+
 /// `PF_KTHREAD` in /proc/PID/stat's flags: a kernel thread.
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 /// `PF_NO_SETAFFINITY`: a per-CPU kernel thread (or one the kernel pins): its affinity and its

@@ -6,14 +6,13 @@
 //! isolated CPUs) and compared with the kernel's: the same code serves `started`, `release`
 //! and the `watch` daemon that pins VFIO vectors appearing after the guest enables MSI-X.
 
-pub mod irqbalance;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::domain::PciAddress;
 use crate::host::HostFs;
+use crate::state::holds::IrqHold;
 use crate::state::{Ledger, Phase};
 
 pub const IRQ_DIR: &str = "proc/irq";
@@ -73,62 +72,6 @@ pub fn device_irqs(fs: &dyn HostFs, device: &PciAddress, interrupts: &str) -> BT
         }
     }
     irqs
-}
-
-/// What kvmtune keeps about IRQs in the ledger.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct IrqHold {
-    /// The value first found in each affinity file kvmtune changed.
-    pub baseline: BTreeMap<String, String>,
-    /// IRQs the kernel would not move (managed IRQs: EIO, or EPERM since 6.12).
-    pub refused: BTreeSet<u32>,
-    /// irqbalance's banned CPUs before kvmtune added the isolated ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub irqbalance_banned: Option<CpuSet>,
-    /// Why irqbalance could not be told, for `status`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub irqbalance_note: Option<String>,
-    /// The policy's settings the IRQs were last placed with. `release` gives IRQs back with
-    /// these, never with the policy, which may have changed or broken since. (A ledger written
-    /// before they were kept reads as the built-in defaults.)
-    #[serde(default)]
-    pub settings: Settings,
-}
-
-impl IrqHold {
-    /// Nothing held: no changed affinity, refused IRQ, irqbalance value or note (whatever the
-    /// settings).
-    pub fn is_empty(&self) -> bool {
-        self.baseline.is_empty()
-            && self.refused.is_empty()
-            && self.irqbalance_banned.is_none()
-            && self.irqbalance_note.is_none()
-    }
-}
-
-/// The policy's IRQ settings, as a hold keeps them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// `irq.move_others`: IRQs that are not a VM's move off isolated CPUs.
-    pub move_others: bool,
-    /// `irq.irqbalance`: a running irqbalance is told to keep off isolated CPUs.
-    pub irqbalance: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings::of(&crate::policy::Policy::default())
-    }
-}
-
-impl Settings {
-    pub fn of(policy: &crate::policy::Policy) -> Settings {
-        Settings {
-            move_others: policy.move_other_irqs,
-            irqbalance: policy.irqbalance,
-        }
-    }
 }
 
 /// The affinity files to change, from the ledger's running VMs and isolated CPUs.

@@ -14,13 +14,13 @@
 
 use std::collections::HashSet;
 
-use super::{IsolationHold, Method, V1_HOUSEKEEPING, V2_HOUSEKEEPING, WORKQUEUE_MASKS};
-use crate::apply::effects::UNCONFINED_DAEMONS;
+use super::{V1_HOUSEKEEPING, V2_HOUSEKEEPING, WORKQUEUE_MASKS};
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::host::cgroup::CgroupMounts;
-use crate::host::tasks::{read_allowed, read_stat, Task};
+use crate::host::tasks::{read_allowed, read_stat, Task, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
+use crate::state::holds::{IsolationHold, Method};
 
 /// What differs from what kvmtune set, one line each (empty: everything holds).
 pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> Vec<String> {

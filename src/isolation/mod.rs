@@ -23,19 +23,16 @@
 
 pub mod drift;
 pub mod partition;
-pub mod systemd;
 
-use serde::{Deserialize, Serialize};
-
-use crate::apply::effects::UNCONFINED_DAEMONS;
 use crate::change::{Change, DropIn};
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{self, CgroupMounts};
-use crate::host::tasks::{list_tasks_movable_cpus, Task};
+use crate::host::systemctl::{self, Systemctl};
+use crate::host::tasks::{list_tasks_movable_cpus, Task, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
-use crate::policy::{IsolationMethod, Policy};
-use systemd::Systemctl;
+use crate::policy::IsolationMethod;
+use crate::state::holds::{IsolationSettings, Method};
 
 /// The cgroup kvmtune creates for host processes, in a v1 cpuset hierarchy.
 pub const V1_HOUSEKEEPING: &str = "kvmtune";
@@ -47,73 +44,6 @@ pub(crate) const WORKQUEUE_MASKS: [&str; 2] = [
     "sys/devices/virtual/workqueue/cpumask",
     "sys/bus/workqueue/devices/writeback/cpumask",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Systemd,
-    CgroupV2,
-    CgroupV1,
-    Partition,
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Systemd => "systemd AllowedCPUs",
-            Method::CgroupV2 => "cgroup v2 cpuset",
-            Method::CgroupV1 => "cgroup v1 cpuset",
-            Method::Partition => "isolated cpuset partition",
-        })
-    }
-}
-
-/// Kept in the ledger while any VM is isolated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IsolationHold {
-    pub method: Method,
-    /// The CPUs host tasks are confined to now.
-    pub housekeeping: CpuSet,
-    /// Every change made since isolation began, once per thing, with the value found first.
-    pub baseline: Vec<Change>,
-    /// Threads that were pinned when isolation began: their masks are put back at the end.
-    #[serde(default)]
-    pub pinned: Vec<crate::host::tasks::PinnedThread>,
-    /// The policy's settings the host tasks were last confined with. `release` narrows the
-    /// isolation with these, never with the policy, which may have changed or broken since.
-    /// (A ledger written before they were kept reads as the built-in defaults.)
-    #[serde(default)]
-    pub settings: Settings,
-    /// Why this method was chosen, for `kvmtune status` (empty in ledgers from before).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub why: String,
-}
-
-/// The policy's settings that shape the confinement, as a hold keeps them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// `cpus.move_kernel_threads`.
-    pub move_kernel_threads: bool,
-    /// `cpus.governor`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub governor: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings::of(&Policy::default())
-    }
-}
-
-impl Settings {
-    pub fn of(policy: &Policy) -> Settings {
-        Settings {
-            move_kernel_threads: policy.move_kernel_threads,
-            governor: policy.governor.clone(),
-        }
-    }
-}
 
 /// What the host offers a method, beyond its mounts: read by the caller, so that choosing
 /// stays a pure function.
@@ -195,7 +125,7 @@ impl View {
 pub struct Inputs<'a> {
     pub fs: &'a dyn HostFs,
     pub systemctl: &'a dyn Systemctl,
-    pub settings: &'a Settings,
+    pub settings: &'a IsolationSettings,
     pub view: &'a View,
     /// QEMU processes of isolated VMs that `kvmtune run` started (they are in no VM cgroup).
     pub keep: &'a [u32],
@@ -355,7 +285,7 @@ fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
     for unit in SYSTEMD_CONFINED_UNITS {
         let current = input.systemctl.property(unit, "AllowedCPUs")?;
         if !same_cpus(&current, &cpus) {
-            let drop_in = systemd::runtime_drop_in(input.systemctl, unit, "AllowedCPUs")?;
+            let drop_in = systemctl::runtime_drop_in(input.systemctl, unit, "AllowedCPUs")?;
             changes.push(Change::UnitProperty {
                 unit: unit.to_string(),
                 property: "AllowedCPUs".into(),

@@ -24,12 +24,11 @@
 //! The partitions' states are read back after the changes: the kernel reports a setup it cannot
 //! honour as `isolated invalid (REASON)` instead of failing the write.
 
-use crate::advisor::peers::LIBVIRT_RUN_DIR;
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{of_process, CgroupMounts};
-use crate::host::process::{names_vm_at, processes_naming};
+use crate::host::process::{names_vm_at, processes_naming, LIBVIRT_RUN_DIR};
 use crate::host::HostFs;
 
 /// kvmtune's isolated partition, under the cgroup v2 root.

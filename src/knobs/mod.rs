@@ -7,17 +7,15 @@
 //! every other change: the value found when the first such VM prepared is kept in the ledger
 //! (`Ledger::knobs`), each VM's hold names the knobs it wants (`VmHold::knobs`), and the value
 //! found comes back when the last of them is released. Which VMs want a knob is the policy's
-//! choice (`for` lists of [`Selector`]s); a VM's metadata may ask (or opt out) only where the
+//! choice (`for` lists of `Selector`s); a VM's metadata may ask (or opt out) only where the
 //! policy lists `metadata`. Values come from the policy alone, so two VMs never want different
 //! values — unless the policy changed while one runs: then the second is refused at prepare.
 //!
-//! - `policy`: the `[ksm]`, `[thp]` and `[sysctl]` sections and their checks;
-//! - `crate::host::knobs`: the files and their formats (THP's `always [madvise] never`);
-//! - `crate::plan::knobs`: which knobs a VM wants (pure);
-//! - `crate::apply::knobs`: the changes, with KSM's unmerge before `merge_across_nodes`;
-//! - `status`: what `kvmtune status` shows.
+//! Where each part lives, bottom to top:
+//! - `host::knobs`: the files and their formats (THP's `always [madvise] never`);
+//! - `policy::knobs`: the `[ksm]`, `[thp]` and `[sysctl]` sections and their checks;
+//! - `status` (here): what `kvmtune status` shows;
+//! - `plan::knobs`: which knobs a VM wants (pure);
+//! - `apply::knobs`: the changes, with KSM's unmerge before `merge_across_nodes`.
 
-pub mod policy;
 pub mod status;
-
-pub use policy::{KnobPolicy, Selector, Sysctl};

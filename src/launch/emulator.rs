@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::process::{self, Settings};
 use super::{domain_from_args, qemu_args, spawn};
-use crate::cli::Roots;
+use crate::assemble::Roots;
 use crate::error::{Error, Result};
 use crate::host::RootFs;
 use crate::log;

@@ -13,8 +13,8 @@ pub mod textfile;
 
 use exposition::{Exposition, Sample, Type};
 
+use crate::state::stats::RepairKind;
 use crate::status::{Promise, Status};
-use crate::watch::Kind;
 
 /// The metrics text for this status.
 pub fn render(status: &Status) -> String {
@@ -240,7 +240,7 @@ fn counters(e: &mut Exposition, status: &Status) {
         "kvmtune_watch_repairs_total",
         Type::Counter,
         "Repairs kvmtune watch made since boot, by kind: irq (device IRQs pinned, IRQs moved off isolated CPUs again), sweep (host processes born on isolated CPUs moved), isolation (what confines host tasks put back), hugepages (a shrunk pool grown back), knob (a host knob set back), gone_vm (a VM whose QEMU died released).",
-        Kind::ALL
+        RepairKind::ALL
             .iter()
             .map(|k| {
                 Sample::new(c.repairs.get(k.name()).copied().unwrap_or(0) as f64)

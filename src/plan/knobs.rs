@@ -1,4 +1,4 @@
-//! Which host knobs a VM wants held while it runs (see `crate::knobs`): each group of the
+//! Which host knobs a VM wants held while it runs (see the `knobs` module): each group of the
 //! policy (KSM's stop, KSM's `merge_across_nodes`, THP, sysctls) for the VMs its `for` list
 //! selects, or whose metadata asks where the policy lets it. Pure: whether this host has the
 //! files is checked at prepare (`apply::knobs::check`).
@@ -11,7 +11,7 @@ use crate::domain::metadata::{Apply, Tune};
 use crate::host::knobs::{
     same_value, shown, KSM_MERGE_ACROSS_NODES, KSM_RUN, THP_DEFRAG, THP_ENABLED,
 };
-use crate::knobs::{KnobPolicy, Selector};
+use crate::policy::knobs::{KnobPolicy, Selector};
 use crate::state::Ledger;
 
 /// One knob a VM wants held at a value while it runs.

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::holds::{IrqHold, IsolationHold};
 use crate::cpulist::CpuSet;
 use crate::domain::PciAddress;
 use crate::host::PoolKey;
-use crate::irq::IrqHold;
-use crate::isolation::IsolationHold;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {

@@ -1,7 +1,9 @@
-//! `/run/kvmtune`: the host-wide lock, the per-VM journals and the ledger; beside them, the
-//! counters and the watcher's last look (`stats`).
+//! `/run/kvmtune`: the host-wide lock, the per-VM journals and the ledger with the holds it
+//! persists (`holds`: isolation's and IRQs'); beside them, the counters and the watcher's last
+//! look (`stats`).
 
 pub mod atomic;
+pub mod holds;
 pub mod journal;
 pub mod ledger;
 pub mod stats;

@@ -18,10 +18,59 @@ use crate::log;
 const COUNTERS: &str = "counters.json";
 const WATCH: &str = "watch.json";
 
+/// A kind of repair the watcher makes: the label of `kvmtune_watch_repairs_total`, the key of
+/// `Counters::repairs`, the word that starts each repair's line in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RepairKind {
+    /// Device IRQs of running VMs pinned (late or renumbered VFIO vectors, a reset affinity),
+    /// other IRQs moved off isolated CPUs again, irqbalance told again.
+    Irq,
+    /// Host processes born in the root cgroup (on isolated CPUs) moved into the housekeeping
+    /// cgroup, on cgroupfs hosts.
+    Sweep,
+    /// What confines host tasks put back: a cgroup's CPUs, the cpuset controller, a unit's
+    /// AllowedCPUs, kernel threads, workqueue masks, governors.
+    Isolation,
+    /// A pool shrunk below what kvmtune added for its VMs, grown back.
+    Hugepages,
+    /// A host knob held for running VMs set back to the held value.
+    Knob,
+    /// A VM whose QEMU is gone (it died while libvirtd was down) released.
+    GoneVm,
+}
+
+impl RepairKind {
+    pub const ALL: [RepairKind; 6] = [
+        RepairKind::Irq,
+        RepairKind::Sweep,
+        RepairKind::Isolation,
+        RepairKind::Hugepages,
+        RepairKind::Knob,
+        RepairKind::GoneVm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RepairKind::Irq => "irq",
+            RepairKind::Sweep => "sweep",
+            RepairKind::Isolation => "isolation",
+            RepairKind::Hugepages => "hugepages",
+            RepairKind::Knob => "knob",
+            RepairKind::GoneVm => "gone_vm",
+        }
+    }
+}
+
+impl std::fmt::Display for RepairKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Events counted since the state directory was created (a boot, on a host).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Repairs the watcher made, by kind (`kvmtune::watch::Kind` names).
+    /// Repairs the watcher made, by kind (`RepairKind` names).
     #[serde(default)]
     pub repairs: BTreeMap<String, u64>,
     /// Prepares that failed because the kernel gave fewer hugepages than a VM needs.

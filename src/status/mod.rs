@@ -1,6 +1,6 @@
 //! `kvmtune status`: per VM what it holds, per node the hugepage pools, the CPU sets the policy
 //! defines, and whether every promise kvmtune made still holds (`verdict`). Read-only and
-//! lock-free (state files are replaced atomically). The metrics (`crate::metrics`) are this
+//! lock-free (state files are replaced atomically). The metrics (the `metrics` module) are this
 //! same data in Prometheus' text format.
 //!
 //! - `render`: the text for people;
@@ -18,9 +18,9 @@ use crate::cpulist::CpuSet;
 use crate::error::Result;
 use crate::host::tasks::list_tasks;
 use crate::host::{Host, HostFs};
-use crate::isolation::Method;
 use crate::plan::bounds;
 use crate::policy::Policy;
+use crate::state::holds::Method;
 use crate::state::{Counters, Ledger, Phase, PoolHold, StateDir, VmHold, WatchMark};
 
 #[derive(Debug, Serialize)]
@@ -246,7 +246,7 @@ fn irqs_on_isolated(fs: &dyn HostFs, iso: &mut IsolationStatus, irqs: Option<&Ir
     }
 }
 
-fn irq_status(fs: &dyn HostFs, ledger: &Ledger, hold: &crate::irq::IrqHold) -> IrqStatus {
+fn irq_status(fs: &dyn HostFs, ledger: &Ledger, hold: &crate::state::holds::IrqHold) -> IrqStatus {
     let interrupts = fs.read("proc/interrupts").unwrap_or_default();
     let mut pinned = Vec::new();
     for (name, vm) in ledger.vms.iter().filter(|(_, v)| v.irq.is_some()) {
@@ -339,6 +339,6 @@ fn isolation_status(
 impl TaskStatus {
     /// A virtualization daemon, kept unconfined on purpose on cgroupfs hosts.
     pub fn is_daemon(&self) -> bool {
-        crate::apply::effects::UNCONFINED_DAEMONS.contains(&self.comm.as_str())
+        crate::host::tasks::UNCONFINED_DAEMONS.contains(&self.comm.as_str())
     }
 }

@@ -187,7 +187,7 @@ fn isolation(fs: &dyn HostFs, ledger: &Ledger, status: &Status) -> Vec<(Promise,
     let mut out = Vec::new();
     if let Ok(mounts) = crate::host::cgroup::detect(fs) {
         let drift = crate::isolation::drift::drifted(fs, hold, &mounts);
-        if drift.is_empty() && hold.method == crate::isolation::Method::Partition {
+        if drift.is_empty() && hold.method == crate::state::holds::Method::Partition {
             // Partitions take only the CPUs of the VMs whose cgroups are there (a VM libvirt
             // has not started yet has none): the partitions' own read-back says what holds.
             let holders = crate::apply::isolation::holders(ledger);

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::kind::{Finding, Kind};
+use super::kind::Finding;
 use super::qemu::QemuPids;
 use crate::apply::Context;
 use crate::host::hugepages::read_pool;
 use crate::isolation::drift::{self, Stays, Stray};
+use crate::state::stats::RepairKind;
 use crate::state::{Ledger, Phase};
 
 /// How long a running VM must be seen without its QEMU before the watcher releases it. On a
@@ -71,9 +72,9 @@ fn irqs(ctx: &Context, ledger: &Ledger, full: bool, out: &mut Vec<Finding>) {
     let finding = |slow: bool, (path, now, want): (String, String, String)| {
         let what = format!("/{path} is {now}, wanted {want}");
         if slow {
-            Finding::slow(Kind::Irq, what)
+            Finding::slow(RepairKind::Irq, what)
         } else {
-            Finding::new(Kind::Irq, what)
+            Finding::new(RepairKind::Irq, what)
         }
     };
     let devices = crate::irq::differing(ctx.fs, ledger, false, &housekeeping);
@@ -100,7 +101,7 @@ fn gone(ctx: &Context, ledger: &Ledger, memory: &mut Memory, now: Instant, out: 
         let since = memory.gone_since.get(name).copied().unwrap_or(now);
         seen.insert(name.clone(), since);
         if now.saturating_duration_since(since) >= GONE_GRACE {
-            out.push(Finding::new(Kind::GoneVm, name.clone()));
+            out.push(Finding::new(RepairKind::GoneVm, name.clone()));
         }
     }
     memory.gone_since = seen;
@@ -115,7 +116,7 @@ fn pools(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
         };
         if state.persistent() < want {
             out.push(Finding::new(
-                Kind::Hugepages,
+                RepairKind::Hugepages,
                 format!(
                     "{} holds {} persistent pages, {want} while its VMs run",
                     baseline.pool,
@@ -140,7 +141,7 @@ fn knobs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
         };
         if !crate::host::knobs::same_value(&now, &value) {
             out.push(Finding::new(
-                Kind::Knob,
+                RepairKind::Knob,
                 format!(
                     "{} is {now}, held at {value}",
                     crate::host::knobs::shown(&path)
@@ -161,9 +162,14 @@ fn partitions_due(
     match crate::isolation::partition::changes(ctx.fs, mounts, &holders) {
         Ok(changes) => changes
             .iter()
-            .map(|c| Finding::new(Kind::Isolation, format!("partition not in place: {c}")))
+            .map(|c| {
+                Finding::new(
+                    RepairKind::Isolation,
+                    format!("partition not in place: {c}"),
+                )
+            })
             .collect(),
-        Err(e) => vec![Finding::new(Kind::Isolation, e.to_string())],
+        Err(e) => vec![Finding::new(RepairKind::Isolation, e.to_string())],
     }
 }
 
@@ -178,18 +184,21 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
     found.findings.extend(
         drift::drifted(ctx.fs, hold, &mounts)
             .into_iter()
-            .map(|what| Finding::new(Kind::Isolation, what)),
+            .map(|what| Finding::new(RepairKind::Isolation, what)),
     );
     // (Drift already reasserts isolation, which places these too.)
-    let drifted = found.findings.iter().any(|f| f.kind == Kind::Isolation);
-    if hold.method == crate::isolation::Method::Partition && !drifted {
+    let drifted = found
+        .findings
+        .iter()
+        .any(|f| f.kind == RepairKind::Isolation);
+    if hold.method == crate::state::holds::Method::Partition && !drifted {
         found.findings.extend(partitions_due(ctx, ledger, &mounts));
     }
     let root_look = drift::strays(ctx.fs, hold, &mounts, &ledger.isolated_vm_pids(), stays);
     let root = drift::root_cgroup(hold.method, &mounts).unwrap_or_default();
     found.findings.extend(root_look.processes.iter().map(|s| {
         Finding::new(
-            Kind::Sweep,
+            RepairKind::Sweep,
             format!("pid {} {:?} is in the root cgroup /{root}", s.pid, s.comm),
         )
     }));
@@ -198,7 +207,7 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
         .findings
         .extend(root_look.kernel_threads.iter().map(|k| {
             Finding::new(
-                Kind::Isolation,
+                RepairKind::Isolation,
                 format!(
                     "kernel thread {} {:?} started on CPUs outside {}",
                     k.pid, k.comm, hold.housekeeping

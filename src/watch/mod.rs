@@ -26,12 +26,13 @@ pub mod repair;
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use kind::{Finding, Kind, Repair};
+pub use kind::{Finding, Repair};
 
 use crate::apply::Context;
+use crate::assemble::ContextOwner;
 use crate::error::Result;
-use crate::hook::ContextOwner;
 use crate::log;
+use crate::state::stats::RepairKind;
 use crate::state::{Ledger, Phase, WatchMark};
 use crate::stop::StopSignals;
 
@@ -200,7 +201,7 @@ fn slow_findings(status: &crate::status::Status) -> Vec<Finding> {
         .filter(|t| !t.is_daemon())
         .map(|t| {
             Finding::slow(
-                Kind::Isolation,
+                RepairKind::Isolation,
                 format!(
                     "pid {} {:?} may run on isolated CPUs {}",
                     t.pid, t.comm, iso.isolated
@@ -223,7 +224,7 @@ fn report(pass: &Pass, once: bool) {
         let line = format!("watch: {}: {}", r.kind, r.line);
         match r.kind {
             // Expected: vectors come with the guest's driver, processes start.
-            Kind::Irq | Kind::Sweep => log::info(&line),
+            RepairKind::Irq | RepairKind::Sweep => log::info(&line),
             // Something undid kvmtune's work, or a QEMU died with libvirtd away.
             _ => log::warn(&line),
         }

@@ -5,11 +5,12 @@
 //! Each part that changed something is one `Repair` (one line in the log), counted in the
 //! state directory.
 
-use super::kind::{Finding, Kind, Repair};
+use super::kind::{Finding, Repair};
 use crate::apply::{self, Context, Reasserted, Recover, Scope};
 use crate::change::Change;
 use crate::error::Result;
 use crate::isolation::drift::{self, Stray};
+use crate::state::stats::RepairKind;
 use crate::state::StateLock;
 
 /// Changes named in one line before "and N more".
@@ -43,7 +44,7 @@ pub fn repair(ctx: &Context, findings: &[Finding], strays: &[Stray]) -> Result<V
 fn release_gone(ctx: &Context, lock: &StateLock, findings: &[Finding]) -> Result<Vec<Repair>> {
     let names: Vec<String> = findings
         .iter()
-        .filter(|f| f.kind == Kind::GoneVm)
+        .filter(|f| f.kind == RepairKind::GoneVm)
         .map(|f| f.what.clone())
         .collect();
     if names.is_empty() {
@@ -53,7 +54,7 @@ fn release_gone(ctx: &Context, lock: &StateLock, findings: &[Finding]) -> Result
     Ok(released
         .into_iter()
         .map(|vm| Repair {
-            kind: Kind::GoneVm,
+            kind: RepairKind::GoneVm,
             line: format!(
                 "released VM '{vm}': its QEMU is gone (no process names it) and libvirt did not call release; what it held is given back"
             ),
@@ -63,12 +64,12 @@ fn release_gone(ctx: &Context, lock: &StateLock, findings: &[Finding]) -> Result
 
 /// The parts of the reassertion the findings call for.
 fn scope_of(findings: &[Finding]) -> Scope {
-    let has = |k: Kind| findings.iter().any(|f| f.kind == k);
+    let has = |k: RepairKind| findings.iter().any(|f| f.kind == k);
     Scope {
-        hugepages: has(Kind::Hugepages),
-        isolation: has(Kind::Isolation) || has(Kind::Sweep),
-        knobs: has(Kind::Knob),
-        irqs: has(Kind::Irq),
+        hugepages: has(RepairKind::Hugepages),
+        isolation: has(RepairKind::Isolation) || has(RepairKind::Sweep),
+        knobs: has(RepairKind::Knob),
+        irqs: has(RepairKind::Irq),
     }
 }
 
@@ -76,7 +77,7 @@ fn scope_of(findings: &[Finding]) -> Scope {
 /// not a change of what confines them.
 fn describe(done: &Reasserted) -> Vec<Repair> {
     let mut out = Vec::new();
-    let mut part = |kind: Kind, what: &str, changes: Vec<&Change>| {
+    let mut part = |kind: RepairKind, what: &str, changes: Vec<&Change>| {
         if !changes.is_empty() {
             out.push(Repair {
                 kind,
@@ -85,12 +86,12 @@ fn describe(done: &Reasserted) -> Vec<Repair> {
         }
     };
     part(
-        Kind::Hugepages,
+        RepairKind::Hugepages,
         "pool grown back to what its VMs need",
         done.hugepages.iter().collect(),
     );
     part(
-        Kind::Isolation,
+        RepairKind::Isolation,
         "put back what confines host tasks",
         done.isolation
             .iter()
@@ -98,12 +99,12 @@ fn describe(done: &Reasserted) -> Vec<Repair> {
             .collect(),
     );
     part(
-        Kind::Knob,
+        RepairKind::Knob,
         "host knob set back to the value held for its VMs",
         done.knobs.iter().collect(),
     );
     part(
-        Kind::Irq,
+        RepairKind::Irq,
         "IRQ affinity set for running VMs",
         done.irqs.iter().collect(),
     );
@@ -146,7 +147,7 @@ fn sweep(ctx: &Context, strays: &[Stray]) -> Option<Repair> {
         return None;
     }
     Some(Repair {
-        kind: Kind::Sweep,
+        kind: RepairKind::Sweep,
         line: format!(
             "{} host process(es) born on isolated CPUs moved from /{root} to /{housekeeping}: {}",
             moved.len(),

@@ -21,14 +21,14 @@ use std::sync::{Arc, Mutex};
 
 use kvmtune::cpulist::CpuSet;
 use kvmtune::error::{Error, Result};
+use kvmtune::host::systemctl::Systemctl;
 use kvmtune::host::tasks::TaskAffinity;
 use kvmtune::host::{HostFs, RootFs};
-use kvmtune::isolation::systemd::Systemctl;
 
 pub use super::cgroupfs::{CgroupModel, Layout};
 pub use super::irqs::IrqModel;
 pub use super::knobs::KnobModel;
-use kvmtune::irq::irqbalance::IrqBalancer;
+use kvmtune::host::irqbalance::IrqBalancer;
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;

@@ -2,9 +2,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::balance::config::HostFree;
 use crate::balance::virsh::MemStats;
 use crate::host::RootFs;
+use crate::policy::balance::HostFree;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::balance::config::HostFree;
 use crate::balance::virsh::parse_memstat;
+use crate::policy::balance::HostFree;
 
 const GIB: u64 = 1 << 30;
 const NOW: u64 = 1_795_302_700;

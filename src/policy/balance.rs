@@ -1,6 +1,6 @@
-//! The `[balance]` section of the host policy: the watermarks, steps and intervals of the rule
-//! (see `rule`), and the floor no VM is ballooned below. Parsed here and embedded in `Policy`,
-//! so `policy.rs` only carries the section.
+//! The `[balance]` section of the host policy: the watermarks, steps and intervals of
+//! `kvmtune balance`'s rule (see `balance::rule`), and the floor no VM is ballooned below.
+//! Parsed and checked here, embedded in `Policy`.
 
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ impl BalancePolicy {
     pub fn from_section(s: BalanceSection) -> Result<BalancePolicy, String> {
         let size = |key: &str, v: &str| parse_size(v).map_err(|e| format!("balance.{key}: {e}"));
         let duration = |key: &str, v: &str| {
-            crate::policy::parse_duration(v).map_err(|e| format!("balance.{key}: {e}"))
+            super::parse_duration(v).map_err(|e| format!("balance.{key}: {e}"))
         };
         let p = BalancePolicy {
             interval: duration("interval", &s.interval)?,

@@ -7,6 +7,13 @@
 //!
 //! Only `prepare`, `started`/`reconnect`, `migrate` and the daemons read the policy; `release`
 //! and `recover` work from the ledger (`apply::Base`), so a broken policy stops no release.
+//!
+//! Every section is parsed and checked here; two have their own file:
+//! - `balance`: the `[balance]` section of `kvmtune balance`;
+//! - `knobs`: the `[ksm]`, `[thp]` and `[sysctl]` sections of the host knobs.
+
+pub mod balance;
+pub mod knobs;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -15,12 +22,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::balance::config::{BalancePolicy, BalanceSection};
 use crate::cpulist::CpuSet;
 use crate::domain::metadata::{IrqChoice, IsolateChoice, Reserve};
 use crate::error::{BadValue, Error, Result};
 use crate::privilege::Privilege;
 use crate::size::parse_size;
+use balance::{BalancePolicy, BalanceSection};
+use knobs::{KnobPolicy, KsmSection, SysctlSection, ThpSection};
 
 /// Largest policy file read.
 const MAX_POLICY_BYTES: u64 = 1 << 20;
@@ -33,9 +41,9 @@ struct PolicyFile {
     irq: IrqSection,
     hugepages: HugepagesSection,
     defaults: DefaultsSection,
-    ksm: crate::knobs::policy::KsmSection,
-    thp: crate::knobs::policy::ThpSection,
-    sysctl: crate::knobs::policy::SysctlSection,
+    ksm: KsmSection,
+    thp: ThpSection,
+    sysctl: SysctlSection,
     balance: BalanceSection,
     emulator: EmulatorSection,
     metrics: MetricsSection,
@@ -216,7 +224,7 @@ pub struct Policy {
     pub default_isolate: IsolateChoice,
     pub default_irq: IrqChoice,
     /// Host knobs held while VMs that want them run (`[ksm]`, `[thp]`, `[sysctl]`).
-    pub knobs: crate::knobs::KnobPolicy,
+    pub knobs: KnobPolicy,
     /// `kvmtune balance`: watermarks, steps and intervals of the balloon rule.
     pub balance: BalancePolicy,
     /// The real QEMU the emulator mode runs; `None` = `auto` (`/usr/bin/` + the name kvmtune
@@ -353,7 +361,7 @@ impl Policy {
             default_hugepages: word(&f.defaults.hugepages, "defaults.hugepages")?,
             default_isolate: word(&f.defaults.isolate, "defaults.isolate")?,
             default_irq: word(&f.defaults.irq, "defaults.irq")?,
-            knobs: crate::knobs::KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
+            knobs: KnobPolicy::from_sections(f.ksm, f.thp, f.sysctl)?,
             balance: BalancePolicy::from_section(f.balance)?,
             metrics_dir: match f.metrics.textfile_dir.trim() {
                 "" => None,
@@ -602,7 +610,7 @@ mod tests {
 
     #[test]
     fn shipped_example_parses_to_the_built_in_defaults() {
-        let text = include_str!("../conf/kvmtune.toml");
+        let text = include_str!("../../conf/kvmtune.toml");
         assert_eq!(Policy::parse(text).unwrap(), Policy::default());
     }
 
