@@ -90,17 +90,21 @@ iso_tasks() {
 }
 
 # iso_snapshot BASE: BASE.tasks (iso_tasks) and BASE.files: the workqueue masks, the root's
-# cgroup.subtree_control, every cgroup dir, and every cgroup's cpuset.cpus where it exists.
+# cgroup.subtree_control and cpuset.cpus.isolated, every cgroup dir, and every cgroup's
+# cpuset.cpus, cpuset.cpus.exclusive and cpuset.cpus.partition where they exist.
 iso_snapshot() {
   local f d
   iso_tasks > "$1.tasks"
   {
-    for f in $WQ_MASKS $CG/cgroup.subtree_control; do
+    for f in $WQ_MASKS $CG/cgroup.subtree_control $CG/cpuset.cpus.isolated; do
       [ -e "$f" ] && echo "F $f=$(cat "$f")"
     done
     for d in $(find $CG -mindepth 1 -type d | sort); do
       echo "D $d"
-      [ -e "$d/cpuset.cpus" ] && echo "F $d/cpuset.cpus=$(cat "$d/cpuset.cpus")"
+      # (Partition files where the kernel has them: 6.7 and later.)
+      for f in cpuset.cpus cpuset.cpus.exclusive cpuset.cpus.partition; do
+        [ -e "$d/$f" ] && echo "F $d/$f=$(cat "$d/$f")"
+      done
     done
   } > "$1.files"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tier 3 of DESIGN.md: the real kernel.
 #
-# Boots a Debian 6.1 kernel under QEMU/TCG with several NUMA nodes, with an initramfs holding
+# Boots a Debian 6.1 kernel (and 6.12, for the topologies that name it) under QEMU/TCG with several NUMA nodes, with an initramfs holding
 # busybox, the kvmtune binary ($KVMTUNE_BIN) and the scenarios in tests/guest/scenarios/, and
 # reports one line per scenario:
 #   PASS guest/<topology>/<scenario>
@@ -15,7 +15,8 @@
 #   KVMTUNE_BIN            the kvmtune binary to test (required)
 #   KVMTUNE_GUEST_CACHE    where the kernel and busybox are kept (default /var/cache/kvmtune-tests/guest)
 #   KVMTUNE_GUEST_LOGS     where the serial console logs go (default: a fresh dir under /tmp)
-#   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node")
+#   KVMTUNE_GUEST_TOPOS    topologies to boot (default "2node 3node 2node-6.12"); a topology
+#                          names its kernel after a dash (2node-6.12: Debian's 6.12), else 6.1
 #   KVMTUNE_GUEST_TIMEOUT  seconds one boot may take (default 600, a bound for a hung guest, not a target; a scenario may take 60)
 #   KVMTUNE_GUEST_VERBOSE  1: the guest prints every scenario's log, not only failing ones
 #   KVMTUNE_GUEST_SCENARIOS  directory of scenarios to run instead of scenarios/ (bench/guest)
@@ -26,7 +27,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 bin=${KVMTUNE_BIN:-}
 cache=${KVMTUNE_GUEST_CACHE:-/var/cache/kvmtune-tests/guest}
-topos=${KVMTUNE_GUEST_TOPOS:-2node 3node}
+topos=${KVMTUNE_GUEST_TOPOS:-2node 3node 2node-6.12}
 boot_timeout=${KVMTUNE_GUEST_TIMEOUT:-600}
 verbose=${KVMTUNE_GUEST_VERBOSE:-0}
 fetch_only=0
@@ -56,54 +57,75 @@ guest_modules="drivers/virtio/virtio.ko drivers/virtio/virtio_ring.ko
   drivers/virtio/virtio_pci_legacy_dev.ko drivers/virtio/virtio_pci_modern_dev.ko
   drivers/virtio/virtio_pci.ko drivers/char/hw_random/virtio-rng.ko
   drivers/virtio/virtio_balloon.ko drivers/block/brd.ko"
-have_modules() {
-  local m
-  [ -s "$cache/modules/version" ] || return 1
-  for m in $guest_modules; do [ -s "$cache/modules/kernel/$m" ] || return 1; done
+# have_modules DIR: DIR/modules holds the modules above for the kernel in DIR (6.1's: all of
+# them); `complete` is written last.
+have_modules() { [ -s "$1/modules/version" ] && [ -e "$1/modules/complete" ]; }
+# A topology may name its kernel series after a dash (`2node-6.12`); plain names boot 6.1.
+kernel_of() { case $1 in *-*) echo "${1#*-}" ;; *) echo 6.1 ;; esac; }
+numa_of() { echo "${1%%-*}"; }
+# Each series' kernel and modules, cached apart: 6.1's in $cache itself (busybox beside it).
+kernel_dir() { if [ "$1" = 6.1 ]; then echo "$cache"; else echo "$cache/linux-$1"; fi; }
+# Debian's package of a series: 6.1 is bookworm's own; 6.12 is the kernel Debian 13 (trixie)
+# ships, which bookworm carries too (linux-image-6.12.N+deb12-amd64-unsigned).
+kernel_pattern() {
+  case $1 in
+    6.1) echo '^linux-image-6\.1\.0-[0-9]+-amd64$' ;;
+    6.12) echo '^linux-image-6\.12\.[0-9]+\+deb1[23]-amd64-unsigned$' ;;
+    *) return 1 ;;
+  esac
 }
-fetch_guest_bits() {
-  if [ -s "$cache/vmlinuz" ] && [ -s "$cache/busybox" ] && have_modules; then return 0; fi
-  local dl
-  pick() { apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' 2>/dev/null |
+# fetch_kernel SERIES: the series' newest kernel package and its modules into kernel_dir, and
+# busybox-static into $cache, unless they are there.
+fetch_kernel() {
+  local series=$1 kdir pattern dl pkg kver m
+  kdir=$(kernel_dir "$series")
+  pattern=$(kernel_pattern "$series") || die "no Debian kernel package known for series $series"
+  if [ -s "$kdir/vmlinuz" ] && [ -s "$cache/busybox" ] && have_modules "$kdir"; then return 0; fi
+  pick() { apt-cache search --names-only "$pattern" 2>/dev/null |
              awk '{print $1}' | sort -V | tail -1; }
-  local pkg; pkg=$(pick)
+  pkg=$(pick)
   if [ -z "$pkg" ]; then
     apt-get update -qq >/dev/null 2>&1 || true
     pkg=$(pick)
   fi
-  [ -n "$pkg" ] || die "apt-cache knows no linux-image-6.1.0-N-amd64 package"
+  [ -n "$pkg" ] || die "apt-cache knows no package matching $pattern"
   dl=$(mktemp -d /tmp/kvmtune-guest-dl.XXXXXX)
   chmod 755 "$dl"   # apt-get download drops privileges to _apt where it can
-  echo "guest: fetching $pkg and busybox-static into $cache" >&2
+  echo "guest: fetching $pkg and busybox-static into $kdir" >&2
   if ! (cd "$dl" && apt-get download "$pkg" busybox-static >"$dl/apt.log" 2>&1); then
     cat "$dl/apt.log" >&2; rm -rf "$dl"; die "apt-get download $pkg busybox-static failed"
   fi
-  mkdir -p "$dl/x"
+  mkdir -p "$dl/x" "$kdir"
   for deb in "$dl"/*.deb; do dpkg -x "$deb" "$dl/x"; done
-  mkdir -p "$cache"
-  cp "$dl"/x/boot/vmlinuz-* "$cache/vmlinuz.tmp"
-  cp "$dl"/x/boot/config-* "$cache/config"
-  cp "$dl/x/bin/busybox" "$cache/busybox.tmp"
   # The modules of that same kernel: kept as modules/kernel/<path>, modules/version = its
   # `uname -r` (the directory name under /lib/modules).
-  local kver m
   kver=$(ls "$dl/x/lib/modules")
-  rm -rf "$cache/modules.tmp"
-  mkdir -p "$cache/modules.tmp"
+  rm -rf "$kdir/modules.tmp"
+  mkdir -p "$kdir/modules.tmp"
   for m in $guest_modules; do
-    [ -s "$dl/x/lib/modules/$kver/kernel/$m" ] || { rm -rf "$dl"; die "$pkg has no module $m"; }
-    mkdir -p "$cache/modules.tmp/kernel/$(dirname "$m")"
-    cp "$dl/x/lib/modules/$kver/kernel/$m" "$cache/modules.tmp/kernel/$m"
+    if [ ! -s "$dl/x/lib/modules/$kver/kernel/$m" ]; then
+      # The scenarios that load modules boot 6.1; other kernels build some in or compress
+      # them (6.12: .ko.xz), and go without.
+      [ "$series" != 6.1 ] && continue
+      rm -rf "$dl"; die "$pkg has no module $m"
+    fi
+    mkdir -p "$kdir/modules.tmp/kernel/$(dirname "$m")"
+    cp "$dl/x/lib/modules/$kver/kernel/$m" "$kdir/modules.tmp/kernel/$m"
   done
-  echo "$kver" > "$cache/modules.tmp/version"
-  echo "$pkg" > "$cache/kernel-package"
-  mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+  echo "$kver" > "$kdir/modules.tmp/version"
+  touch "$kdir/modules.tmp/complete"
+  echo "$pkg" > "$kdir/kernel-package"
+  cp "$dl"/x/boot/config-* "$kdir/config"
+  cp "$dl"/x/boot/vmlinuz-* "$kdir/vmlinuz.tmp"
+  cp "$dl/x/bin/busybox" "$cache/busybox.tmp"
+  rm -rf "$kdir/modules"
+  mv "$kdir/modules.tmp" "$kdir/modules"
+  mv "$kdir/vmlinuz.tmp" "$kdir/vmlinuz"
   mv "$cache/busybox.tmp" "$cache/busybox"
-  rm -rf "$cache/modules"
-  mv "$cache/modules.tmp" "$cache/modules"
   rm -rf "$dl"
 }
-fetch_guest_bits
+series=$(for t in $topos; do kernel_of "$t"; done | sort -u)
+for k in $series; do fetch_kernel "$k"; done
 [ "$fetch_only" = 0 ] || exit 0
 
 work=$(mktemp -d /tmp/kvmtune-guest.XXXXXX)
@@ -157,9 +179,14 @@ cp "$here/irq.sh" "$root/tests/irq.sh"
 if [ -n "${KVMTUNE_GUEST_FILES:-}" ]; then
   mkdir -p "$root/tests/files" && cp -r "$KVMTUNE_GUEST_FILES"/. "$root/tests/files/"
 fi
-# The kernel's modules for the IRQ scenarios, at /lib/modules/$(uname -r); init runs depmod.
-mkdir -p "$root/lib/modules/$(cat "$cache/modules/version")"
-cp -r "$cache/modules/kernel" "$root/lib/modules/$(cat "$cache/modules/version")/"
+# Each kernel's modules for the IRQ scenarios, at /lib/modules/$(uname -r); init runs depmod.
+for k in $series; do
+  kdir=$(kernel_dir "$k")
+  mkdir -p "$root/lib/modules/$(cat "$kdir/modules/version")"
+  if [ -d "$kdir/modules/kernel" ]; then
+    cp -r "$kdir/modules/kernel" "$root/lib/modules/$(cat "$kdir/modules/version")/"
+  fi
+done
 for s in "$scenarios"/*; do
   cp "$s" "$root/tests/scenarios/"
 done
@@ -189,7 +216,8 @@ start_all=$(date +%s)
 for topo in $topos; do
   names=${expected[$topo]:-}
   [ -n "$names" ] || continue
-  numa=$(qemu_numa_args "$topo") || die "unknown topology $topo"
+  numa=$(qemu_numa_args "$(numa_of "$topo")") || die "unknown topology $topo"
+  kernel=$(kernel_dir "$(kernel_of "$topo")")/vmlinuz
   console=$logs/console-$topo.log
   t0=$(date +%s)
   # nokaslr: with KASLR, boot-time memblock allocations sometimes land inside node 1's only
@@ -198,7 +226,7 @@ for topo in $topos; do
   # shellcheck disable=SC2086 # numa is a word list on purpose
   timeout --kill-after=5 "$boot_timeout" qemu-system-x86_64 \
     -accel tcg -cpu max -machine pc $numa \
-    -kernel "$cache/vmlinuz" -initrd "$work/initrd.gz" \
+    -kernel "$kernel" -initrd "$work/initrd.gz" \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 init_on_alloc=0 nokaslr kt.topo=$topo kt.verbose=$verbose kt.only=$(echo $names | tr ' ' ,) kt.timeout=$scenario_timeout" \
     -device virtio-rng-pci,addr=0x3 \
     -display none -nodefaults -no-reboot -monitor none -serial "file:$console" \

@@ -1,4 +1,4 @@
-# topologies: 2node
+# topologies: 2node 2node-6.12
 # A VM with vCPUs pinned to host CPUs 2-3 and <kvmtune:isolate cpus="vcpus"/>, housekeeping 0-1,
 # cgroup v2 without systemd, cpuset not yet enabled: at prepare every host process leaves the
 # root cgroup for kvmtune.housekeeping (CPUs 0-1), a service's top-level cgroup is confined where
