@@ -182,6 +182,26 @@ fn another_irq_back_on_the_isolated_cpu_is_put_back_at_the_next_full_look() {
     assert_eq!(affinity(&b, 10), set("0-2"));
 }
 
+/// irqbalance narrows the other IRQs to some of the CPUs kvmtune left them (Debian 13: IRQ 25
+/// on CPU 2 of 0-2): still off the isolated CPUs, so no broken promise and nothing to repair.
+#[test]
+fn another_irq_irqbalance_narrowed_within_the_housekeeping_cpus_is_no_drift() {
+    let b = host(Layout::V1);
+    running(&b, "gpu", 3);
+    let mut w = settled(&b);
+    b.kernel
+        .irqs(|i| i.irqs.get_mut(&10).unwrap().affinity = set("2"));
+
+    let later = Instant::now() + b.policy.metrics_interval + Duration::from_secs(1);
+    let pass = b.watch_at(&mut w, later).unwrap();
+
+    assert!(pass.metrics);
+    assert!(pass.repairs.is_empty(), "{pass:?}");
+    assert_eq!(affinity(&b, 10), set("2"));
+    let status = b.status();
+    assert!(status.verdict.kept, "{:?}", status.verdict);
+}
+
 #[test]
 fn a_process_born_in_the_root_cgroup_on_a_cgroupfs_host_is_swept_within_one_pass() {
     for layout in [Layout::V1, Layout::V2] {

@@ -246,13 +246,28 @@ pub fn differing(
     housekeeping: &CpuSet,
 ) -> Vec<(String, String, String)> {
     let wanted = wanted(fs, ledger, move_others, housekeeping);
+    let isolated = ledger.isolated_except("");
+    let devices: BTreeSet<String> = wanted
+        .device_irqs
+        .values()
+        .flatten()
+        .map(|irq| affinity_path(*irq))
+        .collect();
     let mut out = Vec::new();
     for (path, want) in &wanted.files {
         let now = match wanted.read.get(path) {
             Some(v) => Some(v.clone()),
             None => fs.read(path).ok().map(|v| v.trim().to_string()),
         };
-        if let Some(now) = now.filter(|now| !same_value(path, now, want)) {
+        // Another IRQ only has to stay off the isolated CPUs: irqbalance (or an admin) may
+        // narrow it to some of the others, and that is no drift to repair.
+        let kept_off = |now: &str| {
+            !devices.contains(path)
+                && irq_of(path).is_some()
+                && CpuSet::parse(now)
+                    .is_ok_and(|cpus| !cpus.is_empty() && cpus.intersection(&isolated).is_empty())
+        };
+        if let Some(now) = now.filter(|now| !same_value(path, now, want) && !kept_off(now)) {
             out.push((path.clone(), now, want.clone()));
         }
     }

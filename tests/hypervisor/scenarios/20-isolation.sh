@@ -1,6 +1,7 @@
 # timeout: 180
 # Isolation on systemd + cgroup v2 that holds for the VM's whole life. A VM with its vCPU
-# pinned to CPU 3 and `isolate cpus="vcpus"`: while it runs, no host task that is not the
+# pinned to CPU 3 and `isolate cpus="vcpus"` gets an isolated partition (kernel 6.12): its
+# vCPU cgroup holds CPU 3 alone. While it runs, no host task that is not the
 # VM's may run on CPU 3 (per-CPU kernel threads aside), and neither may anything started
 # later: a service, a timer's service, a transient scope, a process in user.slice, a process
 # libvirtd spawns. Each must be off CPU 3 within a second. A second VM pinned to CPU 1 (the
@@ -12,7 +13,16 @@ tune='<kvmtune:isolate cpus="vcpus"/>'
 define hv-iso 20 vcpupin=3 emulatorpin=0 "tune=$tune"
 define hv-iso2 21 vcpupin=1 emulatorpin=0 "tune=$tune"
 start hv-iso
-note "isolated VM running; kvmtune status:"; kvmtune status | sed 's/^/  /'
+note "isolated VM running; kvmtune status:"; kvmtune status | tee /tmp/status.out | sed 's/^/  /'
+# Kernel 6.12 offers isolated partitions: the VM's vCPU cgroup is one, of CPU 3.
+grep -q "method chosen: auto: the kernel offers isolated partitions" /tmp/status.out \
+  || fail "status does not say the partition method was chosen: $(tr '\n' ';' < /tmp/status.out)"
+vcpu0=$(find "$CG/machine.slice" -path '*hv\\x2diso.scope/libvirt/vcpu0' -type d)
+[ -n "$vcpu0" ] || fail "no vCPU cgroup of hv-iso under $CG/machine.slice"
+[ "$(cat "$vcpu0/cpuset.cpus.partition")" = isolated ] \
+  || fail "$vcpu0/cpuset.cpus.partition reads '$(cat "$vcpu0/cpuset.cpus.partition")', not isolated"
+[ "$(cat $CG/cpuset.cpus.isolated)" = 3 ] || fail "$CG/cpuset.cpus.isolated reads '$(cat $CG/cpuset.cpus.isolated)', not 3"
+note "vCPU 0's cgroup is an isolated partition of CPU 3"
 
 left=$(tasks_on_cpu 3)
 [ -z "$left" ] || { echo "$left"; fail "host tasks may still run on CPU 3: $(echo "$left" | awk '{print $2}' | sort -u | tr '\n' ' ')"; }
