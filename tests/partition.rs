@@ -413,7 +413,9 @@ fn a_vcpu_libvirt_pins_to_two_cpus_unlike_its_xml_fails_started_in_one_line_and_
 
 #[test]
 fn an_invalid_vcpu_partition_fails_started_with_the_kernels_reason_and_changes_nothing() {
-    let b = libvirt_host();
+    // (Kernel threads stay where they are: the kernel would refuse them the housekeeping CPUs,
+    // which the operator's partition holds.)
+    let b = libvirt_host().with_policy("[cpus]\nmove_kernel_threads = false\n");
     // An operator's partition holds CPUs 0 and 2: the root would keep no CPU once the VM's
     // second vCPU partition takes CPU 3.
     b.kernel.cgroups(|c| {
@@ -771,4 +773,22 @@ fn a_vm_partitions_cannot_hold_is_refused_while_partitions_hold_another_vm() {
         "{err}"
     );
     assert_eq!(diff(&running, &b.snapshot()), Vec::<String>::new());
+}
+
+/// A kernel thread bound to CPUs the partition holds (kswapd1 on node 1's, on 6.12): its mask
+/// goes back once the partition is gone (the kernel refuses a mask all of whose CPUs a partition holds: seen on
+/// 6.12 as EINVAL, which failed the release).
+#[test]
+fn a_kernel_thread_bound_to_the_partitions_cpus_gets_them_back_after_the_partition_goes() {
+    let b = host().under_kvmtune_run();
+    b.kernel
+        .cgroups(|c| c.tasks.get_mut(&4).unwrap().mask = set("3"));
+    let start = b.snapshot();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(4), set("0-2")));
+
+    b.release("run1").unwrap();
+
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(4), set("3")));
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }

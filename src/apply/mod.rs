@@ -483,6 +483,7 @@ fn make_isolation(
     effects.known = Some(known);
     for change in changes {
         effects.apply(&change)?;
+        crate::isolation::partition::read_back(ctx.fs, &change)?;
     }
     effects.finish()?;
     isolation::verify(ctx, next)

@@ -472,7 +472,14 @@ pub fn give_back(fs: &dyn HostFs, baseline: &mut Vec<Change>, isolated: &CpuSet)
     });
     // Undo in reverse order of making: processes leave our cgroup before the controller goes.
     back.reverse();
-    back
+    // Kernel threads get their CPUs back last, once no partition holds them: an isolated
+    // partition takes its CPUs from the root cgroup's tasks, and the kernel refuses (EINVAL) a
+    // mask all of whose CPUs it holds (kswapd1 on node 1's CPUs 2-3, seen on 6.12).
+    let (threads, mut rest): (Vec<Change>, Vec<Change>) = back
+        .into_iter()
+        .partition(|c| matches!(c, Change::Affinity { .. }));
+    rest.extend(threads);
+    rest
 }
 
 #[cfg(test)]

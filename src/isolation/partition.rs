@@ -378,6 +378,30 @@ pub fn check(fs: &dyn HostFs, mounts: &CgroupMounts, holders: &Holders) -> Resul
     Ok(())
 }
 
+/// Once `change` is made: if it makes an isolated partition, whether the kernel reads it back
+/// valid. The kernel does not fail the write of an invalid partition, and what follows must
+/// not be made on top of one: moving kernel threads to the housekeeping CPUs fails (EINVAL)
+/// when an operator's partition left the root only the CPUs ours failed to take.
+pub fn read_back(fs: &dyn HostFs, change: &Change) -> Result<()> {
+    let suffix = format!("/{PARTITION_FILE}");
+    let dir = match change {
+        Change::File { path, after, .. } if after == "isolated" => path.strip_suffix(&suffix),
+        Change::CreateCgroup { path, settings, .. }
+            if settings
+                .iter()
+                .any(|(file, value)| file == PARTITION_FILE && value == "isolated") =>
+        {
+            Some(path.as_str())
+        }
+        _ => None,
+    };
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    let cpus = read_cpus(fs, &format!("{dir}/{EXCLUSIVE_FILE}"))?;
+    check_state(fs, dir, &cpus)
+}
+
 /// The partition `dir` reads back as a valid isolated one of exactly `cpus`.
 fn check_state(fs: &dyn HostFs, dir: &str, cpus: &CpuSet) -> Result<()> {
     let state_path = format!("{dir}/{PARTITION_FILE}");

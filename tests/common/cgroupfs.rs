@@ -427,7 +427,14 @@ impl CgroupModel {
         let Some(task) = self.tasks.get(&pid) else {
             return Err(libc::ESRCH);
         };
-        if task.flags & PF_NO_SETAFFINITY != 0 || cpus.intersection(&self.online).is_empty() {
+        // The kernel keeps a task inside its cpuset: a mask with none of the cpuset's CPUs is
+        // refused (so is one with none of the root's, for a task there while a partition holds
+        // the rest).
+        let cpuset = self.effective(&task.cgroup.clone());
+        if task.flags & PF_NO_SETAFFINITY != 0
+            || cpus.intersection(&self.online).is_empty()
+            || cpus.intersection(&cpuset).is_empty()
+        {
             return Err(libc::EINVAL);
         }
         self.tasks.get_mut(&pid).unwrap().mask = cpus.clone();
