@@ -792,3 +792,21 @@ fn a_kernel_thread_bound_to_the_partitions_cpus_gets_them_back_after_the_partiti
     b.kernel.cgroups(|c| assert_eq!(c.allowed(4), set("3")));
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
 }
+
+/// A kernel thread already on exactly the housekeeping CPUs (kswapd0 on node 0's, on 6.12):
+/// kvmtune need not move it, but the kernel gives it every CPU when the partition goes, so
+/// release puts its own CPUs back.
+#[test]
+fn a_kernel_thread_already_on_the_housekeeping_cpus_keeps_them_after_the_partition_goes() {
+    let b = host().under_kvmtune_run();
+    b.kernel
+        .cgroups(|c| c.tasks.get_mut(&4).unwrap().mask = set("0-2"));
+    let start = b.snapshot();
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(4), set("0-2")));
+
+    b.release("run1").unwrap();
+
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(4), set("0-2")));
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}

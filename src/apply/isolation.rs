@@ -343,6 +343,39 @@ fn pins_with(
     pins
 }
 
+/// After partitions were undone: the kernel gave every kernel thread of the root cgroup the
+/// CPUs no partition holds (`cpuset_update_tasks_cpumask` for the top cpuset), isolated ones
+/// too. Put the movable ones back on the housekeeping CPUs the ledger's hold keeps them on.
+/// Not journaled: release gives them back from the hold's baseline whatever they are on, and
+/// the watcher confines them again if this is cut short.
+pub fn reconfine_kernel_threads(ctx: &Base) {
+    let Ok(ledger) = ctx.state.load_ledger() else {
+        return;
+    };
+    let Some(hold) = ledger
+        .isolation
+        .as_ref()
+        .filter(|h| h.method == Method::Partition && h.settings.move_kernel_threads)
+    else {
+        return;
+    };
+    let Ok(view) = View::read(ctx.fs) else {
+        return;
+    };
+    for t in view
+        .tasks
+        .iter()
+        .filter(|t| t.is_movable_kernel_thread() && t.allowed != hold.housekeeping)
+    {
+        if let Err(e) = ctx.affinity.set_affinity(t.pid, &hold.housekeeping) {
+            log::warn(&format!(
+                "cannot put kernel thread {} ({}) back on CPUs {}: {e}",
+                t.pid, t.comm, hold.housekeeping
+            ));
+        }
+    }
+}
+
 /// Put pinned threads back on their CPUs, as far as their cpuset now allows. A no-op on
 /// kernels that keep the masks themselves (6.2 and later).
 pub fn restore_pins(ctx: &Base, pins: &[PinnedThread]) {

@@ -515,6 +515,13 @@ fn undo_prepare(ctx: &Base, journal: &Journal) -> Result<()> {
     if let Err(e) = effects.finish() {
         failed.get_or_insert(e);
     }
+    if journal
+        .changes
+        .iter()
+        .any(crate::isolation::partition::touches_partitions)
+    {
+        isolation::reconfine_kernel_threads(ctx);
+    }
     match failed {
         // Keep the journal: the next call or `kvmtune recover` tries again.
         Some(e) => Err(e),

@@ -148,7 +148,10 @@ pub fn confine(
         Method::Partition => partition::changes(input.fs, &input.view.mounts, input.holders)?,
     };
     if input.settings.move_kernel_threads {
-        changes.extend(kernel_threads(input, housekeeping)?);
+        // A partition's coming and going resets the root's kernel threads itself (see
+        // `kernel_threads`): note even those already where kvmtune would put them.
+        let note_all = method == Method::Partition;
+        changes.extend(kernel_threads(input, housekeeping, note_all)?);
     }
     if let Some(governor) = &input.settings.governor {
         changes.extend(governors(input.fs, isolated, governor)?);
@@ -303,12 +306,21 @@ fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
 }
 
 /// Unbound kernel threads and the workqueue cpumasks (new unbound work runs there).
-fn kernel_threads(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
+///
+/// `note_all`: also a thread already on exactly the housekeeping CPUs, bound to fewer than
+/// every CPU (kswapd0 on node 0's), as a change to where it is. When a partition comes or goes
+/// the kernel gives every kernel thread of the root cgroup the CPUs no partition holds
+/// (`cpuset_update_tasks_cpumask`), and such a thread would be left on every CPU at release.
+fn kernel_threads(input: &Inputs, housekeeping: &CpuSet, note_all: bool) -> Result<Vec<Change>> {
+    let online = &input.view.online;
     let mut changes: Vec<Change> = input
         .view
         .tasks
         .iter()
-        .filter(|t| t.is_movable_kernel_thread() && t.allowed != *housekeeping)
+        .filter(|t| {
+            t.is_movable_kernel_thread()
+                && (t.allowed != *housekeeping || (note_all && t.allowed != *online))
+        })
         .map(|t| Change::Affinity {
             pid: t.pid,
             comm: t.comm.clone(),

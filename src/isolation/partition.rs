@@ -402,6 +402,21 @@ pub fn read_back(fs: &dyn HostFs, change: &Change) -> Result<()> {
     check_state(fs, dir, &cpus)
 }
 
+/// Whether `change` makes, changes or removes a partition (or an exclusive list one needs).
+pub fn touches_partitions(change: &Change) -> bool {
+    match change {
+        Change::File { path, .. } => {
+            path.ends_with(&format!("/{PARTITION_FILE}"))
+                || path.ends_with(&format!("/{EXCLUSIVE_FILE}"))
+        }
+        Change::CreateCgroup { settings, .. } => {
+            settings.iter().any(|(file, _)| file == PARTITION_FILE)
+        }
+        Change::RemoveCgroup { path, .. } => path.ends_with(&format!("/{PARTITION}")),
+        _ => false,
+    }
+}
+
 /// The partition `dir` reads back as a valid isolated one of exactly `cpus`.
 fn check_state(fs: &dyn HostFs, dir: &str, cpus: &CpuSet) -> Result<()> {
     let state_path = format!("{dir}/{PARTITION_FILE}");

@@ -293,6 +293,31 @@ impl CgroupModel {
 
     /// Handle a write under a cgroup mount. `None`: not a cgroup file of ours.
     pub fn write(&mut self, rel: &str, value: &str) -> Option<Result<(), Errno>> {
+        self.following_partitions(|c| c.write_file(rel, value))
+    }
+
+    /// Run `f`; if the CPUs valid partitions take from the root changed, do what the kernel's
+    /// `cpuset_update_tasks_cpumask` does for the top cpuset: every task there but the per-CPU
+    /// kernel threads gets the CPUs no partition holds. A process keeps its own (user) mask
+    /// within them (`allowed` intersects); a kernel thread's mask is simply replaced, so a
+    /// thread bound to a node's CPUs (kswapd1) is bound to all of them once the partition goes.
+    pub fn following_partitions<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let root = self.mount().to_string();
+        let before = self.partitioned_below(&root);
+        let out = f(self);
+        let after = self.partitioned_below(&root);
+        if after != before {
+            let left = self.online.difference(&after);
+            for t in self.tasks.values_mut().filter(|t| {
+                t.cgroup == root && t.flags & PF_KTHREAD != 0 && t.flags & PF_NO_SETAFFINITY == 0
+            }) {
+                t.mask = left.clone();
+            }
+        }
+        out
+    }
+
+    fn write_file(&mut self, rel: &str, value: &str) -> Option<Result<(), Errno>> {
         let (dir, file) = rel.rsplit_once('/')?;
         if !self.cgroups.contains_key(dir) {
             return None;
@@ -413,6 +438,10 @@ impl CgroupModel {
     }
 
     pub fn remove(&mut self, rel: &str) -> Option<Result<(), Errno>> {
+        self.following_partitions(|c| c.remove_dir(rel))
+    }
+
+    fn remove_dir(&mut self, rel: &str) -> Option<Result<(), Errno>> {
         if !self.cgroups.contains_key(rel) || self.is_root(rel) {
             return None;
         }

@@ -110,6 +110,10 @@ impl CgroupModel {
     /// machine.slice has no cpuset files. kvmtune's own cgroups are no units: systemd takes
     /// the controller from them too.
     pub fn systemd_realizes(&mut self) {
+        self.following_partitions(Self::realize);
+    }
+
+    fn realize(&mut self) {
         self.systemd_realizes_soon = false;
         if !self.systemd_owns_cpuset {
             return;
