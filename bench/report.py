@@ -336,9 +336,11 @@ and release {rel['writes']} (the v1 method above writes one `cgroup.procs` per p
 reads {pre['reads']} files, one `/proc/PID/stat` per process and a few more: isolation's look at the
 host (`isolation::View::read`) lists every process to find the unbound kernel threads to move
 off the isolated CPUs, which the kernel does not do for a partition. At {p['read_us']:.1f} µs a read on
-this machine that look alone is about {pre['reads'] * p['read_us'] / 1000:.0f} ms: the target needs prepare to skip it
-(the movable kernel threads are found otherwise, or not looked for when
-`move_kernel_threads` is off), and grows with processes until then, as the sweep shows.
+this machine that look alone is about {pre['reads'] * p['read_us'] / 1000:.0f} ms. Meeting the target would need prepare to
+skip it (find the movable kernel threads otherwise, or not look while `move_kernel_threads` is
+off); until then the cost grows with processes, as the sweep shows. (The v1 table above comes
+from the run in the machine table, at another time and load: compare CPU times and file
+counts across the two, not wall times.)
 """ if wall >= TARGET_PARTITION_MS else ".\n"
     else:
         text += ".\n"
@@ -355,6 +357,16 @@ How it grows with processes (medians of {pts[0]['prepare_release']['wall']['n']}
 processes panel of the chart above):
 
 {chr(10).join(table)}
+"""
+        xs = [q["shape"]["tasks"] / 1000 for q in pts]
+        ys = [q["prepare_release"]["cpu"]["median"] for q in pts]
+        if len(xs) > 1:
+            mx, my = statistics.mean(xs), statistics.mean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            text += f"""
+A straight line through the CPU times: {slope:.1f} ms per 1000 processes on top of {my - slope * mx:.1f} ms
+(two process starts, the policy, the ledger and journal, the partition's files): by this line
+prepare + release stays under {TARGET_PARTITION_MS:g} ms up to about {max(0, (TARGET_PARTITION_MS - (my - slope * mx)) / slope * 1000):.0f} processes.
 """
     return text
 
@@ -808,6 +820,11 @@ Each section says what was measured, how, and what the numbers mean; [caveats](#
         print(f"bench check: no-op {noop:.2f} ms (target < {TARGET_NOOP_MS:g}: {'met' if noop < TARGET_NOOP_MS else 'missed'}), "
               f"cycle ratio {ratio:.1f}x (target {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'missed'}), "
               f"scale {scale_ms:.0f} ms (target < {TARGET_SCALE_MS:g}: {'met' if scale_ms < TARGET_SCALE_MS else 'missed'})")
+        if part:
+            # Reported, not checked: the partition target is far below what the host's scan of
+            # every process costs today (section 4 says why).
+            print(f"bench check: partition prepare+release {pw_ms:.1f} ms (target < {TARGET_PARTITION_MS:g}: "
+                  f"{'met' if pw_ms < TARGET_PARTITION_MS else 'missed'})")
         if problems:
             print("bench check: 0 passed, 1 failed: " + "; ".join(problems))
             sys.exit(1)
@@ -844,12 +861,18 @@ HOWTO = """## How to run
     bench/run.sh            # everything: builds, fake root, this host (root; takes the host lock), guest, libvirtd
     bench/run.sh --quick    # the fake-root sections only, fewer rounds, into a temp dir (what CI runs)
     bench/run.sh --only hook,scale,watch,isolation,hugepages,guest,libvirt   # a subset
+    bench/run.sh --only partition   # only section 4's points on the host with isolated partitions
 
 It writes `BENCHMARKS.md`, `bench/*.svg` and `bench/results/*.json`. Profiling one hook call on
 the large fake host:
 
     env $(target/release/examples/fakehost setup /tmp/h 16 1024 8192 5000) \\
       valgrind --tool=callgrind target/release/examples/fakehost hook scale-vm prepare begin - < /tmp/h/vm.xml
+
+and the same host with isolated partitions, the VM a `kvmtune run` one:
+
+    env $(target/release/examples/fakehost setup /tmp/h 16 1024 8192 5000 6.18.0 partitions) \\
+      target/release/examples/fakehost run-vm scale-vm prepare begin - < /tmp/h/vm.xml
 """
 
 if __name__ == "__main__":

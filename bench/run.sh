@@ -163,7 +163,7 @@ real() {  # real NAME SCRIPT ARGS…: run a real-kernel section into results/NAM
     failed+=("$name")
   fi
 }
-if [ "$quick" = 0 ]; then
+if [ "$quick" = 0 ] && { wants isolation || wants hugepages || wants libvirt || wants guest; }; then
   [ "$(id -u)" = 0 ] || { log "the real-kernel sections need root"; exit 1; }
   wants isolation && real isolation bench/isolation.sh
   wants hugepages && real hugepages-host bench/hugepages.sh
