@@ -12,7 +12,8 @@
 #               committed BENCHMARKS.md is left alone) and checked: the numbers must be there and
 #               loosely within their targets. What tests/run-all.sh runs. About a minute.
 #   --only L    a comma-separated subset of hook,scale,watch,hugepages,isolation,guest,libvirt; the
-#               results of the others already in bench/results are kept in the report.
+#               results of the others already in bench/results are kept in the report. `partition`
+#               (part of scale): only section 4's points on the host with isolated partitions.
 #   --keep      keep the temporary directory of a quick run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; only=hook,scale,watch ;;
     --only) only=$2; shift ;;
     --keep) keep=1 ;;
-    *) echo "usage: bench/run.sh [--quick] [--only hook,scale,watch,hugepages,isolation,guest,libvirt] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--only hook,scale,partition,watch,hugepages,isolation,guest,libvirt] [--keep]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -98,20 +99,28 @@ failed=()
 sections=()
 wants hook && sections+=(--only hook)
 wants scale && sections+=(--only scale)
+wants partition && sections+=(--only partition)
 if [ ${#sections[@]} -gt 0 ]; then
   log "fake root: ${sections[*]}"
   quick_flag=()
   [ "$quick" = 1 ] && quick_flag=(--quick)
   if "$fakehost" run "${quick_flag[@]}" "${sections[@]}" --out "$tmp/fakehost.json" --kvmtune "$kvmtune" \
     --noop "$tmp/noop" --shell "$repo/bench/shell" --workdir "$work"; then
-    # Merge into earlier results, so that --only hook keeps the last scale numbers.
+    # Merge into earlier results, so that --only hook keeps the last scale numbers (and
+    # --only partition the rest of scale's).
     python3 - "$results/fakehost.json" "$tmp/fakehost.json" <<'PY'
 import json, sys
 try:
     old = json.load(open(sys.argv[1]))
 except (OSError, ValueError):
     old = {}
-old.update(json.load(open(sys.argv[2])))
+def merge(into, new):
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict) and k in ("scale", "sweeps"):
+            merge(into[k], v)
+        else:
+            into[k] = v
+merge(old, json.load(open(sys.argv[2])))
 json.dump(old, open(sys.argv[1], "w"), indent=1)
 PY
   else
@@ -154,7 +163,7 @@ real() {  # real NAME SCRIPT ARGS…: run a real-kernel section into results/NAM
     failed+=("$name")
   fi
 }
-if [ "$quick" = 0 ]; then
+if [ "$quick" = 0 ] && { wants isolation || wants hugepages || wants libvirt || wants guest; }; then
   [ "$(id -u)" = 0 ] || { log "the real-kernel sections need root"; exit 1; }
   wants isolation && real isolation bench/isolation.sh
   wants hugepages && real hugepages-host bench/hugepages.sh

@@ -15,6 +15,8 @@ use std::path::Path;
 use kvmtune::cpulist::CpuSet;
 
 pub const CPUSET: &str = "sys/fs/cgroup/cpuset";
+/// The cgroup v2 hierarchy of a `partitions` host.
+pub const CGROUP2: &str = "sys/fs/cgroup";
 pub const DEVICE: &str = "0000:06:00.0";
 /// Vectors of the passthrough device (the last IRQs of the table).
 pub const DEVICE_VECTORS: u32 = 4;
@@ -41,6 +43,10 @@ pub struct Shape {
     /// `/proc/sys/kernel/osrelease`. From 6.2 the kernel keeps threads' own CPU masks across
     /// cpuset changes and kvmtune does not look at them; before, it reads every thread's.
     pub kernel: &'static str,
+    /// cgroup v2 alone, no systemd, and a kernel that offers isolated partitions (the root's
+    /// `cpuset.cpus.isolated`; the partition files on children with cpuset): kvmtune isolates
+    /// a `kvmtune run` VM with its own partition there. Otherwise cgroup v1 cpusets.
+    pub partitions: bool,
 }
 
 /// This project's machines run a recent kernel.
@@ -297,22 +303,53 @@ fn status(comm: &str, pid: u32, cpus: &CpuSet) -> String {
 }
 
 fn cgroups_and_tasks(root: &Path, shape: &Shape) {
-    put(
-        root,
-        "proc/mounts",
-        "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
-         sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
-         cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
-         cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n\
-         cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n",
-    );
-    put(root, "sys/fs/cgroup/unified/cgroup.controllers", "\n");
     let online = shape.online();
     let nodes = CpuSet::from_ids(0..shape.nodes);
-    // libvirt's VM cpuset: never touched by kvmtune or by the scripts.
-    for dir in [CPUSET.to_string(), format!("{CPUSET}/machine")] {
-        cgroup_files(root, &dir, &online, &nodes);
-    }
+    let cgroup_root = if shape.partitions {
+        put(
+            root,
+            "proc/mounts",
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
+             sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
+             cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n",
+        );
+        // The root cgroup: cpuset offered, not enabled for children; no CPU isolated yet.
+        for (file, value) in [
+            (
+                "cgroup.controllers",
+                "cpuset cpu io memory pids\n".to_string(),
+            ),
+            ("cgroup.subtree_control", "\n".into()),
+            ("cpuset.cpus.effective", format!("{online}\n")),
+            ("cpuset.mems.effective", format!("{nodes}\n")),
+            ("cpuset.cpus.isolated", "\n".into()),
+        ] {
+            put(root, &format!("{CGROUP2}/{file}"), &value);
+        }
+        CGROUP2
+    } else {
+        put(
+            root,
+            "proc/mounts",
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
+             sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n\
+             cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+             cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n\
+             cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n",
+        );
+        put(root, "sys/fs/cgroup/unified/cgroup.controllers", "\n");
+        // libvirt's VM cpuset: never touched by kvmtune or by the scripts.
+        for dir in [CPUSET.to_string(), format!("{CPUSET}/machine")] {
+            cgroup_files(root, &dir, &online, &nodes);
+        }
+        CPUSET
+    };
+    put(root, crate::model::CGROUP_ROOT, cgroup_root);
+    let proc_cgroup = if shape.partitions {
+        "0::/\n"
+    } else {
+        "2:cpuset:/\n0::/\n"
+    };
     let mut members = String::new();
     // The root cpuset's files as plain text too, for the shell scripts (kvmtune's hook role
     // reads them from the memberships instead).
@@ -335,7 +372,7 @@ fn cgroups_and_tasks(root: &Path, shape: &Shape) {
         let main = status(&t.comm, t.pid, &t.cpus);
         put(root, &format!("{dir}/status"), &main);
         put(root, &format!("{dir}/comm"), &format!("{}\n", t.comm));
-        put(root, &format!("{dir}/cgroup"), "2:cpuset:/\n0::/\n");
+        put(root, &format!("{dir}/cgroup"), proc_cgroup);
         put(root, &format!("{dir}/task/{}/status", t.pid), &main);
         for i in 0..t.threads {
             let tid = 100_000 + t.pid * 64 + i;
@@ -350,11 +387,13 @@ fn cgroups_and_tasks(root: &Path, shape: &Shape) {
                 &status(&format!("{}-w{i}", t.comm), tid, &cpus),
             );
         }
-        writeln!(members, "{} {} {CPUSET}", t.pid, t.flags).unwrap();
+        writeln!(members, "{} {} {cgroup_root}", t.pid, t.flags).unwrap();
     }
     put(root, crate::model::MEMBERS, &members);
-    put(root, &format!("{CPUSET}/cgroup.procs"), &procs);
-    put(root, &format!("{CPUSET}/tasks"), &threads);
+    put(root, &format!("{cgroup_root}/cgroup.procs"), &procs);
+    if !shape.partitions {
+        put(root, &format!("{CPUSET}/tasks"), &threads);
+    }
 }
 
 /// The interface files of a v1 cpuset (what the kernel creates with the directory).

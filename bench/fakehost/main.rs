@@ -5,6 +5,8 @@
 //!   fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick]
 //!   fakehost setup DIR NODES CPUS IRQS TASKS [KERNEL]  (lay out a host and DIR/vm.xml, for profiling)
 //!   fakehost hook NAME OP SUBOP [EXTRA]     (the hook role, see below)
+//!   fakehost run-vm NAME OP SUBOP [EXTRA]   (the same calls with `kvmtune run`'s context: the
+//!                                            VM is one kvmtune started, not libvirt)
 //!   fakehost watch-cost [--passes N] [--out FILE] [--workdir DIR]  (the watcher's idle cost,
 //!                                            see watchcost.rs)
 //!
@@ -20,8 +22,13 @@
 //! floor, `exec` of a static program that does nothing.
 //!
 //! Scale (section 4): one large host (16 nodes, 1024 CPUs, 8192 IRQs, 5000 tasks) and sweeps
-//! over CPUs, IRQs, tasks and VMs already running.
+//! over CPUs, IRQs, tasks and VMs already running; and the same host with cgroup v2, no systemd
+//! and a kernel with isolated partitions (`Shape::partitions`), where the VM is a `kvmtune run`
+//! one (the `run-vm` role: `apply::prepare`/`started`/`release` with `Context::kvmtune_run`,
+//! as `launch::run_vm` calls them) isolated by kvmtune's own partition `kvmtune.isolated`,
+//! with a sweep over tasks. `run --only partition` measures only those points.
 
+mod cgroup2;
 mod layout;
 mod model;
 mod timing;
@@ -48,13 +55,14 @@ use timing::{both, Program, Sample, Series};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("hook") => std::process::exit(hook(&args[1..])),
+        Some("hook") => std::process::exit(hook(&args[1..], false)),
+        Some("run-vm") => std::process::exit(hook(&args[1..], true)),
         Some("run") => run(&args[1..]),
         Some("setup") => setup(&args[1..]),
         Some("watch-cost") => watchcost::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick] [--only hook|scale]\n       fakehost setup DIR NODES CPUS IRQS TASKS   (a host to profile by hand)\n       fakehost hook NAME OP SUBOP [EXTRA]\n       fakehost watch-cost [--passes N] [--out FILE] [--workdir DIR]   (the watcher's idle CPU per hour)"
+                "usage: fakehost run --out FILE --kvmtune BIN --noop BIN --shell DIR --workdir DIR [--quick] [--only hook|scale|partition]\n       fakehost setup DIR NODES CPUS IRQS TASKS [KERNEL [partitions]]   (a host to profile by hand)\n       fakehost hook NAME OP SUBOP [EXTRA]\n       fakehost run-vm NAME OP SUBOP [EXTRA]   (as kvmtune run calls them)\n       fakehost watch-cost [--passes N] [--out FILE] [--workdir DIR]   (the watcher's idle CPU per hour)"
             );
             std::process::exit(2);
         }
@@ -65,8 +73,10 @@ fn main() {
 // The hook role: kvmtune's hook mode on the modelled root.
 
 /// What `kvmtune`'s hook mode does (`cli::hook_mode` → `hook::run`), with `ModelFs` and a
-/// recording task affinity in place of the real root and `sched_setaffinity`.
-fn hook(args: &[String]) -> i32 {
+/// recording task affinity in place of the real root and `sched_setaffinity`. `kvmtune_run`:
+/// the calls `kvmtune run` makes around its QEMU instead (`launch::run_vm`: the same
+/// `apply::prepare`, `started`, `release`, with `Context::kvmtune_run`).
+fn hook(args: &[String], kvmtune_run: bool) -> i32 {
     let roots = kvmtune::assemble::Roots::from_env();
     let call = match HookCall::from_args(args) {
         Ok(c) => c,
@@ -78,7 +88,7 @@ fn hook(args: &[String]) -> i32 {
     kvmtune::log::init(&roots.root);
     let mut stdin = std::io::stdin().lock();
     let fs = ModelFs::new(&roots.root);
-    let result = dispatch(&call, &mut stdin, &fs, &roots);
+    let result = dispatch(&call, &mut stdin, &fs, &roots, kvmtune_run);
     fs.save();
     if let Some(path) = std::env::var_os("FAKEHOST_OPS") {
         use std::io::Write;
@@ -107,6 +117,7 @@ fn dispatch(
     stdin: &mut dyn Read,
     fs: &ModelFs,
     roots: &kvmtune::assemble::Roots,
+    kvmtune_run: bool,
 ) -> Result<()> {
     let acts = matches!(
         (call.op.as_str(), call.subop.as_str()),
@@ -134,7 +145,7 @@ fn dispatch(
             privilege: &privilege,
         },
         policy: &policy,
-        kvmtune_run: false,
+        kvmtune_run,
     };
     match call.op.as_str() {
         "prepare" => {
@@ -165,6 +176,7 @@ fn setup(args: &[String]) {
         kernel: args
             .get(5)
             .map_or(layout::KERNEL, |k| Box::leak(k.clone().into_boxed_str())),
+        partitions: args.get(6).is_some_and(|a| a == "partitions"),
     };
     let host = FakeHost::build(&dir, &shape);
     std::fs::write(dir.join("vm.xml"), scale_vm(&shape).0).unwrap();
@@ -186,7 +198,7 @@ struct Config {
     shell: PathBuf,
     workdir: PathBuf,
     quick: bool,
-    /// Only these sections ("hook", "scale").
+    /// Only these sections ("hook", "scale", or "partition": the partition points of "scale").
     only: Vec<String>,
 }
 
@@ -241,6 +253,16 @@ fn run(args: &[String]) {
     }
     if wanted("scale") {
         out.insert("scale".into(), scale_section(&cfg));
+    } else if wanted("partition") {
+        let base = Shape {
+            nodes: 16,
+            cpus: 1024,
+            irqs: 8192,
+            tasks: 5000,
+            kernel: layout::KERNEL,
+            partitions: false,
+        };
+        out.insert("scale".into(), partition_section(&cfg, &base));
     }
     let text = serde_json::to_string_pretty(&Value::Object(out)).unwrap();
     std::fs::write(&cfg.out, text + "\n").unwrap();
@@ -424,7 +446,8 @@ impl FakeHost {
     fn fingerprint(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let mut walk = vec![PathBuf::from("sys/devices/system/node")];
-        walk.push(PathBuf::from(CPUSET));
+        // Every cgroup hierarchy (v1's cpuset, or v2's), files and directories.
+        walk.push(PathBuf::from(layout::CGROUP2));
         walk.push(PathBuf::from("proc/irq"));
         walk.push(PathBuf::from("sys/devices/virtual/workqueue"));
         while let Some(rel) = walk.pop() {
@@ -489,6 +512,7 @@ fn hook_section(cfg: &Config) -> Value {
         irqs: 256,
         tasks: 600,
         kernel: layout::KERNEL,
+        partitions: false,
     };
     let vm = "bench-vm";
     let vm_cpus: Vec<u32> = (8..16).collect();
@@ -680,12 +704,14 @@ struct Point {
 }
 
 /// Build a host of `shape`, start `running` other VMs, then time `reps` rounds of the scale VM:
-/// prepare + release, and prepare + started + release.
+/// prepare + release, and prepare + started + release. On a host with partitions the VM is a
+/// `kvmtune run` one (the `run-vm` role), isolated by kvmtune's own partition.
 fn scale_point(cfg: &Config, label: &str, shape: &Shape, running: u32, reps: usize) -> Point {
     let me = std::env::current_exe().unwrap();
     let t0 = std::time::Instant::now();
     let host = FakeHost::build(&cfg.workdir.join(format!("scale-{label}")), shape);
-    let hook = host.hook(&me, &["hook"]);
+    let role = if shape.partitions { "run-vm" } else { "hook" };
+    let hook = host.hook(&me, &[role]);
     for i in 0..running {
         let (xml, name) = other_vm(shape, i);
         for (op, sub) in [("prepare", "begin"), ("started", "begin")] {
@@ -730,6 +756,44 @@ fn scale_point(cfg: &Config, label: &str, shape: &Shape, running: u32, reps: usi
         }
         t
     };
+    // After prepare: the VM's CPUs are isolated as the layout's method does it.
+    let check_isolated = || {
+        if shape.partitions {
+            let ours = format!("{}/kvmtune.isolated", layout::CGROUP2);
+            let state = host.read(&format!("{ours}/cpuset.cpus.partition"));
+            must(
+                state == "isolated",
+                format!("{label}: /{ours}/cpuset.cpus.partition reads '{state}'"),
+            );
+            let isolated = host.read(&format!("{}/cpuset.cpus.isolated", layout::CGROUP2));
+            must(
+                isolated == vm_cpus.to_string(),
+                format!(
+                    "{label}: the root's cpuset.cpus.isolated reads '{isolated}', not {vm_cpus}"
+                ),
+            );
+            let host_cpus = host.read(&format!("{}/cpuset.cpus.effective", layout::CGROUP2));
+            let host_cpus = CpuSet::parse(&host_cpus).unwrap_or_default();
+            must(
+                !host_cpus.is_empty() && host_cpus.intersection(&vm_cpus).is_empty(),
+                format!("{label}: the root's tasks may run on {host_cpus}, not off {vm_cpus}"),
+            );
+        } else {
+            let kt = host.read(&format!("{CPUSET}/kvmtune/cpuset.cpus"));
+            let confined = CpuSet::parse(&kt).unwrap_or_default();
+            must(
+                !confined.is_empty() && confined.intersection(&vm_cpus).is_empty(),
+                format!("{label}: host tasks confined to '{kt}', off {vm_cpus}"),
+            );
+        }
+    };
+    let check_restored = |what: &str| {
+        let d = diff(&before, &host.fingerprint());
+        must(
+            d.is_empty(),
+            format!("{label}: {what} left changes: {:?}", &d[..d.len().min(5)]),
+        );
+    };
     let mut p = Point {
         prepare_release: vec![],
         prepare: vec![],
@@ -741,16 +805,17 @@ fn scale_point(cfg: &Config, label: &str, shape: &Shape, running: u32, reps: usi
     };
     for rep in 0..reps {
         let a = call_n("prepare", "begin", rep, "prepare");
+        if rep == 0 {
+            check_isolated();
+        }
         let b = call_n("release", "end", rep, "release after prepare");
+        if rep == 0 {
+            check_restored("prepare + release");
+        }
         p.prepare_release.push(a + b);
         let a = call_n("prepare", "begin", rep, "prepare");
         if rep == 0 {
-            let kt = host.read(&format!("{CPUSET}/kvmtune/cpuset.cpus"));
-            let confined = CpuSet::parse(&kt).unwrap_or_default();
-            must(
-                !confined.is_empty() && confined.intersection(&vm_cpus).is_empty(),
-                format!("{label}: host tasks confined to '{kt}', off {vm_cpus}"),
-            );
+            check_isolated();
         }
         let b = call_n("started", "begin", rep, "started");
         if rep == 0 {
@@ -763,11 +828,7 @@ fn scale_point(cfg: &Config, label: &str, shape: &Shape, running: u32, reps: usi
         }
         let c = call_n("release", "end", rep, "release after started");
         if rep == 0 {
-            let d = diff(&before, &host.fingerprint());
-            must(
-                d.is_empty(),
-                format!("{label}: cycle left changes: {:?}", &d[..d.len().min(5)]),
-            );
+            check_restored("cycle");
         }
         p.prepare.push(a);
         p.started.push(b);
@@ -831,10 +892,13 @@ fn scale_section(cfg: &Config) -> Value {
         irqs: 8192,
         tasks: 5000,
         kernel: layout::KERNEL,
+        partitions: false,
     };
     let reps = if cfg.quick { 5 } else { 30 };
     let big = scale_point(cfg, "base", &base, 0, reps);
     let mut out = json!({ "base": point_json(&base, 0, &big) });
+    let partitions = partition_section(cfg, &base);
+    out["partition"] = partitions["partition"].clone();
     if cfg.quick {
         return out;
     }
@@ -878,6 +942,73 @@ fn scale_section(cfg: &Config) -> Value {
         vms.push(point_json(&base, n, &p));
     }
     sweeps.insert("running_vms".into(), Value::Array(vms));
+    sweeps.insert(
+        "partition_tasks".into(),
+        partitions["sweeps"]["partition_tasks"].clone(),
+    );
     out["sweeps"] = Value::Object(sweeps);
+    out
+}
+
+/// The base host with cgroup v2, no systemd and a kernel with isolated partitions, the VM a
+/// `kvmtune run` one: `partition` (the base shape) and, unless quick, `sweeps.partition_tasks`,
+/// with when, at which commit and under which load they were measured (`run --only partition`
+/// may measure them apart from the rest).
+fn partition_section(cfg: &Config, base: &Shape) -> Value {
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let modified = !git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "src",
+        "bench/fakehost",
+        "Cargo.toml",
+    ])
+    .is_empty();
+    let commit = git(&["rev-parse", "--short", "HEAD"]) + if modified { " (modified)" } else { "" };
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let load_start = load();
+    let shape = Shape {
+        partitions: true,
+        ..*base
+    };
+    let reps = if cfg.quick { 5 } else { 30 };
+    let p = scale_point(cfg, "partition", &shape, 0, reps);
+    let mut out = json!({ "partition": point_json(&shape, 0, &p) });
+    if !cfg.quick {
+        let points: Vec<Value> = [1250, 2500, 5000, 10000]
+            .iter()
+            .map(|&n| {
+                let shape = Shape { tasks: n, ..shape };
+                let p = scale_point(cfg, &format!("partition-tasks-{n}"), &shape, 0, 8);
+                point_json(&shape, 0, &p)
+            })
+            .collect();
+        out["sweeps"] = json!({ "partition_tasks": points });
+    }
+    out["partition"]["measured"] = json!({
+        "commit": commit,
+        "date": date,
+        "load_start": load_start,
+        "load_end": load(),
+    });
     out
 }

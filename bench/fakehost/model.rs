@@ -1,17 +1,26 @@
 //! `ModelFs`: the fake root's plain files, plus the kernel's behaviour for the writes that have
 //! side effects, so that kvmtune's own code runs its full path in a short-lived process per
 //! hook call (as libvirt runs it) without the kernel's work being counted:
-//! - v1 cpusets: `mkdir` creates the interface files (empty `cpus`/`mems`), `rmdir` of a cpuset
-//!   with tasks fails (EBUSY), a write to `cgroup.procs` moves the process (ESRCH for an unknown
-//!   PID, EINVAL for a per-CPU kernel thread, ENOSPC into a cpuset without CPUs), and
-//!   `cgroup.procs`, `tasks` and `/proc/PID/cpuset` are generated from the memberships (kept in
-//!   one file, `.model/members`, loaded on first use and saved at exit);
-//! - `cpuset.cpus`/`cpuset.mems` set the effective files too;
+//! - cgroups (v1 cpusets, or cgroup v2 on a `Shape::partitions` host: the cgroup root is named
+//!   in `.model/cgroup_root`): `mkdir` creates the interface files, `rmdir` of a cgroup with
+//!   tasks or children fails (EBUSY), a write to `cgroup.procs` moves the process (ESRCH for an
+//!   unknown PID; EINVAL for a per-CPU kernel thread, on v2 for any kernel thread; v1: ENOSPC
+//!   into a cpuset without CPUs), and `cgroup.procs`, `tasks`, `/proc/PID/cpuset` and, on v2,
+//!   `/proc/PID/cgroup` are generated from the memberships (kept in one file,
+//!   `.model/members`, loaded on first use and saved at exit);
+//! - v1: a new cpuset's `cpus`/`mems` start empty; `cpuset.cpus`/`cpuset.mems` set the
+//!   effective files too;
+//! - v2: `cgroup.subtree_control`, `cpuset.cpus`, `cpuset.cpus.exclusive` and
+//!   `cpuset.cpus.partition` with isolated partitions, and what the kernel derives from them
+//!   (effective CPUs, partition states, the root's `cpuset.cpus.isolated`): see `cgroup2.rs`,
+//!   which also says what is not modelled;
 //! - `nodeN/…/nr_hugepages` grows a pool as far as the node's free memory allows and keeps
 //!   `free_hugepages`, the node's meminfo and the global counts in step;
 //! - `/proc/irq/N/smp_affinity_list`: managed IRQs refuse (EIO), others take the list; the
 //!   effective CPU stays while the list allows it, else becomes the list's first;
 //! - `sched_setaffinity` (`FakeAffinity`) rewrites the task's `Cpus_allowed_list`.
+//!
+//! Tasks' `Cpus_allowed_list` follows `sched_setaffinity` only, not their cgroup's CPUs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -23,14 +32,19 @@ use kvmtune::error::{Error, Result};
 use kvmtune::host::tasks::TaskAffinity;
 use kvmtune::host::{HostFs, RootFs};
 
-use crate::layout::{self, CPUSET};
+use crate::cgroup2;
+use crate::layout::{self, CGROUP2, CPUSET};
 
 /// PID → flags and cpuset (path relative to the root), one `PID FLAGS PATH` line each (the
 /// flags say which tasks a cpuset refuses: per-CPU kernel threads).
 pub const MEMBERS: &str = ".model/members";
 /// Managed IRQs, whose affinity the kernel refuses to change (EIO).
 pub const MANAGED: &str = ".model/managed";
+/// The root of the cgroup hierarchy with cpusets (`layout::CPUSET`, or `layout::CGROUP2` on a
+/// host with partitions); absent: v1.
+pub const CGROUP_ROOT: &str = ".model/cgroup_root";
 
+const PF_KTHREAD: u64 = 0x0020_0000;
 const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
 
 pub struct ModelFs {
@@ -46,6 +60,8 @@ pub struct ModelFs {
     /// Membership files (`cgroup.procs`, `tasks`) seen to exist: a move writes one per process,
     /// and the model's own look for the file should not cost kvmtune a stat each time.
     member_files: RefCell<std::collections::HashSet<String>>,
+    /// Where the cgroups are (`CGROUP_ROOT`).
+    cgroup_root: std::cell::OnceCell<String>,
 }
 
 fn errno(op: &'static str, path: PathBuf, errno: i32) -> Error {
@@ -62,7 +78,21 @@ impl ModelFs {
             managed: std::cell::OnceCell::new(),
             dirty: Cell::new(false),
             member_files: RefCell::new(std::collections::HashSet::new()),
+            cgroup_root: std::cell::OnceCell::new(),
         }
+    }
+
+    fn cgroup_root(&self) -> &str {
+        self.cgroup_root.get_or_init(|| {
+            self.plain
+                .read(CGROUP_ROOT)
+                .map_or_else(|_| CPUSET.to_string(), |t| t.trim().to_string())
+        })
+    }
+
+    /// cgroup v2 with partitions (else v1 cpusets).
+    fn v2(&self) -> bool {
+        self.cgroup_root() == CGROUP2
     }
 
     fn with_members<T>(&self, f: impl FnOnce(&mut BTreeMap<u32, (u64, String)>) -> T) -> T {
@@ -109,8 +139,10 @@ impl ModelFs {
         exists
     }
 
-    fn is_cpuset(rel: &str) -> bool {
-        rel == CPUSET || rel.starts_with(&format!("{CPUSET}/"))
+    fn is_cpuset(&self, rel: &str) -> bool {
+        let root = self.cgroup_root();
+        rel.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
     fn procs_of(&self, cgroup: &str) -> String {
@@ -133,6 +165,16 @@ impl ModelFs {
         let Some(flags) = self.with_members(|m| m.get(&pid).map(|(f, _)| *f)) else {
             return Err(errno("write", path, libc::ESRCH));
         };
+        if self.v2() {
+            // Kernel threads stay in the root cgroup; v2 has no ENOSPC (an empty cpuset.cpus
+            // means the parent's CPUs).
+            if flags & PF_KTHREAD != 0 {
+                return Err(errno("write", path, libc::EINVAL));
+            }
+            self.with_members(|m| m.insert(pid, (flags, cgroup.to_string())));
+            self.dirty.set(true);
+            return Ok(());
+        }
         let empty = *self
             .empty_cpus
             .borrow_mut()
@@ -266,7 +308,7 @@ impl HostFs for ModelFs {
 
     fn read(&self, rel: &str) -> Result<String> {
         self.count(0);
-        if Self::is_cpuset(rel) {
+        if self.is_cpuset(rel) {
             if let Some(cg) = rel
                 .strip_suffix("/cgroup.procs")
                 .or_else(|| rel.strip_suffix("/tasks"))
@@ -282,19 +324,27 @@ impl HostFs for ModelFs {
         {
             return self.effective(dir);
         }
-        if let Some(pid) = rel
-            .strip_prefix("proc/")
-            .and_then(|r| r.strip_suffix("/cpuset"))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            let cg = self.with_members(|m| m.get(&pid).map(|(_, cg)| cg.clone()));
-            return match cg {
-                Some(cg) => {
-                    let tail = cg.strip_prefix(CPUSET).unwrap_or("");
-                    Ok(format!("{}\n", if tail.is_empty() { "/" } else { tail }))
-                }
-                None => Err(errno("read", self.root().join(rel), libc::ENOENT)),
-            };
+        let per_pid = rel.strip_prefix("proc/").and_then(|r| {
+            r.strip_suffix("/cpuset")
+                .map(|p| (p, false))
+                .or_else(|| r.strip_suffix("/cgroup").map(|p| (p, true)))
+        });
+        if let Some((pid, v2_line)) = per_pid.filter(|(_, line)| !line || self.v2()) {
+            if let Ok(pid) = pid.parse::<u32>() {
+                let cg = self.with_members(|m| m.get(&pid).map(|(_, cg)| cg.clone()));
+                return match cg {
+                    Some(cg) => {
+                        let tail = cg.strip_prefix(self.cgroup_root()).unwrap_or("");
+                        let tail = if tail.is_empty() { "/" } else { tail };
+                        Ok(if v2_line {
+                            format!("0::{tail}\n")
+                        } else {
+                            format!("{tail}\n")
+                        })
+                    }
+                    None => Err(errno("read", self.root().join(rel), libc::ENOENT)),
+                };
+            }
         }
         self.plain.read(rel)
     }
@@ -311,7 +361,7 @@ impl HostFs for ModelFs {
     fn write(&self, rel: &str, value: &str) -> Result<()> {
         self.count(1);
         // (A missing file fails the plain write with ENOENT, as on the kernel.)
-        if Self::is_cpuset(rel) {
+        if self.is_cpuset(rel) {
             if let Some(cg) = rel
                 .strip_suffix("/cgroup.procs")
                 .or_else(|| rel.strip_suffix("/tasks"))
@@ -324,6 +374,10 @@ impl HostFs for ModelFs {
                     ));
                 }
                 return self.move_task(rel, cg, value);
+            }
+            if self.v2() {
+                return cgroup2::write(&self.plain, rel, value)
+                    .unwrap_or_else(|| self.plain.write(rel, value));
             }
             for (file, effective) in [
                 ("/cpuset.cpus", "/cpuset.effective_cpus"),
@@ -362,7 +416,10 @@ impl HostFs for ModelFs {
     fn create_dir(&self, rel: &str) -> Result<()> {
         self.count(4);
         self.plain.create_dir(rel)?;
-        if Self::is_cpuset(rel) {
+        if self.is_cpuset(rel) && self.v2() {
+            return cgroup2::created(&self.plain, rel);
+        }
+        if self.is_cpuset(rel) {
             // The kernel fills a new cpuset with its files; cpus and mems start empty.
             layout::cgroup_files(self.root(), rel, &CpuSet::new(), &CpuSet::new());
         }
@@ -371,7 +428,7 @@ impl HostFs for ModelFs {
 
     fn remove_dir(&self, rel: &str) -> Result<()> {
         self.count(4);
-        if !Self::is_cpuset(rel) {
+        if !self.is_cpuset(rel) {
             return self.plain.remove_dir(rel);
         }
         let busy = self.with_members(|m| m.values().any(|(_, cg)| cg == rel));
@@ -388,7 +445,12 @@ impl HostFs for ModelFs {
             .borrow_mut()
             .retain(|p| !p.starts_with(&inside));
         fs::remove_dir_all(self.root().join(rel))
-            .map_err(|e| Error::io("remove", self.root().join(rel), e))
+            .map_err(|e| Error::io("remove", self.root().join(rel), e))?;
+        if self.v2() {
+            // A partition that goes gives its CPUs back.
+            cgroup2::refresh(&self.plain)?;
+        }
+        Ok(())
     }
 }
 

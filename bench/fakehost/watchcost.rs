@@ -143,6 +143,7 @@ pub fn run(args: &[String]) {
         irqs: 256,
         tasks: 600,
         kernel: layout::KERNEL,
+        partitions: false,
     };
     let _ = std::fs::remove_dir_all(&workdir);
     let root = workdir.join("root");
