@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cgroupfs::{Layout, TaskModel, V2_MOUNT};
+use common::cgroupfs::{Layout, TaskModel, PF_KTHREAD, V2_MOUNT};
 use common::libvirt::{scope, vcpu_tid};
 use common::partition::NO_CPUS;
 use common::{diff, kernel, Bench, GIB};
@@ -809,4 +809,35 @@ fn a_kernel_thread_already_on_the_housekeeping_cpus_keeps_them_after_the_partiti
 
     b.kernel.cgroups(|c| assert_eq!(c.allowed(4), set("0-2")));
     assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+/// No work per process: the partition method moves none, so it reads the kernel threads
+/// (kthreadd's children) and not one process's /proc files.
+#[test]
+fn the_partition_method_reads_no_process_but_the_kernel_threads() {
+    let b = host().under_kvmtune_run();
+    let processes: Vec<u32> = b.kernel.cgroups(|c| {
+        c.tasks
+            .iter()
+            .filter(|(_, t)| t.flags & PF_KTHREAD == 0)
+            .map(|(pid, _)| *pid)
+            .collect()
+    });
+    assert!(processes.contains(&100), "{processes:?}");
+    b.kernel.reads();
+
+    b.prepare("run1", &vm("run1", "3")).unwrap();
+    b.release("run1").unwrap();
+
+    let read: Vec<String> = b
+        .kernel
+        .reads()
+        .into_iter()
+        .filter(|path| {
+            processes
+                .iter()
+                .any(|pid| path.starts_with(&format!("proc/{pid}/")))
+        })
+        .collect();
+    assert_eq!(read, Vec::<String>::new());
 }

@@ -354,7 +354,12 @@ fn cgroups_and_tasks(root: &Path, shape: &Shape) {
     // The root cpuset's files as plain text too, for the shell scripts (kvmtune's hook role
     // reads them from the memberships instead).
     let (mut procs, mut threads) = (String::new(), String::new());
+    // kthreadd's children (`/proc/2/task/2/children`): every other kernel thread.
+    let mut kthreads = String::new();
     for t in tasks(shape) {
+        if t.flags & PF_KTHREAD != 0 && t.pid != 2 {
+            write!(kthreads, "{} ", t.pid).unwrap();
+        }
         writeln!(procs, "{}", t.pid).unwrap();
         writeln!(threads, "{}", t.pid).unwrap();
         for i in 0..t.threads {
@@ -389,6 +394,7 @@ fn cgroups_and_tasks(root: &Path, shape: &Shape) {
         }
         writeln!(members, "{} {} {cgroup_root}", t.pid, t.flags).unwrap();
     }
+    put(root, "proc/2/task/2/children", &kthreads);
     put(root, crate::model::MEMBERS, &members);
     put(root, &format!("{cgroup_root}/cgroup.procs"), &procs);
     if !shape.partitions {

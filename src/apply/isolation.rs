@@ -40,9 +40,18 @@ struct Scan {
 }
 
 impl Scan {
+    /// Every task.
     fn view(&mut self, ctx: &Probe) -> Result<&View> {
-        if self.view.is_none() {
+        if !self.view.as_ref().is_some_and(View::has_every_task) {
             self.view = Some(View::read(ctx.fs)?);
+        }
+        Ok(self.view.as_ref().expect("just read"))
+    }
+
+    /// What `method` needs to look at (`View::read_for`).
+    fn view_for(&mut self, ctx: &Probe, method: Method) -> Result<&View> {
+        if self.view.is_none() {
+            self.view = Some(View::read_for(ctx.fs, method)?);
         }
         Ok(self.view.as_ref().expect("just read"))
     }
@@ -147,7 +156,7 @@ fn changes_with(
             "{why}, and other VMs hold theirs with partitions. Nothing was changed."
         )));
     }
-    let view = scan.view(ctx)?;
+    let view = scan.view_for(ctx, hold.method)?;
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
     let confine = isolation::confine(
@@ -170,16 +179,17 @@ fn set_up(
     isolated: &crate::cpulist::CpuSet,
     scan: &mut Scan,
 ) -> Result<Vec<Change>> {
-    let view = scan.view(ctx)?;
+    let mounts = crate::host::cgroup::detect(ctx.fs)?;
     let offers = Offers {
-        partition: partition::probe(ctx.fs, &view.mounts, &holders(next)),
+        partition: partition::probe(ctx.fs, &mounts, &holders(next)),
     };
-    let choice = choose_method(policy.isolation, &view.mounts, &offers).map_err(|e| {
+    let choice = choose_method(policy.isolation, &mounts, &offers).map_err(|e| {
         Error::Refused(format!(
             "cannot isolate CPUs {isolated}: {e}. Nothing was changed."
         ))
     })?;
     let method = choice.method;
+    let view = scan.view_for(ctx, method)?;
     let housekeeping = view.online.difference(isolated);
     if housekeeping.is_empty() {
         return Err(Error::Refused(format!(
@@ -359,7 +369,7 @@ pub fn reconfine_kernel_threads(ctx: &Base) {
     else {
         return;
     };
-    let Ok(view) = View::read(ctx.fs) else {
+    let Ok(view) = View::read_for(ctx.fs, Method::Partition) else {
         return;
     };
     for t in view

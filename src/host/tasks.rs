@@ -87,6 +87,38 @@ pub fn list_tasks_movable_cpus(fs: &dyn HostFs) -> Vec<Task> {
         .collect()
 }
 
+/// The kernel threads alone, as `list_tasks_movable_cpus` reads them: kthreadd (PID 2) and
+/// its children, which every kernel thread is, from `/proc/2/task/2/children`. A few hundred
+/// reads where the host has thousands of processes. `None` where the kernel does not show a
+/// task's children (`CONFIG_PROC_CHILDREN`).
+pub fn list_kernel_threads(fs: &dyn HostFs) -> Option<Vec<Task>> {
+    let children = fs.read("proc/2/task/2/children").ok()?;
+    let pids = std::iter::once(2).chain(
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok()),
+    );
+    Some(
+        pids.filter_map(|pid| {
+            let (comm, flags) = read_stat(fs, pid)?;
+            let mut task = Task {
+                pid,
+                comm,
+                flags,
+                allowed: CpuSet::new(),
+            };
+            if !task.is_kernel_thread() {
+                return None;
+            }
+            if task.is_movable_kernel_thread() {
+                task.allowed = read_allowed(fs, pid)?;
+            }
+            Some(task)
+        })
+        .collect(),
+    )
+}
+
 fn pids(fs: &dyn HostFs) -> impl Iterator<Item = u32> {
     fs.list("proc")
         .unwrap_or_default()

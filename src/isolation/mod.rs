@@ -106,8 +106,9 @@ pub fn choose_method(
 pub struct View {
     pub mounts: CgroupMounts,
     pub online: CpuSet,
-    /// Every process; `allowed` is read for movable kernel threads only (the only ones
-    /// isolation compares it for).
+    /// Every process (the kernel threads alone for the partition method: `read_for`);
+    /// `allowed` is read for movable kernel threads only (the only ones isolation compares
+    /// it for).
     pub tasks: Vec<Task>,
 }
 
@@ -118,6 +119,27 @@ impl View {
             online: crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online")?,
             tasks: list_tasks_movable_cpus(fs),
         })
+    }
+
+    /// What `method` needs: the partition method moves no process, so it looks at the kernel
+    /// threads alone (no work per process); the others at every task.
+    pub fn read_for(fs: &dyn HostFs, method: Method) -> Result<View> {
+        if method != Method::Partition {
+            return View::read(fs);
+        }
+        let Some(tasks) = crate::host::tasks::list_kernel_threads(fs) else {
+            return View::read(fs);
+        };
+        Ok(View {
+            mounts: cgroup::detect(fs)?,
+            online: crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online")?,
+            tasks,
+        })
+    }
+
+    /// Whether `tasks` holds every task, not the kernel threads alone.
+    pub fn has_every_task(&self) -> bool {
+        self.tasks.iter().any(|t| !t.is_kernel_thread())
     }
 }
 

@@ -597,6 +597,17 @@ impl CgroupModel {
                 "\n".into(),
             ));
         }
+        if self.partitions && self.tasks.contains_key(&2) {
+            // kthreadd's children: every other kernel thread (CONFIG_PROC_CHILDREN, as
+            // Debian builds it; rendered on the partition hosts, where kvmtune reads it).
+            let children: String = self
+                .tasks
+                .iter()
+                .filter(|(pid, t)| **pid != 2 && t.flags & PF_KTHREAD != 0)
+                .map(|(pid, _)| format!("{pid} "))
+                .collect();
+            out.push(("proc/2/task/2/children".into(), children));
+        }
         for (pid, t) in &self.tasks {
             out.push((
                 format!("proc/{pid}/stat"),

@@ -78,6 +78,8 @@ pub struct FakeKernel {
     points: Arc<Mutex<Points>>,
     /// The files of the cgroup and IRQ models as last written.
     rendered: RefCell<BTreeMap<String, String>>,
+    /// Every file read through `HostFs`, in order (`reads`).
+    reads: RefCell<Vec<String>>,
 }
 
 /// Every point where kvmtune changes something: each kernel write, mkdir, rmdir, systemctl,
@@ -133,6 +135,7 @@ pub fn kernel(nodes: &[(u64, &str)]) -> FakeKernel {
         model: RefCell::new(model),
         points: Arc::default(),
         rendered: RefCell::default(),
+        reads: RefCell::default(),
     };
     k.render_static();
     k.render();
@@ -159,6 +162,9 @@ impl FakeKernel {
     /// A kernel with isolated cpuset partitions and `cpuset.cpus.exclusive` (6.7 and later).
     pub fn with_partitions(self) -> FakeKernel {
         self.cgroups(|c| c.partitions = true);
+        // Partitions came with 6.7: such a kernel keeps threads' own masks across cpuset
+        // changes (6.2), and kvmtune does not look for pinned threads there.
+        put(self.path(), "proc/sys/kernel/osrelease", "6.12.0-amd64\n");
         self
     }
 
@@ -228,6 +234,11 @@ impl FakeKernel {
     /// Let the cgroup model handle something, when the test asked for one (`None` otherwise).
     fn in_cgroups<T>(&self, f: impl FnOnce(&mut CgroupModel) -> Option<T>) -> Option<T> {
         self.model.borrow_mut().cgroups.as_mut().and_then(f)
+    }
+
+    /// The files kvmtune read through this kernel since the last call (which forgets them).
+    pub fn reads(&self) -> Vec<String> {
+        std::mem::take(&mut *self.reads.borrow_mut())
     }
 
     /// The state directory's checkpoint: state writes count as points too.
@@ -524,6 +535,7 @@ impl HostFs for FakeKernel {
     }
 
     fn read(&self, rel: &str) -> Result<String> {
+        self.reads.borrow_mut().push(rel.to_string());
         if let Some(errno) = self.model.borrow().knobs.read(rel) {
             return Err(errno_error("read", self.path().join(rel), errno));
         }
