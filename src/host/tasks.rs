@@ -71,20 +71,23 @@ pub fn list_tasks(fs: &dyn HostFs) -> Vec<Task> {
 /// that isolates looks at all of them.
 pub fn list_tasks_movable_cpus(fs: &dyn HostFs) -> Vec<Task> {
     pids(fs)
-        .filter_map(|pid| {
-            let (comm, flags) = read_stat(fs, pid)?;
-            let mut task = Task {
-                pid,
-                comm,
-                flags,
-                allowed: CpuSet::new(),
-            };
-            if task.is_movable_kernel_thread() {
-                task.allowed = read_allowed(fs, pid)?;
-            }
-            Some(task)
-        })
+        .filter_map(|pid| read_task_movable_cpus(fs, pid))
         .collect()
+}
+
+/// One task, its allowed CPUs read only if it is a movable kernel thread.
+fn read_task_movable_cpus(fs: &dyn HostFs, pid: u32) -> Option<Task> {
+    let (comm, flags) = read_stat(fs, pid)?;
+    let mut task = Task {
+        pid,
+        comm,
+        flags,
+        allowed: CpuSet::new(),
+    };
+    if task.is_movable_kernel_thread() {
+        task.allowed = read_allowed(fs, pid)?;
+    }
+    Some(task)
 }
 
 /// The kernel threads alone, as `list_tasks_movable_cpus` reads them: kthreadd (PID 2) and
@@ -99,23 +102,9 @@ pub fn list_kernel_threads(fs: &dyn HostFs) -> Option<Vec<Task>> {
             .filter_map(|p| p.parse::<u32>().ok()),
     );
     Some(
-        pids.filter_map(|pid| {
-            let (comm, flags) = read_stat(fs, pid)?;
-            let mut task = Task {
-                pid,
-                comm,
-                flags,
-                allowed: CpuSet::new(),
-            };
-            if !task.is_kernel_thread() {
-                return None;
-            }
-            if task.is_movable_kernel_thread() {
-                task.allowed = read_allowed(fs, pid)?;
-            }
-            Some(task)
-        })
-        .collect(),
+        pids.filter_map(|pid| read_task_movable_cpus(fs, pid))
+            .filter(Task::is_kernel_thread)
+            .collect(),
     )
 }
 
