@@ -10,7 +10,7 @@ use crate::apply::effects::Known;
 use crate::change::Change;
 use crate::error::{Error, Result};
 use crate::host::tasks::{kernel_keeps_pins, pinned_threads, thread_mask, PinnedThread};
-use crate::isolation::{self, choose_method, partition, Inputs, Offers, View};
+use crate::isolation::{self, choose_method, partition, Inputs, Offers, Unconfined, View};
 use crate::log;
 use crate::policy::Policy;
 use crate::state::holds::{IsolationHold, IsolationSettings, Method};
@@ -261,18 +261,15 @@ pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
         return Ok(());
     };
     let mounts = crate::host::cgroup::detect(ctx.fs)?;
-    if hold.method == Method::Partition {
-        // Host tasks run on the root's effective CPUs, which other partitions may narrow too:
-        // what matters is that the isolated ones left.
-        return partition::check(ctx.fs, &mounts, &holders(next));
-    }
-    match isolation::effective_housekeeping(ctx.fs, hold.method, &mounts) {
-        Some(effective) if effective == hold.housekeeping => Ok(()),
-        Some(effective) => Err(Error::Refused(format!(
+    let confiner = isolation::confiner(hold.method);
+    match confiner.check(ctx.fs, &mounts, &hold.housekeeping, &holders(next)) {
+        Ok(()) => Ok(()),
+        Err(Unconfined::Failed(e)) => Err(e),
+        Err(Unconfined::Elsewhere(Some(effective))) => Err(Error::Refused(format!(
             "host tasks should be confined to CPUs {}, but the kernel gives them {effective} ({}). Nothing was changed.",
             hold.housekeeping, hold.method
         ))),
-        None => Err(Error::Refused(format!(
+        Err(Unconfined::Elsewhere(None)) => Err(Error::Refused(format!(
             "cannot read back where host tasks run ({}). Nothing was changed.",
             hold.method
         ))),
@@ -362,14 +359,12 @@ pub fn reconfine_kernel_threads(ctx: &Base) {
     let Ok(ledger) = ctx.state.load_ledger() else {
         return;
     };
-    let Some(hold) = ledger
-        .isolation
-        .as_ref()
-        .filter(|h| h.method == Method::Partition && h.settings.move_kernel_threads)
-    else {
+    let Some(hold) = ledger.isolation.as_ref().filter(|h| {
+        isolation::confiner(h.method).resets_kernel_threads() && h.settings.move_kernel_threads
+    }) else {
         return;
     };
-    let Ok(view) = View::read_for(ctx.fs, Method::Partition) else {
+    let Ok(view) = View::read_for(ctx.fs, hold.method) else {
         return;
     };
     for t in view

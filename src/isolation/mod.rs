@@ -1,14 +1,15 @@
 //! CPU isolation: while VMs that ask for it run, every host task that is not part of a VM is
 //! confined to the housekeeping CPUs (online CPUs minus the union of the VMs' isolated sets).
 //!
-//! How, by host (chosen from the mount table and systemd's presence, or by policy):
-//! - systemd on cgroup v2: runtime `AllowedCPUs` on `system.slice`, `user.slice` and
+//! How, by host (chosen from the mount table and systemd's presence, or by policy), one
+//! `Confiner` each, one file each; `confiner` maps the ledger's `Method` to it:
+//! - `systemd` on cgroup v2: runtime `AllowedCPUs` on `system.slice`, `user.slice` and
 //!   `init.scope`, so that units started later are confined from birth (the daemons too: see
 //!   `SYSTEMD_CONFINED_UNITS`);
-//! - cgroup v2 without systemd: a `kvmtune.housekeeping` cgroup the root cgroup's processes
+//! - `cgroup_v2` without systemd: a `kvmtune.housekeeping` cgroup the root cgroup's processes
 //!   move into, and `cpuset.cpus` on the other top-level cgroups;
-//! - cgroup v1 (and hybrid hosts): a `kvmtune` cpuset beside libvirt's `machine` cpuset, into
-//!   which the root cpuset's processes move;
+//! - `cgroup_v1` (and hybrid hosts): a `kvmtune` cpuset beside libvirt's `machine` cpuset,
+//!   into which the root cpuset's processes move;
 //! - isolated cpuset partitions (`partition`) holding the VMs' vCPU threads: the kernel itself
 //!   takes the isolated CPUs from every other cgroup (see `partition`).
 //!
@@ -16,34 +17,100 @@
 //! their `cpuset.cpus.exclusive` and `cpuset.cpus.partition`). With cgroupfs methods the
 //! daemons' processes stay where they are as well: libvirtd keeps the right to place a new QEMU
 //! on any CPU. Unbound kernel threads and the workqueue cpumasks follow the housekeeping set
-//! with every method; per-CPU kernel threads cannot move and are reported by `status`.
+//! with every method, here in `confine`; per-CPU kernel threads cannot move and are reported by
+//! `status`. Governors and giving back (`give_back`) are shared too.
 //!
 //! The first value kvmtune found for everything it changed is kept in the ledger
 //! (`IsolationHold::baseline`) and written back when the last isolated VM stops.
 
+pub mod cgroup_v1;
+pub mod cgroup_v2;
 pub mod drift;
 pub mod partition;
+pub mod systemd;
 
-use crate::change::{Change, DropIn};
+use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
 use crate::host::cgroup::{self, CgroupMounts};
-use crate::host::systemctl::{self, Systemctl};
-use crate::host::tasks::{list_tasks_movable_cpus, Task, UNCONFINED_DAEMONS};
+use crate::host::systemctl::Systemctl;
+use crate::host::tasks::{list_tasks_movable_cpus, Task};
 use crate::host::HostFs;
 use crate::policy::IsolationMethod;
 use crate::state::holds::{IsolationSettings, Method};
 
-/// The cgroup kvmtune creates for host processes, in a v1 cpuset hierarchy.
-pub const V1_HOUSEKEEPING: &str = "kvmtune";
-/// The same in the v2 hierarchy (a name systemd would not use for a unit).
-pub const V2_HOUSEKEEPING: &str = "kvmtune.housekeeping";
-/// cgroups that belong to libvirt's VMs (v2 top level; v1 `machine`).
-const VM_CGROUPS: [&str; 2] = ["machine.slice", "machine"];
+pub use cgroup_v1::V1_HOUSEKEEPING;
+pub use cgroup_v2::V2_HOUSEKEEPING;
+pub use systemd::SYSTEMD_CONFINED_UNITS;
+
 pub(crate) const WORKQUEUE_MASKS: [&str; 2] = [
     "sys/devices/virtual/workqueue/cpumask",
     "sys/bus/workqueue/devices/writeback/cpumask",
 ];
+
+/// One isolation method: what it changes to keep host tasks off the isolated CPUs, and where it
+/// reads back the CPUs they may run on. What every method does alike stays in this module: the
+/// kernel threads and workqueue masks (`confine`), the governors, the baseline (`remember`,
+/// `give_back`). The ledger keeps the method as data (`Method`, whose
+/// serialized form is the ledger's); `confiner` gives its behaviour.
+pub trait Confiner {
+    /// The method's own changes, from the host's state now, whether isolation is being set up
+    /// or only widened or narrowed: those that confine host tasks to `housekeeping` (the
+    /// partition method: those that give the isolated CPUs' holders their partitions).
+    fn changes(&self, input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>>;
+
+    /// Where host tasks may run now, read back from what the method set (`None`: unreadable).
+    fn host_cpus(&self, fs: &dyn HostFs, mounts: &CgroupMounts) -> Option<CpuSet>;
+
+    /// After the changes (and for `kvmtune status`): does the kernel keep host tasks where the
+    /// method asked? cgroup v2 falls back to the parent's CPUs silently instead of failing a
+    /// write. By default, `host_cpus` must read `housekeeping`.
+    fn check(
+        &self,
+        fs: &dyn HostFs,
+        mounts: &CgroupMounts,
+        housekeeping: &CpuSet,
+        _holders: &partition::Holders,
+    ) -> Result<(), Unconfined> {
+        match self.host_cpus(fs, mounts) {
+            Some(effective) if effective == *housekeeping => Ok(()),
+            effective => Err(Unconfined::Elsewhere(effective)),
+        }
+    }
+
+    /// Whether the method needs every process looked at (`View::read_for`), or the kernel
+    /// threads alone (it moves no process).
+    fn reads_every_task(&self) -> bool {
+        true
+    }
+
+    /// Whether making or undoing the method's changes resets the root cgroup's kernel threads
+    /// (a partition's coming and going does): `confine` then notes every movable kernel thread
+    /// not on every CPU, and `apply::isolation::reconfine_kernel_threads` puts them back.
+    fn resets_kernel_threads(&self) -> bool {
+        false
+    }
+}
+
+/// Why `Confiner::check` finds host tasks not where the method keeps them.
+#[derive(Debug)]
+pub enum Unconfined {
+    /// The kernel gives host tasks these CPUs, not the housekeeping ones (`None`: where they
+    /// run cannot be read back).
+    Elsewhere(Option<CpuSet>),
+    /// The method's own read-back failed (a partition's state), in words.
+    Failed(Error),
+}
+
+/// The behaviour of the method the ledger records: the one place `Method` becomes code.
+pub fn confiner(method: Method) -> &'static dyn Confiner {
+    match method {
+        Method::Systemd => &systemd::Systemd,
+        Method::CgroupV2 => &cgroup_v2::CgroupV2,
+        Method::CgroupV1 => &cgroup_v1::CgroupV1,
+        Method::Partition => &partition::Partition,
+    }
+}
 
 /// What the host offers a method, beyond its mounts: read by the caller, so that choosing
 /// stays a pure function.
@@ -121,10 +188,11 @@ impl View {
         })
     }
 
-    /// What `method` needs: the partition method moves no process, so it looks at the kernel
-    /// threads alone (no work per process); the others at every task.
+    /// What `method` needs (`Confiner::reads_every_task`): the partition method moves no
+    /// process, so it looks at the kernel threads alone (no work per process); the others at
+    /// every task.
     pub fn read_for(fs: &dyn HostFs, method: Method) -> Result<View> {
-        if method != Method::Partition {
+        if confiner(method).reads_every_task() {
             return View::read(fs);
         }
         let Some(tasks) = crate::host::tasks::list_kernel_threads(fs) else {
@@ -156,173 +224,25 @@ pub struct Inputs<'a> {
 }
 
 /// The changes that confine host tasks to `housekeeping` from the host's state now, whether
-/// isolation is being set up or only widened or narrowed.
+/// isolation is being set up or only widened or narrowed: the method's own
+/// (`Confiner::changes`), then the kernel threads and workqueue masks and the governors,
+/// alike for every method.
 pub fn confine(
     input: &Inputs,
     method: Method,
     housekeeping: &CpuSet,
     isolated: &CpuSet,
 ) -> Result<Vec<Change>> {
-    let mut changes = match method {
-        Method::CgroupV1 => cgroup_v1(input, housekeeping)?,
-        Method::CgroupV2 => cgroup_v2(input, housekeeping)?,
-        Method::Systemd => systemd_units(input, housekeeping)?,
-        Method::Partition => partition::changes(input.fs, &input.view.mounts, input.holders)?,
-    };
+    let confiner = confiner(method);
+    let mut changes = confiner.changes(input, housekeeping)?;
     if input.settings.move_kernel_threads {
         // A partition's coming and going resets the root's kernel threads itself (see
         // `kernel_threads`): note even those already where kvmtune would put them.
-        let note_all = method == Method::Partition;
+        let note_all = confiner.resets_kernel_threads();
         changes.extend(kernel_threads(input, housekeeping, note_all)?);
     }
     if let Some(governor) = &input.settings.governor {
         changes.extend(governors(input.fs, isolated, governor)?);
-    }
-    Ok(changes)
-}
-
-fn cgroup_v1(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
-    let fs = input.fs;
-    let mount =
-        input.view.mounts.v1_cpuset.clone().ok_or_else(|| {
-            Error::Host("the cgroup v1 cpuset hierarchy is no longer mounted".into())
-        })?;
-    // Hierarchies mounted with `noprefix` name the files `cpus`, `mems`.
-    let prefix = if fs.exists(&format!("{mount}/cpuset.cpus")) {
-        "cpuset."
-    } else {
-        ""
-    };
-    let ours = format!("{mount}/{V1_HOUSEKEEPING}");
-    let mut changes = Vec::new();
-    if fs.exists(&ours) {
-        changes.extend(file_change(
-            fs,
-            &format!("{ours}/{prefix}cpus"),
-            &housekeeping.to_string(),
-            same_cpus,
-        )?);
-    } else {
-        // A new v1 cpuset starts with empty cpus and mems and refuses tasks (ENOSPC) until
-        // both are set: mems first, copied from the parent.
-        let mems = fs.read(&format!("{mount}/{prefix}mems"))?;
-        changes.push(Change::CreateCgroup {
-            path: ours.clone(),
-            parent: mount.clone(),
-            settings: vec![
-                (format!("{prefix}mems"), mems.trim().to_string()),
-                (format!("{prefix}cpus"), housekeeping.to_string()),
-            ],
-        });
-    }
-    changes.push(Change::MoveProcesses {
-        from: mount,
-        to: ours,
-        keep: input.keep.to_vec(),
-    });
-    Ok(changes)
-}
-
-fn cgroup_v2(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
-    let fs = input.fs;
-    let root = v2_root(input)?;
-    let mut changes = Vec::new();
-    let control = fs.read(&format!("{root}/cgroup.subtree_control"))?;
-    let enabled = control.split_whitespace().any(|c| c == "cpuset");
-    if !enabled {
-        changes.push(Change::Controller {
-            cgroup: root.clone(),
-            controller: "cpuset".into(),
-            enable: true,
-        });
-    }
-    let ours = format!("{root}/{V2_HOUSEKEEPING}");
-    let cpus = housekeeping.to_string();
-    if fs.exists(&ours) {
-        changes.extend(file_change(
-            fs,
-            &format!("{ours}/cpuset.cpus"),
-            &cpus,
-            same_cpus,
-        )?);
-    } else {
-        changes.push(Change::CreateCgroup {
-            path: ours.clone(),
-            parent: root.clone(),
-            settings: vec![("cpuset.cpus".into(), cpus.clone())],
-        });
-    }
-    changes.push(Change::MoveProcesses {
-        from: root.clone(),
-        to: ours,
-        keep: input.keep.to_vec(),
-    });
-    // Processes already in other top-level cgroups (services a supervisor put there) are
-    // confined where they are; libvirt's and the daemons' cgroups are left alone.
-    let daemon_cgroups = daemon_top_cgroups(input);
-    for name in fs.list(&root)? {
-        let dir = format!("{root}/{name}");
-        if name == V2_HOUSEKEEPING
-            || VM_CGROUPS.contains(&name.as_str())
-            || daemon_cgroups.contains(&name)
-            || !fs.exists(&format!("{dir}/cgroup.procs"))
-        {
-            continue;
-        }
-        let path = format!("{dir}/cpuset.cpus");
-        let current = if enabled {
-            fs.read(&path).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        if !same_cpus(&current, &cpus) {
-            changes.push(Change::File {
-                path,
-                before: current.trim().to_string(),
-                after: cpus.clone(),
-            });
-        }
-    }
-    Ok(changes)
-}
-
-/// The cgroup v2 hierarchy (relative to the root).
-fn v2_root(input: &Inputs) -> Result<String> {
-    input
-        .view
-        .mounts
-        .v2
-        .clone()
-        .ok_or_else(|| Error::Host("the cgroup v2 hierarchy is no longer mounted".into()))
-}
-
-/// The units whose `AllowedCPUs` confines host tasks under systemd: the three top-level units
-/// that hold every process outside the VMs' `machine.slice`. Whole slices, not the units in
-/// them: a service, timer, scope or session started later is born confined, with no one
-/// watching for it. The virtualization daemons are confined with `system.slice`: libvirt
-/// widens a new QEMU's affinity to "all CPUs" quietly (the kernel keeps the part inside the
-/// daemon's cpuset), and pins vCPUs only once QEMU is in its `machine.slice` scope.
-pub const SYSTEMD_CONFINED_UNITS: [&str; 3] = ["system.slice", "user.slice", "init.scope"];
-
-fn systemd_units(input: &Inputs, housekeeping: &CpuSet) -> Result<Vec<Change>> {
-    let cpus = housekeeping.to_string();
-    let mut changes = Vec::new();
-    for unit in SYSTEMD_CONFINED_UNITS {
-        let current = input.systemctl.property(unit, "AllowedCPUs")?;
-        if !same_cpus(&current, &cpus) {
-            let drop_in = systemctl::runtime_drop_in(input.systemctl, unit, "AllowedCPUs")?;
-            changes.push(Change::UnitProperty {
-                unit: unit.to_string(),
-                property: "AllowedCPUs".into(),
-                before: current,
-                after: cpus.clone(),
-                drop_in: if input.fs.exists(&drop_in) {
-                    DropIn::Kept
-                } else {
-                    DropIn::Creates(drop_in)
-                },
-            });
-        }
     }
     Ok(changes)
 }
@@ -406,46 +326,6 @@ fn same_cpus(a: &str, b: &str) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => a.trim() == b.trim(),
     }
-}
-
-/// Top-level v2 cgroups that hold a virtualization daemon.
-fn daemon_top_cgroups(input: &Inputs) -> Vec<String> {
-    input
-        .view
-        .tasks
-        .iter()
-        .filter(|t| UNCONFINED_DAEMONS.contains(&t.comm.as_str()))
-        .filter_map(|t| {
-            let cgroup = cgroup::of_process(input.fs, t.pid);
-            cgroup.unified_top().map(str::to_string)
-        })
-        .collect()
-}
-
-/// Where the CPUs a method confines host tasks to can be read back, and what they are.
-pub fn effective_housekeeping(
-    fs: &dyn HostFs,
-    method: Method,
-    mounts: &CgroupMounts,
-) -> Option<CpuSet> {
-    let path = match method {
-        Method::CgroupV1 => {
-            let mount = mounts.v1_cpuset.as_ref()?;
-            let ours = format!("{mount}/{V1_HOUSEKEEPING}");
-            if fs.exists(&format!("{ours}/cpuset.effective_cpus")) {
-                format!("{ours}/cpuset.effective_cpus")
-            } else {
-                format!("{ours}/cpuset.cpus")
-            }
-        }
-        Method::CgroupV2 => format!(
-            "{}/{V2_HOUSEKEEPING}/cpuset.cpus.effective",
-            mounts.v2.as_ref()?
-        ),
-        Method::Systemd => format!("{}/user.slice/cpuset.cpus.effective", mounts.v2.as_ref()?),
-        Method::Partition => return partition::host_cpus(fs, mounts),
-    };
-    CpuSet::parse(&fs.read(&path).ok()?).ok()
 }
 
 /// Record `changes` in the baseline: the first value found for each thing is what to restore.

@@ -23,7 +23,13 @@
 //! `cpuset.cpus.isolated` and, wherever cpuset is enabled below the root, the partition files.
 //! The partitions' states are read back after the changes: the kernel reports a setup it cannot
 //! honour as `isolated invalid (REASON)` instead of failing the write.
+//!
+//! `Partition` is the method's `Confiner`; the functions it is made of (`probe`, `changes`,
+//! `check`, `read_back`, `touches_partitions`, `path`, `libvirt_cgroup`) are also called where
+//! only partitions have anything to say (choosing the method, making changes, `kvmtune run`'s
+//! placement).
 
+use super::{Confiner, Inputs, Unconfined};
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
@@ -39,6 +45,40 @@ const MACHINE_SLICE: &str = "machine.slice";
 const ROOT_ISOLATED: &str = "cpuset.cpus.isolated";
 pub const PARTITION_FILE: &str = "cpuset.cpus.partition";
 pub const EXCLUSIVE_FILE: &str = "cpuset.cpus.exclusive";
+
+/// The method; `isolation::confiner(Method::Partition)`.
+pub struct Partition;
+
+impl Confiner for Partition {
+    /// The holders' partitions (the housekeeping CPUs are what no partition holds).
+    fn changes(&self, input: &Inputs, _housekeeping: &CpuSet) -> Result<Vec<Change>> {
+        changes(input.fs, &input.view.mounts, input.holders)
+    }
+
+    fn host_cpus(&self, fs: &dyn HostFs, mounts: &CgroupMounts) -> Option<CpuSet> {
+        host_cpus(fs, mounts)
+    }
+
+    /// Every partition's own read-back (`check`): host tasks run on the root's effective CPUs,
+    /// which other partitions may narrow too; what matters is that the isolated ones left.
+    fn check(
+        &self,
+        fs: &dyn HostFs,
+        mounts: &CgroupMounts,
+        _housekeeping: &CpuSet,
+        holders: &Holders,
+    ) -> Result<(), Unconfined> {
+        check(fs, mounts, holders).map_err(Unconfined::Failed)
+    }
+
+    fn reads_every_task(&self) -> bool {
+        false
+    }
+
+    fn resets_kernel_threads(&self) -> bool {
+        true
+    }
+}
 
 /// Where kvmtune's partition is (relative to the root), on a host with cgroup v2.
 pub fn path(mounts: &CgroupMounts) -> Option<String> {

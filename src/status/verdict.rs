@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::Status;
 use crate::host::{Host, HostFs};
+use crate::isolation::Unconfined;
 use crate::policy::Policy;
 use crate::state::{Ledger, Phase};
 
@@ -187,17 +188,15 @@ fn isolation(fs: &dyn HostFs, ledger: &Ledger, status: &Status) -> Vec<(Promise,
     let mut out = Vec::new();
     if let Ok(mounts) = crate::host::cgroup::detect(fs) {
         let drift = crate::isolation::drift::drifted(fs, hold, &mounts);
-        if drift.is_empty() && hold.method == crate::state::holds::Method::Partition {
-            // Partitions take only the CPUs of the VMs whose cgroups are there (a VM libvirt
-            // has not started yet has none): the partitions' own read-back says what holds.
+        if drift.is_empty() {
+            // (Partitions take only the CPUs of the VMs whose cgroups are there, a VM libvirt
+            // has not started yet has none: the partitions' own read-back says what holds.)
             let holders = crate::apply::isolation::holders(ledger);
-            if let Err(e) = crate::isolation::partition::check(fs, &mounts, &holders) {
-                out.push((Promise::Isolation, e.to_string()));
-            }
-        } else if drift.is_empty() {
-            match crate::isolation::effective_housekeeping(fs, hold.method, &mounts) {
-                Some(effective) if effective == hold.housekeeping => {}
-                effective => out.push((
+            let method = crate::isolation::confiner(hold.method);
+            match method.check(fs, &mounts, &hold.housekeeping, &holders) {
+                Ok(()) => {}
+                Err(Unconfined::Failed(e)) => out.push((Promise::Isolation, e.to_string())),
+                Err(Unconfined::Elsewhere(effective)) => out.push((
                     Promise::Isolation,
                     format!(
                         "host tasks should be confined to CPUs {}, the kernel gives them {}",
