@@ -150,11 +150,8 @@ fn changes_with(
         hold.settings = IsolationSettings::of(policy);
     }
     let holders = holders(next);
-    if let (Method::Partition, Some(_), Some(why)) = (hold.method, policy, holders.misfit()) {
-        // Partitions hold the other VMs' CPUs; this one cannot join them.
-        return Err(Error::Refused(format!(
-            "{why}, and other VMs hold theirs with partitions. Nothing was changed."
-        )));
+    if policy.is_some() {
+        isolation::confiner(hold.method).admits(&holders)?;
     }
     let view = scan.view_for(ctx, hold.method)?;
     let housekeeping = view.online.difference(&isolated);

@@ -68,4 +68,16 @@ impl Confiner for CgroupV1 {
         };
         CpuSet::parse(&fs.read(&path).ok()?).ok()
     }
+
+    fn cpuset_root<'m>(&self, mounts: &'m CgroupMounts) -> Option<&'m str> {
+        mounts.v1_cpuset.as_deref()
+    }
+
+    fn swept_root<'m>(&self, mounts: &'m CgroupMounts) -> Option<&'m str> {
+        mounts.v1_cpuset.as_deref()
+    }
+
+    fn housekeeping_cgroup(&self, mounts: &CgroupMounts) -> Option<String> {
+        Some(format!("{}/{V1_HOUSEKEEPING}", mounts.v1_cpuset.as_ref()?))
+    }
 }

@@ -92,6 +92,14 @@ impl Confiner for CgroupV2 {
         );
         CpuSet::parse(&fs.read(&path).ok()?).ok()
     }
+
+    fn swept_root<'m>(&self, mounts: &'m CgroupMounts) -> Option<&'m str> {
+        mounts.v2.as_deref()
+    }
+
+    fn housekeeping_cgroup(&self, mounts: &CgroupMounts) -> Option<String> {
+        Some(format!("{}/{V2_HOUSEKEEPING}", mounts.v2.as_ref()?))
+    }
 }
 
 /// The cgroup v2 hierarchy (relative to the root).

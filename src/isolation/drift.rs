@@ -1,7 +1,8 @@
 //! Whether isolation still holds, read-only and cheap enough to ask every watch interval:
 //! - what kvmtune set (the hold's baseline: its cgroup and that cgroup's CPUs, the cpuset
 //!   controller, the CPUs of top-level cgroups and systemd units, the workqueue masks, the
-//!   governors) still reads as set, and
+//!   governors) still reads as set; what a method judges itself (a partition's state) through
+//!   its `Confiner::drift`, and
 //! - which host processes sit in the root cgroup that confinement emptied: on cgroupfs hosts a
 //!   process started later by something outside a cgroup (a daemon's child, a login on the
 //!   console) is born there, on the isolated CPUs.
@@ -14,13 +15,13 @@
 
 use std::collections::HashSet;
 
-use super::{V1_HOUSEKEEPING, V2_HOUSEKEEPING, WORKQUEUE_MASKS};
+use super::{confiner, WORKQUEUE_MASKS};
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::host::cgroup::CgroupMounts;
 use crate::host::tasks::{read_allowed, read_stat, Task, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
-use crate::state::holds::{IsolationHold, Method};
+use crate::state::holds::IsolationHold;
 
 /// What differs from what kvmtune set, one line each (empty: everything holds).
 pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> Vec<String> {
@@ -34,20 +35,11 @@ pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> 
         )),
         Err(e) => out.push(e.to_string()),
     };
+    let method = confiner(hold.method);
     for change in &hold.baseline {
-        // Partitions hold the isolated CPUs, not the housekeeping ones: their state is what
-        // must still read as set (their CPU lists follow the VMs held, and a VM's vCPU
-        // partitions go with its cgroups when it stops).
-        if hold.method == Method::Partition && part_of_partition(change) {
-            match change {
-                Change::CreateCgroup { path, .. } => partition_differs(fs, path, &mut out),
-                Change::File { path, after, .. } if after == "isolated" => {
-                    if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| fs.exists(d)) {
-                        partition_differs(fs, dir, &mut out);
-                    }
-                }
-                _ => {}
-            }
+        // What is the method's own (a partition's state) it judges itself.
+        if let Some(differs) = method.drift(fs, change) {
+            out.extend(differs);
             continue;
         }
         match change {
@@ -107,34 +99,6 @@ pub fn drifted(fs: &dyn HostFs, hold: &IsolationHold, mounts: &CgroupMounts) -> 
     out
 }
 
-/// Whether `change` is about a partition: kvmtune's cgroup or one of its files, or a partition
-/// or exclusive-CPUs file anywhere.
-fn part_of_partition(change: &Change) -> bool {
-    use super::partition::{EXCLUSIVE_FILE, PARTITION, PARTITION_FILE};
-    let suffix = format!("/{PARTITION}");
-    match change {
-        Change::CreateCgroup { path, .. } => path.ends_with(&suffix),
-        Change::File { path, .. } => path.rsplit_once('/').is_some_and(|(dir, file)| {
-            dir.ends_with(&suffix) || file == PARTITION_FILE || file == EXCLUSIVE_FILE
-        }),
-        _ => false,
-    }
-}
-
-/// A partition kvmtune made is gone or no longer a valid isolated one.
-fn partition_differs(fs: &dyn HostFs, dir: &str, out: &mut Vec<String>) {
-    let path = format!("{dir}/{}", super::partition::PARTITION_FILE);
-    match fs.read(&path) {
-        Ok(state) if state.trim() == "isolated" => {}
-        Ok(state) => out.push(format!(
-            "/{path} reads '{}', kvmtune set isolated",
-            state.trim()
-        )),
-        Err(_) if !fs.exists(dir) => out.push(format!("the partition /{dir} is gone")),
-        Err(e) => out.push(e.to_string()),
-    }
-}
-
 /// `cpuset.cpus`, or `cpus` in a v1 hierarchy mounted with `noprefix`.
 fn is_cpus_file(name: &str) -> bool {
     name == "cpuset.cpus" || name == "cpus"
@@ -162,27 +126,6 @@ pub struct Stays {
     looked: bool,
 }
 
-/// The root cgroup confinement empties, for cgroupfs methods (systemd confines whole slices:
-/// processes are born in them).
-pub fn root_cgroup(method: Method, mounts: &CgroupMounts) -> Option<&str> {
-    match method {
-        Method::CgroupV1 => mounts.v1_cpuset.as_deref(),
-        Method::CgroupV2 => mounts.v2.as_deref(),
-        // systemd confines whole slices; a partition takes its CPUs from every cgroup.
-        Method::Systemd | Method::Partition => None,
-    }
-}
-
-/// The housekeeping cgroup host processes go to, for cgroupfs methods.
-pub fn housekeeping_cgroup(method: Method, mounts: &CgroupMounts) -> Option<String> {
-    let root = root_cgroup(method, mounts)?;
-    let name = match method {
-        Method::CgroupV1 => V1_HOUSEKEEPING,
-        _ => V2_HOUSEKEEPING,
-    };
-    Some(format!("{root}/{name}"))
-}
-
 /// What sits in the root cgroup that isolation did not put there.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RootLook {
@@ -207,11 +150,8 @@ pub fn strays(
 ) -> RootLook {
     let mut out = RootLook::default();
     // Kernel threads live in the root of the cpuset hierarchy whatever the method.
-    let root = match hold.method {
-        Method::Systemd | Method::Partition => mounts.v2.as_deref(),
-        method => root_cgroup(method, mounts),
-    };
-    let Some(root) = root else {
+    let method = confiner(hold.method);
+    let Some(root) = method.cpuset_root(mounts) else {
         return out;
     };
     let procs = fs.read(&format!("{root}/cgroup.procs")).unwrap_or_default();
@@ -222,7 +162,7 @@ pub fn strays(
     let listed: HashSet<u32> = pids.iter().copied().collect();
     stays.kernel_threads.retain(|pid| listed.contains(pid));
     let first_look = !std::mem::replace(&mut stays.looked, true);
-    let sweeps = matches!(hold.method, Method::CgroupV1 | Method::CgroupV2);
+    let sweeps = method.swept_root(mounts).is_some();
     for pid in pids {
         if stays.kernel_threads.contains(&pid) {
             continue;

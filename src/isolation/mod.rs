@@ -38,6 +38,7 @@ use crate::host::tasks::{list_tasks_movable_cpus, Task};
 use crate::host::HostFs;
 use crate::policy::IsolationMethod;
 use crate::state::holds::{IsolationSettings, Method};
+use crate::state::Ledger;
 
 pub use cgroup_v1::V1_HOUSEKEEPING;
 pub use cgroup_v2::V2_HOUSEKEEPING;
@@ -48,10 +49,11 @@ pub(crate) const WORKQUEUE_MASKS: [&str; 2] = [
     "sys/bus/workqueue/devices/writeback/cpumask",
 ];
 
-/// One isolation method: what it changes to keep host tasks off the isolated CPUs, and where it
-/// reads back the CPUs they may run on. What every method does alike stays in this module: the
-/// kernel threads and workqueue masks (`confine`), the governors, the baseline (`remember`,
-/// `give_back`). The ledger keeps the method as data (`Method`, whose
+/// One isolation method: what it changes to keep host tasks off the isolated CPUs, where it
+/// reads back the CPUs they may run on, and what of its own a look must find still in place.
+/// What every method does alike stays in this module: the kernel threads and workqueue masks
+/// (`confine`), the governors, the baseline (`remember`, `give_back`), the generic drift of
+/// what kvmtune set (`drift::drifted`). The ledger keeps the method as data (`Method`, whose
 /// serialized form is the ledger's); `confiner` gives its behaviour.
 pub trait Confiner {
     /// The method's own changes, from the host's state now, whether isolation is being set up
@@ -88,6 +90,57 @@ pub trait Confiner {
     /// (a partition's coming and going does): `confine` then notes every movable kernel thread
     /// not on every CPU, and `apply::isolation::reconfine_kernel_threads` puts them back.
     fn resets_kernel_threads(&self) -> bool {
+        false
+    }
+
+    /// Whether the VMs of `holders` may join isolation held with this method, for an operation
+    /// that reads the policy (`Err` refuses, in words).
+    fn admits(&self, _holders: &partition::Holders) -> Result<()> {
+        Ok(())
+    }
+
+    /// The CPUs the method keeps host tasks off now, of those the ledger's VMs isolate.
+    fn isolated_now(&self, ledger: &Ledger) -> CpuSet {
+        ledger.isolated_except("")
+    }
+
+    /// `Some`: `change` (of the hold's baseline) is the method's own to judge, with what
+    /// differs from what kvmtune set, one line each; `None`: `drift::drifted` judges it.
+    fn drift(&self, _fs: &dyn HostFs, _change: &Change) -> Option<Vec<String>> {
+        None
+    }
+
+    /// What the method should have made for the VMs held and has not, although nothing drifted
+    /// (a vCPU libvirt plugged since the last VM event), one line each: read-only, for
+    /// `kvmtune watch`, which reasserts isolation when there is any.
+    fn not_in_place(
+        &self,
+        _fs: &dyn HostFs,
+        _mounts: &CgroupMounts,
+        _holders: &partition::Holders,
+    ) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The root of the cpuset hierarchy, where kernel threads live.
+    fn cpuset_root<'m>(&self, mounts: &'m CgroupMounts) -> Option<&'m str> {
+        mounts.v2.as_deref()
+    }
+
+    /// The root cgroup confinement empties and sweeps again (cgroupfs methods); `None` where
+    /// processes are born confined (systemd's slices) or no process moves (partitions).
+    fn swept_root<'m>(&self, _mounts: &'m CgroupMounts) -> Option<&'m str> {
+        None
+    }
+
+    /// The housekeeping cgroup host processes go to, for cgroupfs methods.
+    fn housekeeping_cgroup(&self, _mounts: &CgroupMounts) -> Option<String> {
+        None
+    }
+
+    /// Whether the QEMU `kvmtune run` starts goes into the method's own cgroup (kvmtune's
+    /// partition) rather than only out of the housekeeping cgroup (`launch::placement`).
+    fn holds_run_qemu(&self) -> bool {
         false
     }
 }

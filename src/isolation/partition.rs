@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::host::cgroup::{of_process, CgroupMounts};
 use crate::host::process::{names_vm_at, processes_naming, LIBVIRT_RUN_DIR};
 use crate::host::HostFs;
+use crate::state::{Ledger, Phase};
 
 /// kvmtune's isolated partition, under the cgroup v2 root.
 pub const PARTITION: &str = "kvmtune.isolated";
@@ -77,6 +78,94 @@ impl Confiner for Partition {
 
     fn resets_kernel_threads(&self) -> bool {
         true
+    }
+
+    /// Partitions hold the other VMs' CPUs; a VM whose pins they cannot hold cannot join them.
+    fn admits(&self, holders: &Holders) -> Result<()> {
+        match holders.misfit() {
+            Some(why) => Err(Error::Refused(format!(
+                "{why}, and other VMs hold theirs with partitions. Nothing was changed."
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Partitions take a VM libvirt starts only once its vCPU cgroups exist (`started`);
+    /// `kvmtune run`'s VMs from `prepare`.
+    fn isolated_now(&self, ledger: &Ledger) -> CpuSet {
+        ledger
+            .vms
+            .values()
+            .filter(|vm| vm.kvmtune_run || vm.phase == Phase::Running)
+            .fold(CpuSet::new(), |all, vm| all.union(&vm.isolate))
+    }
+
+    /// Partitions hold the isolated CPUs, not the housekeeping ones: their state is what must
+    /// still read as set (their CPU lists follow the VMs held, and a VM's vCPU partitions go
+    /// with its cgroups when it stops).
+    fn drift(&self, fs: &dyn HostFs, change: &Change) -> Option<Vec<String>> {
+        if !part_of_partition(change) {
+            return None;
+        }
+        let mut out = Vec::new();
+        match change {
+            Change::CreateCgroup { path, .. } => partition_differs(fs, path, &mut out),
+            Change::File { path, after, .. } if after == "isolated" => {
+                if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| fs.exists(d)) {
+                    partition_differs(fs, dir, &mut out);
+                }
+            }
+            _ => {}
+        }
+        Some(out)
+    }
+
+    /// Partitions the VMs held should have and do not: a vCPU libvirt plugged (or pinned to
+    /// another isolated CPU) since the last VM event. The changes are worked out, not made.
+    fn not_in_place(
+        &self,
+        fs: &dyn HostFs,
+        mounts: &CgroupMounts,
+        holders: &Holders,
+    ) -> Vec<String> {
+        match changes(fs, mounts, holders) {
+            Ok(changes) => changes
+                .iter()
+                .map(|c| format!("partition not in place: {c}"))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    fn holds_run_qemu(&self) -> bool {
+        true
+    }
+}
+
+/// Whether `change` is about a partition: kvmtune's cgroup or one of its files, or a partition
+/// or exclusive-CPUs file anywhere.
+fn part_of_partition(change: &Change) -> bool {
+    let suffix = format!("/{PARTITION}");
+    match change {
+        Change::CreateCgroup { path, .. } => path.ends_with(&suffix),
+        Change::File { path, .. } => path.rsplit_once('/').is_some_and(|(dir, file)| {
+            dir.ends_with(&suffix) || file == PARTITION_FILE || file == EXCLUSIVE_FILE
+        }),
+        _ => false,
+    }
+}
+
+/// A partition kvmtune made is gone or no longer a valid isolated one.
+fn partition_differs(fs: &dyn HostFs, dir: &str, out: &mut Vec<String>) {
+    let path = format!("{dir}/{PARTITION_FILE}");
+    match fs.read(&path) {
+        Ok(state) if state.trim() == "isolated" => {}
+        Ok(state) => out.push(format!(
+            "/{path} reads '{}', kvmtune set isolated",
+            state.trim()
+        )),
+        Err(_) if !fs.exists(dir) => out.push(format!("the partition /{dir} is gone")),
+        Err(e) => out.push(e.to_string()),
     }
 }
 

@@ -35,7 +35,6 @@ use crate::host::HostFs;
 use crate::log;
 use crate::plan::Plan;
 use crate::privilege::Privilege;
-use crate::state::holds::Method;
 use process::Settings;
 use qemu_args::{Hugetlbfs, QemuArgs};
 use ready::{Expect, Ready};
@@ -282,7 +281,10 @@ fn launch(
             hold.pid = Some(pid);
             ctx.state.save_ledger(&ledger)?;
         }
-        let partition = ledger.isolation.as_ref().map(|h| h.method) == Some(Method::Partition);
+        let partition = ledger
+            .isolation
+            .as_ref()
+            .is_some_and(|h| crate::isolation::confiner(h.method).holds_run_qemu());
         if partition {
             placement::enter_partition(ctx.fs, pid)?;
         } else {

@@ -195,7 +195,7 @@ pub fn gather_with(
         let mut iso = isolation_status(
             fs,
             hold.method,
-            &promised_isolated(&ledger, hold.method),
+            &crate::isolation::confiner(hold.method).isolated_now(&ledger),
             &hold.housekeeping,
             &ledger.isolated_vm_pids(),
         );
@@ -281,19 +281,6 @@ fn irq_status(fs: &dyn HostFs, ledger: &Ledger, hold: &crate::state::holds::IrqH
                 .map(|b| format!("told to keep off isolated CPUs (its own banned set: '{b}')"))
         }),
     }
-}
-
-/// The CPUs host tasks are kept off now. Partitions take a VM libvirt starts only once its
-/// vCPU cgroups exist (`started`); the other methods confine host tasks from `prepare`.
-fn promised_isolated(ledger: &Ledger, method: Method) -> CpuSet {
-    if method != Method::Partition {
-        return ledger.isolated_except("");
-    }
-    ledger
-        .vms
-        .values()
-        .filter(|vm| vm.kvmtune_run || vm.phase == crate::state::Phase::Running)
-        .fold(CpuSet::new(), |all, vm| all.union(&vm.isolate))
 }
 
 /// Who still may run on the isolated CPUs: what an operator checks to see isolation holds.

@@ -151,28 +151,6 @@ fn knobs(ctx: &Context, ledger: &Ledger, out: &mut Vec<Finding>) {
     }
 }
 
-/// Partitions the VMs held should have and do not: a vCPU libvirt plugged (or pinned to another
-/// isolated CPU) since the last VM event. Read-only: the changes are worked out, not made.
-fn partitions_due(
-    ctx: &Context,
-    ledger: &Ledger,
-    mounts: &crate::host::cgroup::CgroupMounts,
-) -> Vec<Finding> {
-    let holders = crate::apply::isolation::holders(ledger);
-    match crate::isolation::partition::changes(ctx.fs, mounts, &holders) {
-        Ok(changes) => changes
-            .iter()
-            .map(|c| {
-                Finding::new(
-                    RepairKind::Isolation,
-                    format!("partition not in place: {c}"),
-                )
-            })
-            .collect(),
-        Err(e) => vec![Finding::new(RepairKind::Isolation, e.to_string())],
-    }
-}
-
 /// What confines host tasks, and host processes born on isolated CPUs.
 fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Found) {
     let Some(hold) = &ledger.isolation else {
@@ -191,11 +169,20 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
         .findings
         .iter()
         .any(|f| f.kind == RepairKind::Isolation);
-    if hold.method == crate::state::holds::Method::Partition && !drifted {
-        found.findings.extend(partitions_due(ctx, ledger, &mounts));
+    let method = crate::isolation::confiner(hold.method);
+    if !drifted {
+        // What the method owes the VMs held though nothing drifted (partitions for a vCPU
+        // libvirt plugged since the last VM event): worked out, not made.
+        let holders = crate::apply::isolation::holders(ledger);
+        found.findings.extend(
+            method
+                .not_in_place(ctx.fs, &mounts, &holders)
+                .into_iter()
+                .map(|what| Finding::new(RepairKind::Isolation, what)),
+        );
     }
     let root_look = drift::strays(ctx.fs, hold, &mounts, &ledger.isolated_vm_pids(), stays);
-    let root = drift::root_cgroup(hold.method, &mounts).unwrap_or_default();
+    let root = method.swept_root(&mounts).unwrap_or_default();
     found.findings.extend(root_look.processes.iter().map(|s| {
         Finding::new(
             RepairKind::Sweep,

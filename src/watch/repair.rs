@@ -9,7 +9,7 @@ use super::kind::{Finding, Repair};
 use crate::apply::{self, Context, Reasserted, Recover, Scope};
 use crate::change::Change;
 use crate::error::Result;
-use crate::isolation::drift::{self, Stray};
+use crate::isolation::drift::Stray;
 use crate::state::stats::RepairKind;
 use crate::state::StateLock;
 
@@ -118,8 +118,9 @@ fn sweep(ctx: &Context, strays: &[Stray]) -> Option<Repair> {
     let ledger = ctx.state.load_ledger().ok()?;
     let hold = ledger.isolation.as_ref()?;
     let mounts = crate::host::cgroup::detect(ctx.fs).ok()?;
-    let root = drift::root_cgroup(hold.method, &mounts)?.to_string();
-    let housekeeping = drift::housekeeping_cgroup(hold.method, &mounts)?;
+    let method = crate::isolation::confiner(hold.method);
+    let root = method.swept_root(&mounts)?.to_string();
+    let housekeeping = method.housekeeping_cgroup(&mounts)?;
     let me = std::process::id();
     if strays.iter().any(|s| s.pid == me) {
         if let Err(e) = ctx
