@@ -5,6 +5,9 @@
 //! The wanted state is computed from the ledger (running VMs, their devices and targets, the
 //! isolated CPUs) and compared with the kernel's: the same code serves `started`, `release`
 //! and the `watch` daemon that pins VFIO vectors appearing after the guest enables MSI-X.
+//! `wanted` puts together three parts, one function each: the device IRQs of running VMs
+//! (`devices_of_running_vms`), every other IRQ off the isolated CPUs (`others_off_isolated`)
+//! and `default_smp_affinity` (`default_affinity_off_isolated`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,6 +96,37 @@ pub fn wanted(
     move_others: bool,
     housekeeping: &CpuSet,
 ) -> Wanted {
+    let (mut files, device_irqs) = devices_of_running_vms(fs, ledger);
+    let hold = ledger.irq.clone().unwrap_or_default();
+    let mut originals = Originals {
+        fs,
+        baseline: &hold.baseline,
+        read: BTreeMap::new(),
+    };
+    let isolated = ledger.isolated_except("");
+    if move_others && !isolated.is_empty() {
+        let devices: BTreeSet<u32> = device_irqs.values().flatten().copied().collect();
+        let stays = |irq: u32| devices.contains(&irq) || hold.refused.contains(&irq);
+        let away = Away {
+            isolated: &isolated,
+            housekeeping,
+        };
+        files.extend(others_off_isolated(fs, &mut originals, &away, stays));
+        files.extend(default_affinity_off_isolated(&mut originals, &away));
+    }
+    Wanted {
+        files,
+        device_irqs,
+        read: originals.read,
+    }
+}
+
+/// The device IRQs of every running VM that has an IRQ target: affinity file → the target,
+/// and the IRQs per VM.
+fn devices_of_running_vms(
+    fs: &dyn HostFs,
+    ledger: &Ledger,
+) -> (BTreeMap<String, String>, BTreeMap<String, BTreeSet<u32>>) {
     // /proc/interrupts is as wide as the host has CPUs: read only when a device needs it.
     let places_devices = ledger
         .vms
@@ -103,20 +137,8 @@ pub fn wanted(
     } else {
         String::new()
     };
-    let isolated = ledger.isolated_except("");
-    let hold = ledger.irq.clone().unwrap_or_default();
-    let mut read = BTreeMap::new();
-    let mut original = |path: &str| -> Option<String> {
-        if let Some(v) = hold.baseline.get(path) {
-            return Some(v.clone());
-        }
-        let now = fs.read(path).ok()?.trim().to_string();
-        read.insert(path.to_string(), now.clone());
-        Some(now)
-    };
     let mut files = BTreeMap::new();
-    let mut device_irqs_by_vm = BTreeMap::new();
-    let mut devices = BTreeSet::new();
+    let mut by_vm = BTreeMap::new();
     for (name, vm) in &ledger.vms {
         let Some(target) = vm.irq.as_ref().filter(|_| vm.phase == Phase::Running) else {
             continue;
@@ -126,53 +148,91 @@ pub fn wanted(
             irqs.extend(device_irqs(fs, bdf, &interrupts));
         }
         for irq in &irqs {
-            devices.insert(*irq);
             files.insert(affinity_path(*irq), target.to_string());
         }
-        device_irqs_by_vm.insert(name.clone(), irqs);
+        by_vm.insert(name.clone(), irqs);
     }
-    if move_others && !isolated.is_empty() {
-        for irq in all_irqs(fs) {
-            if devices.contains(&irq) || hold.refused.contains(&irq) {
-                continue;
-            }
-            let path = affinity_path(irq);
-            let Some(Ok(was)) = original(&path).map(|v| CpuSet::parse(&v)) else {
-                continue;
-            };
-            if was.intersection(&isolated).is_empty() {
-                continue;
-            }
-            let left = was.difference(&isolated);
-            let want = if left.is_empty() {
-                housekeeping.clone()
-            } else {
-                left
-            };
+    (files, by_vm)
+}
+
+/// The value an affinity file had before kvmtune changed it: the hold's baseline, else the
+/// kernel's now, which is kept in `read`.
+struct Originals<'a> {
+    fs: &'a dyn HostFs,
+    baseline: &'a BTreeMap<String, String>,
+    read: BTreeMap<String, String>,
+}
+
+impl Originals<'_> {
+    fn get(&mut self, path: &str) -> Option<String> {
+        if let Some(v) = self.baseline.get(path) {
+            return Some(v.clone());
+        }
+        let now = self.fs.read(path).ok()?.trim().to_string();
+        self.read.insert(path.to_string(), now.clone());
+        Some(now)
+    }
+}
+
+/// Where an affinity goes off the isolated CPUs.
+struct Away<'a> {
+    isolated: &'a CpuSet,
+    housekeeping: &'a CpuSet,
+}
+
+impl Away<'_> {
+    /// `was` without the isolated CPUs, or the housekeeping CPUs when nothing is left; `None`
+    /// when `was` has no isolated CPU.
+    fn moved(&self, was: &CpuSet) -> Option<CpuSet> {
+        if was.intersection(self.isolated).is_empty() {
+            return None;
+        }
+        let left = was.difference(self.isolated);
+        Some(if left.is_empty() {
+            self.housekeeping.clone()
+        } else {
+            left
+        })
+    }
+}
+
+/// Every other IRQ (not one that `stays`) whose original affinity has isolated CPUs: its
+/// affinity file → the same without them.
+fn others_off_isolated(
+    fs: &dyn HostFs,
+    originals: &mut Originals,
+    away: &Away,
+    stays: impl Fn(u32) -> bool,
+) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for irq in all_irqs(fs) {
+        if stays(irq) {
+            continue;
+        }
+        let path = affinity_path(irq);
+        let Some(Ok(was)) = originals.get(&path).map(|v| CpuSet::parse(&v)) else {
+            continue;
+        };
+        if let Some(want) = away.moved(&was) {
             files.insert(path, want.to_string());
         }
-        if let Some(was) = original(DEFAULT_AFFINITY) {
-            if let Ok(mask) = CpuSet::parse_mask(&was) {
-                if !mask.intersection(&isolated).is_empty() {
-                    let left = mask.difference(&isolated);
-                    let want = if left.is_empty() {
-                        housekeeping.clone()
-                    } else {
-                        left
-                    };
-                    files.insert(
-                        DEFAULT_AFFINITY.to_string(),
-                        want.to_mask(was.split(',').count()),
-                    );
-                }
-            }
-        }
     }
-    Wanted {
-        files,
-        device_irqs: device_irqs_by_vm,
-        read,
-    }
+    files
+}
+
+/// `default_smp_affinity` (for IRQs created later) off the isolated CPUs, as a mask as wide as
+/// the kernel's.
+fn default_affinity_off_isolated(
+    originals: &mut Originals,
+    away: &Away,
+) -> Option<(String, String)> {
+    let was = originals.get(DEFAULT_AFFINITY)?;
+    let mask = CpuSet::parse_mask(&was).ok()?;
+    let want = away.moved(&mask)?;
+    Some((
+        DEFAULT_AFFINITY.to_string(),
+        want.to_mask(was.split(',').count()),
+    ))
 }
 
 /// The changes from the kernel's values now to `wanted`, and back to the baseline for files no
