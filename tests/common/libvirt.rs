@@ -63,17 +63,7 @@ impl CgroupModel {
             format!("/usr/bin/qemu-system-x86_64\0-name\0guest={name},debug-threads=on\0-S\0"),
         );
         for (n, pin) in pins.iter().enumerate() {
-            let pin = CpuSet::parse(pin).unwrap();
-            let dir = format!("{libvirt}/vcpu{n}");
-            self.cgroups.insert(
-                dir.clone(),
-                super::cgroupfs::Cgroup {
-                    cpus: pin.clone(),
-                    ..Default::default()
-                },
-            );
-            self.tasks
-                .insert(vcpu_tid(pid, n), task(format!("CPU {n}/KVM"), pin, dir));
+            self.libvirt_plugs_vcpu(pid, n, pin);
         }
     }
 

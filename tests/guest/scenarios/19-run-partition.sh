@@ -20,6 +20,8 @@ admin_gone() {
 }
 
 [ -e $CG/cpuset.cpus.isolated ] || fail "harness: this kernel ($(uname -r)) has no $CG/cpuset.cpus.isolated"
+# (Every `sleep 600` below is a workload that runs until the scenario ends it by PID, not a
+# wait: waits go through wait_until.)
 taskset -p -c 0-3 $$ >/dev/null
 for d in $CG/kt-qemu-node*; do [ -d "$d" ] && rmdir "$d"; done
 grep -qw cpuset $CG/cgroup.subtree_control && echo -cpuset > $CG/cgroup.subtree_control
