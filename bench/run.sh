@@ -6,27 +6,29 @@
 #
 #   (default)   every section: 1 hook overhead, 4 scale and 6 the watcher's idle cost on a fake
 #               root; 2 hugepages on this host and in the test guest, 3 isolation on this host,
-#               5 VM starts through the real libvirtd. Root; the real-host sections take the host lock
+#               3b the isolation methods side by side in the Debian 13 hypervisor guest, 5 VM
+#               starts through the real libvirtd. Root; the real-host sections take the host lock
 #               (/run/lock/kvmtune-real-host.lock) and restore what they change. About 30 min.
 #   --quick     sections 1, 4 and 6 only, fewer rounds, written to a temporary directory (the
 #               committed BENCHMARKS.md is left alone) and checked: the numbers must be there and
 #               loosely within their targets. What tests/run-all.sh runs. About a minute.
-#   --only L    a comma-separated subset of hook,scale,watch,hugepages,isolation,guest,libvirt; the
-#               results of the others already in bench/results are kept in the report. `partition`
-#               (part of scale): only section 4's points on the host with isolated partitions.
+#   --only L    a comma-separated subset of hook,scale,watch,hugepages,isolation,hypervisor,guest,
+#               libvirt; the results of the others already in bench/results are kept in the
+#               report. `partition` (part of scale): only section 4's points on the host with
+#               isolated partitions.
 #   --keep      keep the temporary directory of a quick run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 quick=0
 keep=0
-only=hook,scale,watch,hugepages,isolation,guest,libvirt
+only=hook,scale,watch,hugepages,isolation,hypervisor,guest,libvirt
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1; only=hook,scale,watch ;;
     --only) only=$2; shift ;;
     --keep) keep=1 ;;
-    *) echo "usage: bench/run.sh [--quick] [--only hook,scale,partition,watch,hugepages,isolation,guest,libvirt] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--only hook,scale,partition,watch,hugepages,isolation,hypervisor,guest,libvirt] [--keep]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -163,9 +165,10 @@ real() {  # real NAME SCRIPT ARGS…: run a real-kernel section into results/NAM
     failed+=("$name")
   fi
 }
-if [ "$quick" = 0 ] && { wants isolation || wants hugepages || wants libvirt || wants guest; }; then
+if [ "$quick" = 0 ] && { wants isolation || wants hypervisor || wants hugepages || wants libvirt || wants guest; }; then
   [ "$(id -u)" = 0 ] || { log "the real-kernel sections need root"; exit 1; }
   wants isolation && real isolation bench/isolation.sh
+  wants hypervisor && real hypervisor-isolation bench/hypervisor.sh
   wants hugepages && real hugepages-host bench/hugepages.sh
   wants libvirt && real libvirt bench/libvirt.sh
   wants guest && real hugepages-guest bench/guest.sh

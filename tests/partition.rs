@@ -832,3 +832,120 @@ fn the_partition_method_reads_no_process_but_the_kernel_threads() {
         .collect();
     assert_eq!(read, Vec::<String>::new());
 }
+
+/// `virsh emulatorpin --live` onto a vCPU's partition CPU (Debian 13, 6.12): libvirt's command
+/// fails (EINVAL) but leaves the emulator cgroup's list on the CPU, and the kernel makes the
+/// partition invalid while keeping its CPU from every other cgroup; left so when the VM stops,
+/// that CPU stays isolated for good. The watcher makes the partition a member (the CPU goes
+/// back: nothing can leak), says why it cannot be isolated, and makes it isolated again once
+/// the emulator is pinned elsewhere.
+#[test]
+fn an_emulator_pinned_live_onto_a_vcpu_partition_leaves_no_invalid_partition_and_it_comes_back() {
+    let b = libvirt_host();
+    let start = b.snapshot();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    b.started("lv").unwrap();
+    let mut w = kvmtune::watch::Watcher::new();
+    assert!(b.watch(&mut w).unwrap().repairs.is_empty());
+    let state = format!("{}/libvirt/vcpu0/cpuset.cpus.partition", scope("lv"));
+
+    let pinned = b
+        .kernel
+        .cgroups(|c| c.libvirt_pins_live(LIBVIRT_QEMU, "emulator", "3"));
+    assert_eq!(pinned, Err(libc::EINVAL));
+    assert!(read(&b, &state).starts_with("isolated invalid"));
+    let err = b.watch(&mut w).unwrap_err().to_string();
+
+    assert!(
+        err.contains("the kernel does not make CPUs 3 an isolated partition: Invalid cpu list"),
+        "{err}"
+    );
+    assert_eq!(read(&b, &state), "member");
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "");
+    let text = kvmtune::status::render(&b.status());
+    assert!(
+        text.contains("reads 'member', kvmtune set isolated"),
+        "{text}"
+    );
+
+    b.kernel
+        .cgroups(|c| c.libvirt_pins_live(LIBVIRT_QEMU, "emulator", "0"))
+        .unwrap();
+    let pass = b.watch(&mut w).unwrap();
+    assert_eq!(pass.repairs.len(), 1, "{pass:?}");
+    assert_eq!(read(&b, &state), "isolated");
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "3");
+    b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-2")));
+
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release("lv").unwrap();
+    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+}
+
+/// `virsh vcpupin --live` of an isolated vCPU to another CPU: the kernel refuses the thread
+/// that CPU (EINVAL: the partition holds it) and libvirt's command fails; the vCPU stays on
+/// its isolated CPU and the partition holds. Pinned to its CPU and another, the partition
+/// still holds the vCPU to its CPU alone, and status says the pin is not one CPU.
+#[test]
+fn a_vcpu_pinned_live_elsewhere_stays_in_its_partition() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    b.started("lv").unwrap();
+    let state = format!("{}/libvirt/vcpu0/cpuset.cpus.partition", scope("lv"));
+
+    let moved = b
+        .kernel
+        .cgroups(|c| c.libvirt_pins_live(LIBVIRT_QEMU, "vcpu0", "2"));
+
+    assert_eq!(moved, Err(libc::EINVAL));
+    assert_eq!(read(&b, &state), "isolated");
+    b.kernel
+        .cgroups(|c| assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 0)), set("3")));
+
+    b.kernel
+        .cgroups(|c| c.libvirt_pins_live(LIBVIRT_QEMU, "vcpu0", "2-3"))
+        .unwrap();
+    assert_eq!(read(&b, &state), "isolated");
+    b.kernel
+        .cgroups(|c| assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 0)), set("3")));
+    let text = kvmtune::status::render(&b.status());
+    assert!(
+        text.contains(
+            "vcpu0/cpuset.cpus is 2-3 (isolated CPUs 3); pin each vCPU to one isolated CPU"
+        ),
+        "{text}"
+    );
+}
+
+/// The same, but the VM stops before the watcher looks: 6.12 keeps the invalid partition's CPU
+/// isolated after its cgroup goes, for good (a reboot gives it back). Release still gives back
+/// everything kvmtune changed, and status says what the kernel kept and why.
+#[test]
+fn a_cpu_the_kernel_keeps_isolated_after_an_invalid_partition_went_is_named_by_status() {
+    let b = libvirt_host();
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    b.started("lv").unwrap();
+    let pinned = b
+        .kernel
+        .cgroups(|c| c.libvirt_pins_live(LIBVIRT_QEMU, "emulator", "3"));
+    assert_eq!(pinned, Err(libc::EINVAL));
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+
+    b.release("lv").unwrap();
+
+    assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "3");
+    let status = b.status();
+    assert!(!status.verdict.kept);
+    let text = kvmtune::status::render(&status);
+    assert!(
+        text.contains("the kernel keeps CPUs 3 isolated (")
+            && text.contains("cpuset.cpus.isolated) though no isolated partition holds them"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@ use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
 use crate::host::systemctl::Systemctl;
 use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
+use crate::isolation::partition::{self, PARTITION_FILE};
 use crate::log;
 
 fn is_irq_file(change: &Change) -> bool {
@@ -97,13 +98,27 @@ impl Drop for Effects<'_> {
 }
 
 impl Effects<'_> {
+    /// Write `value` to `path`. A partition that reads invalid is made a member first: the
+    /// kernel (6.12) does not make an invalid remote partition valid again when its mode is
+    /// written again, and keeps its CPUs until it is a member (`partition::set_mode`).
+    fn write_file(&self, path: &str, value: &str) -> Result<()> {
+        if path.ends_with(&format!("/{PARTITION_FILE}")) && value.trim() != "member" {
+            if let Ok(state) = self.fs.read(path) {
+                if partition::is_invalid(&state) {
+                    self.fs.write(path, "member")?;
+                }
+            }
+        }
+        self.fs.write(path, value)
+    }
+
     /// Make the change.
     pub fn apply(&self, change: &Change) -> Result<()> {
         match change {
             Change::File { path, after, .. } if path == KSM_MERGE_ACROSS_NODES => {
                 super::knobs::write_merge_across_nodes(self.fs, after)
             }
-            Change::File { path, after, .. } => match self.fs.write(path, after) {
+            Change::File { path, after, .. } => match self.write_file(path, after) {
                 // An IRQ that went away (a VFIO vector freed with its VM): nothing to set.
                 Err(e) if path.starts_with("proc/irq/") && !self.fs.exists(path) => {
                     log::info(&format!("/{path} is gone ({e})"));

@@ -463,15 +463,30 @@ fn vcpu_pins(
 }
 
 /// The change of `dir`'s partition to `mode`, unless it reads so already. An invalid one
-/// (`isolated invalid (…)`) counts as its mode: writing it again changes nothing.
+/// (`isolated invalid (…)`) is no partition to make again from: it counts as a member, and
+/// making it isolated writes `member` first (`effects`). On 6.12 a remote partition a
+/// sibling's `cpuset.cpus` invalidated keeps its CPUs out of every other cgroup, writing
+/// `isolated` again leaves it invalid, and removing its cgroup so leaves those CPUs isolated
+/// for good (seen on Debian 13 after `virsh emulatorpin --live` onto a vCPU's CPU); only
+/// `member` gives them back.
 fn set_mode(fs: &dyn HostFs, dir: &str, wanted: &str) -> Result<Option<Change>> {
     let path = format!("{dir}/{PARTITION_FILE}");
     let state = fs.read(&path)?;
-    Ok((mode(&state) != wanted).then(|| Change::File {
+    let now = if is_invalid(&state) && wanted != "member" {
+        "member"
+    } else {
+        mode(&state)
+    };
+    Ok((now != wanted).then(|| Change::File {
         path,
-        before: mode(&state).to_string(),
+        before: now.to_string(),
         after: wanted.to_string(),
     }))
+}
+
+/// Whether a partition state reads invalid (`isolated invalid (…)`).
+pub fn is_invalid(state: &str) -> bool {
+    state.split_whitespace().nth(1) == Some("invalid")
 }
 
 /// After the changes: is every partition a valid isolated one holding its CPUs, and do the
@@ -568,6 +583,41 @@ fn check_state(fs: &dyn HostFs, dir: &str, cpus: &CpuSet) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// CPUs the root's `cpuset.cpus.isolated` lists that no valid isolated partition holds, with
+/// that file's path: what a 6.12 kernel leaves when an invalid partition's cgroup goes (a VM
+/// stopped before `kvmtune watch` turned its invalid partition into a member). No VM can be
+/// pinned there until the host reboots (seen on Debian 13; taking the CPU offline and online
+/// does not give it back). Reads the whole cgroup tree only when the root lists CPUs.
+pub fn stranded(fs: &dyn HostFs, mounts: &CgroupMounts) -> Option<(CpuSet, String)> {
+    let root = mounts.v2.as_ref()?;
+    let path = format!("{root}/{ROOT_ISOLATED}");
+    let listed = read_cpus(fs, &path).ok()?;
+    if listed.is_empty() {
+        return None;
+    }
+    let mut held = CpuSet::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for name in fs.list(&dir).unwrap_or_default() {
+            let child = format!("{dir}/{name}");
+            if !fs.exists(&format!("{child}/cgroup.procs")) {
+                continue;
+            }
+            let state = fs
+                .read(&format!("{child}/{PARTITION_FILE}"))
+                .unwrap_or_default();
+            if state.trim() == "isolated" {
+                if let Ok(cpus) = read_cpus(fs, &format!("{child}/{EXCLUSIVE_FILE}.effective")) {
+                    held = held.union(&cpus);
+                }
+            }
+            dirs.push(child);
+        }
+    }
+    let left = listed.difference(&held);
+    (!left.is_empty()).then(|| (left, fs.display(&path).display().to_string()))
 }
 
 /// The CPUs host tasks may use while the partition holds: the root's effective CPUs.

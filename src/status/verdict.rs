@@ -154,6 +154,9 @@ pub fn judge(
     for (promise, detail) in isolation(fs, ledger, status) {
         say(promise, detail);
     }
+    if let Some(detail) = stranded(fs) {
+        say(Promise::Isolation, detail);
+    }
     if let Some(detail) = irqs(fs, ledger, policy) {
         say(Promise::Irqs, detail);
     }
@@ -178,6 +181,15 @@ pub fn judge(
         kept: broken.is_empty(),
         broken,
     }
+}
+
+/// CPUs the kernel keeps isolated with no partition holding them (`partition::stranded`).
+fn stranded(fs: &dyn HostFs) -> Option<String> {
+    let mounts = crate::host::cgroup::detect(fs).ok()?;
+    let (cpus, path) = crate::isolation::partition::stranded(fs, &mounts)?;
+    Some(format!(
+        "the kernel keeps CPUs {cpus} isolated ({path}) though no isolated partition holds them: a partition was left invalid when its cgroup went (kernel 6.12), and no VM can be pinned there until the host reboots"
+    ))
 }
 
 /// What kvmtune set to confine host tasks, and the host tasks still allowed on isolated CPUs.

@@ -89,6 +89,11 @@ pub struct CgroupModel {
     /// A unit stopped: systemd realizes the cgroup tree again before the next write
     /// (`systemd_realizes`).
     pub systemd_realizes_soon: bool,
+    /// Partitions a sibling's `cpuset.cpus` invalidated, by path, with the CPUs they still
+    /// hold (6.12: `partition.rs`).
+    pub stuck: BTreeMap<String, CpuSet>,
+    /// CPUs of stuck partitions whose cgroup was removed: isolated until the host reboots.
+    pub leaked: CpuSet,
 }
 
 pub type Errno = i32;
@@ -194,6 +199,8 @@ impl CgroupModel {
             partitions: false,
             systemd_owns_cpuset: false,
             systemd_realizes_soon: false,
+            stuck: BTreeMap::new(),
+            leaked: CpuSet::default(),
         }
     }
 
@@ -421,6 +428,7 @@ impl CgroupModel {
         } else if !self.cpuset_enabled(dir) {
             return Err(libc::ENOENT);
         }
+        self.invalidate_siblings_partitions(dir, &cpus);
         self.cgroups.get_mut(dir).unwrap().cpus = cpus;
         Ok(())
     }
@@ -447,6 +455,9 @@ impl CgroupModel {
         }
         if self.populated(rel) || !self.children(rel).is_empty() {
             return Some(Err(libc::EBUSY));
+        }
+        if let Some(cpus) = self.stuck.remove(rel) {
+            self.leaked = self.leaked.union(&cpus);
         }
         self.cgroups.remove(rel);
         Some(Ok(()))

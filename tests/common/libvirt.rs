@@ -6,7 +6,7 @@
 
 use kvmtune::cpulist::CpuSet;
 
-use super::cgroupfs::{CgroupModel, Layout, TaskModel, V2_MOUNT};
+use super::cgroupfs::{CgroupModel, Errno, Layout, TaskModel, V2_MOUNT};
 
 /// The scope systemd-machined makes for VM `name` (libvirt's first VM since its start).
 pub fn scope(name: &str) -> String {
@@ -152,5 +152,26 @@ impl CgroupModel {
                 cgroup: dir,
             },
         );
+    }
+
+    /// `virsh emulatorpin --live` (`group` = "emulator") or `vcpupin --live` ("vcpuN") on the
+    /// running QEMU `pid`: libvirt writes the cgroup's `cpuset.cpus`, then sets the affinity of
+    /// each thread there. A refusal (EINVAL: the CPUs are another partition's) fails the
+    /// command, and libvirt 11.3 leaves the list it wrote (seen on Debian 13).
+    pub fn libvirt_pins_live(&mut self, pid: u32, group: &str, pin: &str) -> Result<(), Errno> {
+        let emulator = self.tasks[&pid].cgroup.clone();
+        let dir = format!("{}/{group}", emulator.strip_suffix("/emulator").unwrap());
+        self.write(&format!("{dir}/cpuset.cpus"), pin).unwrap()?;
+        let cpus = CpuSet::parse(pin).unwrap();
+        let threads: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.cgroup == dir)
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in threads {
+            self.set_affinity(tid, &cpus)?;
+        }
+        Ok(())
     }
 }

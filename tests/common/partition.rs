@@ -15,6 +15,12 @@
 //!   outside the partition, and with them the tasks there (not per-CPU kernel threads: see
 //!   `CgroupModel::allowed`); the root's `cpuset.cpus.isolated` lists the CPUs of valid
 //!   isolated partitions;
+//! - a sibling's `cpuset.cpus` that takes CPUs of a valid remote partition makes it invalid
+//!   (`Invalid cpu list in cpuset.cpus.exclusive`) and, as 6.12 does (seen on Debian 13 after
+//!   `virsh emulatorpin --live` onto a vCPU's CPU), the partition keeps its CPUs out of every
+//!   other cgroup and in the root's `cpuset.cpus.isolated`: it is "stuck". Writing its mode again
+//!   leaves it so; `member` gives the CPUs back; removing its cgroup leaks them (`leaked`: VMs
+//!   pinned there can no longer start);
 //! - the unbound workqueues leave the CPUs of isolated partitions (6.8 and later):
 //!   `workqueue/cpumask` reads the mask last written less those CPUs, or the written mask
 //!   whole if nothing would be left (`workqueue_unbound_exclude_cpumask`).
@@ -97,6 +103,9 @@ impl CgroupModel {
         if c.partition == PartitionMode::Member || self.is_root(path) {
             return None;
         }
+        if self.stuck.contains_key(path) {
+            return Some(INVALID_CPUS);
+        }
         let parent = Self::parent(path)?;
         let parent_mode = self.cgroups.get(&parent).map(|p| p.partition);
         if parent_mode.is_some_and(|m| m != PartitionMode::Member)
@@ -119,6 +128,15 @@ impl CgroupModel {
         };
         let mine = self.exclusive_effective(path);
         if mine.is_empty() || mine != *wanted {
+            return Some(INVALID_CPUS);
+        }
+        // A sibling's own CPUs inside the partition (the rule `set_exclusive` refuses).
+        if !local
+            && self.children(&parent).iter().any(|s| {
+                let theirs = &self.cgroups[s];
+                s != path && !theirs.cpus.is_empty() && theirs.cpus.is_subset(&mine)
+            })
+        {
             return Some(INVALID_CPUS);
         }
         // Earlier partitions (by path) keep their CPUs.
@@ -148,13 +166,22 @@ impl CgroupModel {
             && self.partition_error(path).is_none()
     }
 
-    /// The CPUs valid partitions strictly below `path` take from it.
+    /// The CPUs valid (or stuck) partitions strictly below `path` take from it, and from the
+    /// root the CPUs leaked too.
     pub fn partitioned_below(&self, path: &str) -> CpuSet {
         let mut cpus = CpuSet::default();
         if !self.partitions {
             return cpus;
         }
         let prefix = format!("{path}/");
+        for (p, held) in &self.stuck {
+            if p.starts_with(&prefix) {
+                cpus = cpus.union(held);
+            }
+        }
+        if self.is_root(path) {
+            cpus = cpus.union(&self.leaked);
+        }
         for (p, c) in &self.cgroups {
             if c.partition != PartitionMode::Member
                 && p.starts_with(&prefix)
@@ -182,7 +209,10 @@ impl CgroupModel {
 
     /// The root's `cpuset.cpus.isolated`.
     pub fn isolated(&self) -> CpuSet {
-        let mut cpus = CpuSet::default();
+        let mut cpus = self.leaked.clone();
+        for held in self.stuck.values() {
+            cpus = cpus.union(held);
+        }
         for (p, c) in &self.cgroups {
             if c.partition == PartitionMode::Isolated && self.valid_partition(p) {
                 cpus = cpus.union(&self.exclusive_effective(p));
@@ -236,8 +266,31 @@ impl CgroupModel {
             "isolated" => PartitionMode::Isolated,
             _ => return Err(libc::EINVAL),
         };
+        if mode == PartitionMode::Member {
+            self.stuck.remove(dir);
+        }
         self.cgroups.get_mut(dir).unwrap().partition = mode;
         Ok(())
+    }
+
+    /// `dir`'s `cpuset.cpus` becomes `cpus`: a valid remote partition among its siblings
+    /// whose CPUs that takes is invalid from now on, and stuck.
+    pub fn invalidate_siblings_partitions(&mut self, dir: &str, cpus: &CpuSet) {
+        let Some(parent) = Self::parent(dir).filter(|_| self.partitions) else {
+            return;
+        };
+        if self.is_partition_root(&parent) {
+            return;
+        }
+        for sibling in self.children(&parent) {
+            if sibling == dir || !self.valid_partition(&sibling) {
+                continue;
+            }
+            let held = self.exclusive_effective(&sibling);
+            if !held.intersection(cpus).is_empty() {
+                self.stuck.insert(sibling, held);
+            }
+        }
     }
 
     /// The partition files of `path`, when the kernel has them.

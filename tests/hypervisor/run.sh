@@ -16,6 +16,8 @@
 #   KVMTUNE_HV_LOGS    where the console and results logs are kept (default: a new /tmp dir)
 #   KVMTUNE_HV_TIMEOUT bound in seconds for the whole boot sequence (default 1500)
 #   KVMTUNE_HV_VERBOSE 1: every scenario's log, not only failing ones
+#   KVMTUNE_HV_SCENARIOS another directory of scenarios to run instead of scenarios/ (after
+#                      00-install, which always runs first): the benchmark's, bench/hypervisor
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -61,7 +63,11 @@ selected() {
   return 1
 }
 expected=()
-for s in "$here"/scenarios/*.sh; do
+scenarios=("$here"/scenarios/*.sh)
+if [ -n "${KVMTUNE_HV_SCENARIOS:-}" ]; then
+  scenarios=("$here/scenarios/00-install.sh" "$KVMTUNE_HV_SCENARIOS"/*.sh)
+fi
+for s in "${scenarios[@]}"; do
   name=$(basename "$s" .sh)
   if selected "$name"; then
     cp "$s" "$disk/scenarios/"
