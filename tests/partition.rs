@@ -859,7 +859,7 @@ fn an_emulator_pinned_live_onto_a_vcpu_partition_leaves_no_invalid_partition_and
     let err = b.watch(&mut w).unwrap_err().to_string();
 
     assert!(
-        err.contains("the kernel does not make CPUs 3 an isolated partition: Invalid cpu list"),
+        err.contains("the kernel does not make CPUs 3 an isolated partition: Cpu list in cpuset.cpus not exclusive"),
         "{err}"
     );
     assert_eq!(read(&b, &state), "member");

@@ -20,7 +20,8 @@
 //!   `virsh emulatorpin --live` onto a vCPU's CPU), the partition keeps its CPUs out of every
 //!   other cgroup and in the root's `cpuset.cpus.isolated`: it is "stuck". Writing its mode again
 //!   leaves it so; `member` gives the CPUs back; removing its cgroup leaks them (`leaked`: VMs
-//!   pinned there can no longer start);
+//!   pinned there can no longer start). Made again while the sibling's CPUs are still inside
+//!   it, it is invalid: `Cpu list in cpuset.cpus not exclusive`;
 //! - the unbound workqueues leave the CPUs of isolated partitions (6.8 and later):
 //!   `workqueue/cpumask` reads the mask last written less those CPUs, or the written mask
 //!   whole if nothing would be left (`workqueue_unbound_exclude_cpumask`).
@@ -130,14 +131,15 @@ impl CgroupModel {
         if mine.is_empty() || mine != *wanted {
             return Some(INVALID_CPUS);
         }
-        // A sibling's own CPUs inside the partition (the rule `set_exclusive` refuses).
+        // A sibling's own CPUs inside the partition (the rule `set_exclusive` refuses): 6.12
+        // says so when a vCPU's partition is made while its emulator is pinned to its CPU.
         if !local
             && self.children(&parent).iter().any(|s| {
                 let theirs = &self.cgroups[s];
                 s != path && !theirs.cpus.is_empty() && theirs.cpus.is_subset(&mine)
             })
         {
-            return Some(INVALID_CPUS);
+            return Some(NOT_EXCLUSIVE);
         }
         // Earlier partitions (by path) keep their CPUs.
         let mut taken = CpuSet::default();

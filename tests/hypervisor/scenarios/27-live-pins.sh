@@ -52,7 +52,7 @@ wait_for 30 "the watcher did not make the invalid partition a member: it reads '
 kvmtune status > /tmp/status.out 2>&1 && fail "status keeps its promises while the partition cannot be made"
 # (The watcher tries again at every look: for a moment the partition may read invalid.)
 grep -Eq "reads '(member|isolated invalid[^']*)', kvmtune set isolated" /tmp/status.out || fail "status does not say the partition is not isolated: $(head -1 /tmp/status.out)"
-journalctl -q -u kvmtune-watch.service | grep -q "the kernel does not make CPUs 3 an isolated partition: Invalid cpu list in cpuset.cpus.exclusive" \
+journalctl -q -u kvmtune-watch.service | grep -q "the kernel does not make CPUs 3 an isolated partition: Cpu list in cpuset.cpus not exclusive" \
   || fail "the watcher's log does not give the kernel's reason: $(journalctl -q -u kvmtune-watch.service | tail -2)"
 note "the watcher made the invalid partition a member: $(head -1 /tmp/status.out)"
 virsh_ emulatorpin hv-pin 0 --live || fail "emulatorpin 0 --live failed"
