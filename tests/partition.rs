@@ -351,6 +351,14 @@ fn pinned_vm(name: &str, pins: &[&str]) -> String {
 
 const LIBVIRT_QEMU: u32 = 600;
 
+/// libvirt starts VM "lv", its one vCPU pinned to CPU 3, which it isolates.
+fn start_on_cpu_3(b: &Bench) {
+    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
+    b.kernel
+        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
+    b.started("lv").unwrap();
+}
+
 fn exclusive(b: &Bench, dir: &str) -> String {
     read(b, &format!("{dir}/cpuset.cpus.exclusive"))
 }
@@ -452,10 +460,7 @@ fn a_second_libvirt_vm_widens_machine_slices_exclusive_cpus_and_the_first_to_go_
 fn a_vcpu_partition_someone_turned_back_into_a_member_is_made_isolated_again_by_the_watcher() {
     let b = libvirt_host();
     let start = b.snapshot();
-    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
-    b.kernel
-        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
-    b.started("lv").unwrap();
+    start_on_cpu_3(&b);
     let mut w = kvmtune::watch::Watcher::new();
     let first = b.watch(&mut w).unwrap();
     assert!(first.repairs.is_empty(), "{first:?}");
@@ -843,10 +848,7 @@ fn the_partition_method_reads_no_process_but_the_kernel_threads() {
 fn an_emulator_pinned_live_onto_a_vcpu_partition_leaves_no_invalid_partition_and_it_comes_back() {
     let b = libvirt_host();
     let start = b.snapshot();
-    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
-    b.kernel
-        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
-    b.started("lv").unwrap();
+    start_on_cpu_3(&b);
     let mut w = kvmtune::watch::Watcher::new();
     assert!(b.watch(&mut w).unwrap().repairs.is_empty());
     let state = format!("{}/libvirt/vcpu0/cpuset.cpus.partition", scope("lv"));
@@ -891,10 +893,7 @@ fn an_emulator_pinned_live_onto_a_vcpu_partition_leaves_no_invalid_partition_and
 #[test]
 fn a_vcpu_pinned_live_elsewhere_stays_in_its_partition() {
     let b = libvirt_host();
-    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
-    b.kernel
-        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
-    b.started("lv").unwrap();
+    start_on_cpu_3(&b);
     let state = format!("{}/libvirt/vcpu0/cpuset.cpus.partition", scope("lv"));
 
     let moved = b
@@ -927,10 +926,7 @@ fn a_vcpu_pinned_live_elsewhere_stays_in_its_partition() {
 #[test]
 fn a_cpu_the_kernel_keeps_isolated_after_an_invalid_partition_went_is_named_by_status() {
     let b = libvirt_host();
-    b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
-    b.kernel
-        .cgroups(|c| c.libvirt_starts("lv", LIBVIRT_QEMU, &["3"]));
-    b.started("lv").unwrap();
+    start_on_cpu_3(&b);
     let pinned = b
         .kernel
         .cgroups(|c| c.libvirt_pins_live(LIBVIRT_QEMU, "emulator", "3"));
