@@ -1,6 +1,7 @@
 //! A model-based test: random sequences of what libvirt and the world do to three VMs (prepare,
 //! start, stop, prepares that fail, kvmtune killed at a random point of an operation, libvirtd
-//! reconnects, someone undoing tuning behind kvmtune's back, `recover`) against the
+//! reconnects, someone undoing tuning behind kvmtune's back, `recover`, and with partitions a
+//! `virsh emulatorpin --live` onto an isolated CPU and back) against the
 //! kernel-modelling fake, with the invariants checked after every step:
 //! - the housekeeping CPUs are never empty, and every host task may run somewhere;
 //! - no pool is below what its VMs need: running VMs' pages are in use, prepared VMs' pages free;
@@ -98,6 +99,11 @@ enum Step {
     DriftThenReconnect,
     /// `kvmtune recover` (at boot, or by an admin).
     Recover,
+    /// libvirt's VMs with partitions: `virsh emulatorpin --live` puts a running VM's emulator
+    /// on its isolated vCPU's CPU (the command fails, the vCPU's partition is left invalid and
+    /// holding the CPU), `kvmtune watch` looks, the emulator is pinned back, the watcher looks
+    /// again. No partition may be left invalid, and everything is back after.
+    LivePin(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -116,6 +122,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Reconnect),
         1 => Just(Step::DriftThenReconnect),
         1 => Just(Step::Recover),
+        1 => (0..2usize).prop_map(Step::LivePin),
     ]
 }
 
@@ -242,9 +249,36 @@ impl World {
                 self.reconnect(Some(tuned))?;
             }
             Step::Recover => self.recover(None)?,
+            Step::LivePin(v) if self.libvirt_cgroups() && self.vms[v] == Vm::Running => {
+                self.live_pin(v)?
+            }
             // A step libvirt would not take in this state (prepare of a running VM…).
             _ => {}
         }
+        Ok(())
+    }
+
+    /// `Step::LivePin` of VM `v` (which isolates CPU 1 or 3, where its vCPU is pinned).
+    fn live_pin(&self, v: usize) -> Result<(), TestCaseError> {
+        let (b, qemu, cpu) = (&self.b, 400 + v as u32, ["1", "3"][v]);
+        let mut watcher = kvmtune::watch::Watcher::new();
+        let pinned = b
+            .kernel
+            .cgroups(|c| c.libvirt_pins_live(qemu, "emulator", cpu));
+        prop_assert_eq!(pinned, Err(libc::EINVAL));
+        // The partition cannot be made while the emulator is there: the pass fails.
+        prop_assert!(
+            b.watch(&mut watcher).is_err(),
+            "a pass with the emulator on CPU {}",
+            cpu
+        );
+        let stuck = b.kernel.cgroups(|c| c.stuck.clone());
+        prop_assert!(stuck.is_empty(), "partitions left invalid: {:?}", stuck);
+        b.kernel
+            .cgroups(|c| c.libvirt_pins_live(qemu, "emulator", "0"))
+            .map_err(|e| fail(format!("emulatorpin back: errno {e}")))?;
+        b.watch(&mut watcher)
+            .map_err(|e| fail(format!("the watcher once the emulator left CPU {cpu}: {e}")))?;
         Ok(())
     }
 
@@ -583,4 +617,20 @@ fn release_killed_after_the_cpuset_is_gone_recovers() {
         },
     ];
     run_sequence(Layout::V1, false, &steps).unwrap();
+}
+
+/// Found by the random test (libvirt's VMs, partitions, Debian 13's systemd): VM b prepared,
+/// not yet started, while a runs; a stops, and systemd takes cpuset from machine.slice (no VM
+/// scope is left) before its release narrows machine.slice's exclusive CPUs to b's. That list
+/// went with the controller: release must not fail on it, and b's `started` sets it again.
+#[test]
+fn release_narrowing_machine_slice_after_systemd_took_its_cpuset_succeeds() {
+    let steps = [
+        Step::Prepare(1),
+        Step::Prepare(0),
+        Step::Start(0),
+        Step::Stop(0),
+        Step::Start(1),
+    ];
+    run_sequence(Layout::Systemd, true, &steps).unwrap();
 }

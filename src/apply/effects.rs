@@ -21,6 +21,12 @@ fn is_irq_file(change: &Change) -> bool {
 /// controller the cgroup lost (systemd takes cpuset from machine.slice once no VM needs it,
 /// often between the release hook's read and its write). A cgroup without the controller
 /// has none of its state; given the controller back it starts from the defaults.
+///
+/// An exclusive list is done whatever its value: a cgroup without the controller reserves no
+/// CPUs, and the partitions that need one (a VM's, at `started`, once systemd has given
+/// machine.slice the controller back for its scope) write it again; one that did not happen
+/// fails their read-back. Seen in the model: VM b prepared, not started, while a stops; a's
+/// release narrows machine.slice's list to b's CPUs just as systemd takes the controller.
 fn cgroup_file_gone(fs: &dyn HostFs, path: &str, value: &str) -> bool {
     let Some((dir, file)) = path
         .strip_prefix("sys/fs/cgroup/")
@@ -31,8 +37,11 @@ fn cgroup_file_gone(fs: &dyn HostFs, path: &str, value: &str) -> bool {
     if !fs.exists(dir) {
         return true;
     }
+    if file == "cpuset.cpus.exclusive" {
+        return !fs.exists(path);
+    }
     let default = match file {
-        "cpuset.cpus" | "cpuset.cpus.exclusive" | "cpuset.mems" => "",
+        "cpuset.cpus" | "cpuset.mems" => "",
         "cpuset.cpus.partition" => "member",
         _ => return false,
     };
