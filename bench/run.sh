@@ -8,7 +8,7 @@
 #               root; 2 hugepages on this host and in the test guest, 3 isolation on this host,
 #               3b the isolation methods side by side in the Debian 13 hypervisor guest, 5 VM
 #               starts through the real libvirtd. Root; the real-host sections take the host lock
-#               (/run/lock/kvmtune-real-host.lock) and restore what they change. About 30 min.
+#               (/run/lock/kvmtune-real-host.lock) and restore what they change. About 40 min.
 #   --quick     sections 1, 4 and 6 only, fewer rounds, written to a temporary directory (the
 #               committed BENCHMARKS.md is left alone) and checked: the numbers must be there and
 #               loosely within their targets. What tests/run-all.sh runs. About a minute.
