@@ -6,6 +6,9 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use common::cgroupfs::{Layout, TaskModel, PF_KTHREAD, V2_MOUNT};
 use common::libvirt::{scope, vcpu_tid};
 use common::partition::NO_CPUS;
@@ -351,6 +354,13 @@ fn pinned_vm(name: &str, pins: &[&str]) -> String {
 
 const LIBVIRT_QEMU: u32 = 600;
 
+/// libvirt's VM `vm` (QEMU `LIBVIRT_QEMU`) stops and is released: the host is as at `start`.
+fn stops_as_at_start(b: &Bench, vm: &str, start: &BTreeMap<PathBuf, Vec<u8>>) {
+    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
+    b.release(vm).unwrap();
+    assert_eq!(diff(start, &b.snapshot()), Vec::<String>::new());
+}
+
 /// libvirt starts VM "lv", its one vCPU pinned to CPU 3, which it isolates.
 fn start_on_cpu_3(b: &Bench) {
     b.prepare("lv", &pinned_vm("lv", &["3"])).unwrap();
@@ -396,9 +406,7 @@ fn a_vm_libvirt_starts_gets_one_isolated_partition_per_vcpu_and_release_restores
         assert_eq!(c.systemctl_calls, Vec::<String>::new());
     });
 
-    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
-    b.release("lv").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    stops_as_at_start(&b, "lv", &start);
 }
 
 #[test]
@@ -478,9 +486,7 @@ fn a_vcpu_partition_someone_turned_back_into_a_member_is_made_isolated_again_by_
         "isolated"
     );
     b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-2")));
-    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
-    b.release("lv").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    stops_as_at_start(&b, "lv", &start);
 }
 
 #[test]
@@ -589,9 +595,7 @@ fn a_kvmtune_run_vm_joins_a_libvirt_vms_partitions_and_leaves_first() {
         assert_eq!(c.allowed(100), set("0,2-3"));
         assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 0)), set("1"));
     });
-    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
-    b.release("lv").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    stops_as_at_start(&b, "lv", &start);
 }
 
 #[test]
@@ -623,9 +627,7 @@ fn a_vcpu_plugged_later_gets_its_partition_at_the_watchers_next_look() {
         assert_eq!(c.allowed(vcpu_tid(LIBVIRT_QEMU, 1)), set("3"));
         assert_eq!(c.allowed(100), set("0,2"));
     });
-    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
-    b.release("lv").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    stops_as_at_start(&b, "lv", &start);
 }
 
 /// The XML fits partitions (prepare chose them), but libvirt pins otherwise (a hook's XML can
@@ -740,9 +742,7 @@ fn auto_isolates_a_vm_whose_emulator_shares_its_isolated_cpu_with_systemd_and_sa
     );
     assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "");
     b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-2")));
-    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
-    b.release("emu").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    stops_as_at_start(&b, "emu", &start);
 }
 
 #[test]
@@ -881,9 +881,7 @@ fn an_emulator_pinned_live_onto_a_vcpu_partition_leaves_no_invalid_partition_and
     assert_eq!(read(&b, "sys/fs/cgroup/cpuset.cpus.isolated"), "3");
     b.kernel.cgroups(|c| assert_eq!(c.allowed(100), set("0-2")));
 
-    b.kernel.cgroups(|c| c.libvirt_stops(LIBVIRT_QEMU));
-    b.release("lv").unwrap();
-    assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new());
+    stops_as_at_start(&b, "lv", &start);
 }
 
 /// `virsh vcpupin --live` of an isolated vCPU to another CPU: the kernel refuses the thread
