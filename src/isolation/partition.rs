@@ -589,7 +589,8 @@ fn check_state(fs: &dyn HostFs, dir: &str, cpus: &CpuSet) -> Result<()> {
 /// that file's path: what a 6.12 kernel leaves when an invalid partition's cgroup goes (a VM
 /// stopped before `kvmtune watch` turned its invalid partition into a member). No VM can be
 /// pinned there until the host reboots (seen on Debian 13; taking the CPU offline and online
-/// does not give it back). Reads the whole cgroup tree only when the root lists CPUs.
+/// does not give it back). Reads the cgroup tree only when the root lists CPUs, and only where
+/// cpuset is enabled (no partition can be below a cgroup without it).
 pub fn stranded(fs: &dyn HostFs, mounts: &CgroupMounts) -> Option<(CpuSet, String)> {
     let root = mounts.v2.as_ref()?;
     let path = format!("{root}/{ROOT_ISOLATED}");
@@ -602,12 +603,10 @@ pub fn stranded(fs: &dyn HostFs, mounts: &CgroupMounts) -> Option<(CpuSet, Strin
     while let Some(dir) = dirs.pop() {
         for name in fs.list(&dir).unwrap_or_default() {
             let child = format!("{dir}/{name}");
-            if !fs.exists(&format!("{child}/cgroup.procs")) {
+            // A file, or a cgroup without cpuset: no partition in or below it.
+            let Ok(state) = fs.read(&format!("{child}/{PARTITION_FILE}")) else {
                 continue;
-            }
-            let state = fs
-                .read(&format!("{child}/{PARTITION_FILE}"))
-                .unwrap_or_default();
+            };
             if state.trim() == "isolated" {
                 if let Ok(cpus) = read_cpus(fs, &format!("{child}/{EXCLUSIVE_FILE}.effective")) {
                     held = held.union(&cpus);

@@ -12,6 +12,7 @@
 use serde::Serialize;
 
 use super::Status;
+use crate::host::cgroup::CgroupMounts;
 use crate::host::{Host, HostFs};
 use crate::isolation::Unconfined;
 use crate::policy::Policy;
@@ -151,10 +152,11 @@ pub fn judge(
             );
         }
     }
-    for (promise, detail) in isolation(fs, ledger, status) {
+    let mounts = crate::host::cgroup::detect(fs).ok();
+    for (promise, detail) in isolation(fs, mounts.as_ref(), ledger, status) {
         say(promise, detail);
     }
-    if let Some(detail) = stranded(fs) {
+    if let Some(detail) = mounts.as_ref().and_then(|m| stranded(fs, m)) {
         say(Promise::Isolation, detail);
     }
     if let Some(detail) = irqs(fs, ledger, policy) {
@@ -184,28 +186,32 @@ pub fn judge(
 }
 
 /// CPUs the kernel keeps isolated with no partition holding them (`partition::stranded`).
-fn stranded(fs: &dyn HostFs) -> Option<String> {
-    let mounts = crate::host::cgroup::detect(fs).ok()?;
-    let (cpus, path) = crate::isolation::partition::stranded(fs, &mounts)?;
+fn stranded(fs: &dyn HostFs, mounts: &CgroupMounts) -> Option<String> {
+    let (cpus, path) = crate::isolation::partition::stranded(fs, mounts)?;
     Some(format!(
         "the kernel keeps CPUs {cpus} isolated ({path}) though no isolated partition holds them: a partition was left invalid when its cgroup went (kernel 6.12), and no VM can be pinned there until the host reboots"
     ))
 }
 
 /// What kvmtune set to confine host tasks, and the host tasks still allowed on isolated CPUs.
-fn isolation(fs: &dyn HostFs, ledger: &Ledger, status: &Status) -> Vec<(Promise, String)> {
+fn isolation(
+    fs: &dyn HostFs,
+    mounts: Option<&CgroupMounts>,
+    ledger: &Ledger,
+    status: &Status,
+) -> Vec<(Promise, String)> {
     let (Some(hold), Some(iso)) = (&ledger.isolation, &status.isolation) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    if let Ok(mounts) = crate::host::cgroup::detect(fs) {
-        let drift = crate::isolation::drift::drifted(fs, hold, &mounts);
+    if let Some(mounts) = mounts {
+        let drift = crate::isolation::drift::drifted(fs, hold, mounts);
         if drift.is_empty() {
             // (Partitions take only the CPUs of the VMs whose cgroups are there, a VM libvirt
             // has not started yet has none: the partitions' own read-back says what holds.)
             let holders = crate::apply::isolation::holders(ledger);
             let method = crate::isolation::confiner(hold.method);
-            match method.check(fs, &mounts, &hold.housekeeping, &holders) {
+            match method.check(fs, mounts, &hold.housekeeping, &holders) {
                 Ok(()) => {}
                 Err(Unconfined::Failed(e)) => out.push((Promise::Isolation, e.to_string())),
                 Err(Unconfined::Elsewhere(effective)) => out.push((
