@@ -14,13 +14,13 @@ mod common;
 
 use common::scenarios::{scenario, GOLDEN, OTHER_LAYOUTS};
 use common::{diff, Bench};
-use kvmtune::apply::planned::{preview, Preview};
-use kvmtune::apply::snapshot::Snapshot;
 use kvmtune::apply::{self};
 use kvmtune::change::Change;
 use kvmtune::cpulist::CpuSet;
 use kvmtune::domain::Domain;
+use kvmtune::host::snapshot::Snapshot;
 use kvmtune::irq::irq_of;
+use kvmtune::plan::changes::{preview, Preview};
 use kvmtune::state::{Journal, Operation};
 
 /// `kvmtune plan` on the bench as it is now, through the read-once snapshot it uses.

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::host::irqbalance::IrqBalancer;
 use crate::host::knobs::KSM_MERGE_ACROSS_NODES;
 use crate::host::systemctl::Systemctl;
-use crate::host::tasks::{read_stat, TaskAffinity, PF_KTHREAD, UNCONFINED_DAEMONS};
+use crate::host::tasks::{read_stat, Known, TaskAffinity, PF_KTHREAD, UNCONFINED_DAEMONS};
 use crate::host::HostFs;
 use crate::isolation::partition::{self, PARTITION_FILE};
 use crate::log;
@@ -50,9 +50,6 @@ fn cgroup_file_gone(fs: &dyn HostFs, path: &str, value: &str) -> bool {
 
 /// Passes over a cgroup's processes before giving up on one that keeps forking.
 const MAX_PASSES: usize = 50;
-
-/// Name and flags of processes by PID, as read moments ago.
-pub type Known = std::collections::HashMap<u32, (String, u64)>;
 
 /// Everything a change may need to touch.
 pub struct Effects<'a> {

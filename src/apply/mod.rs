@@ -10,8 +10,6 @@ pub mod hugepages;
 pub mod irq;
 pub mod isolation;
 pub mod knobs;
-pub mod planned;
-pub mod snapshot;
 
 use std::time::Instant;
 
@@ -20,7 +18,9 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::host::hugepages::read_pool;
 use crate::host::irqbalance::IrqBalancer;
+use crate::host::snapshot::Snapshot;
 use crate::host::systemctl::Systemctl;
+use crate::host::tasks::Known;
 use crate::host::tasks::TaskAffinity;
 use crate::host::topology::node_mem_free;
 use crate::host::{Host, HostFs};
@@ -29,6 +29,7 @@ use crate::plan::{self, Plan};
 use crate::policy::Policy;
 use crate::privilege::Privilege;
 use crate::size::{human, page_size_name};
+use crate::state::holds::IrqSettings;
 use crate::state::{Journal, Ledger, Operation, Phase, StateDir, StateLock};
 use effects::Effects;
 
@@ -64,28 +65,14 @@ impl<'a> std::ops::Deref for Context<'a> {
     }
 }
 
-/// The host's ports as working out changes needs them: they are only read (no lock is
-/// needed, nothing is changed). `apply` passes the live ports and makes the changes after;
-/// `kvmtune plan` passes a `snapshot::Snapshot` and prints them.
-#[derive(Clone, Copy)]
-pub struct Probe<'a> {
-    pub fs: &'a dyn HostFs,
-    pub systemctl: &'a dyn Systemctl,
-    pub irqbalance: &'a dyn IrqBalancer,
-}
-
 impl Base<'_> {
     fn effects(&self) -> Effects<'_> {
         Effects::new(self.fs, self.systemctl, self.affinity, self.irqbalance)
     }
 
-    /// The live ports, to work out changes from.
-    pub fn probe(&self) -> Probe<'_> {
-        Probe {
-            fs: self.fs,
-            systemctl: self.systemctl,
-            irqbalance: self.irqbalance,
-        }
+    /// One look at the host as it is now, to work out changes from (`Snapshot::probe`).
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot::new(self.fs, self.systemctl, self.irqbalance)
     }
 }
 
@@ -112,14 +99,17 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         ));
         release_held(ctx, vm, &mut ledger)?;
     }
-    let host = Host::read(ctx.fs)?;
+    // Every change is worked out from one look at the host before the first is made, by the
+    // code `kvmtune plan` runs.
+    let snapshot = ctx.snapshot();
+    let probe = snapshot.probe();
+    let host = Host::read(probe.fs)?;
     let mut plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
-    plan.knobs = knobs::check(ctx.fs, vm, std::mem::take(&mut plan.knobs))?;
-    if planned::holds_nothing(&plan, &ledger) {
+    plan.knobs = plan::knob_changes::check(probe.fs, vm, std::mem::take(&mut plan.knobs))?;
+    if plan::changes::holds_nothing(&plan, &ledger) {
         return Ok(plan);
     }
-    // Every change is worked out before the first is made, by the code `kvmtune plan` runs.
-    let planned::Prepare {
+    let plan::changes::Prepare {
         knobs: knob_changes,
         // The same `PoolGrowth::change`s, journaled one by one below as each pool grows
         // (`hugepages::grow` compacts and retries, which a `Change` cannot say).
@@ -128,10 +118,10 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
         pins,
         known,
         next,
-    } = planned::prepare(&ctx.probe(), ctx.policy, &plan, &ledger, ctx.kvmtune_run)?;
+    } = plan::changes::prepare(&probe, ctx.policy, &plan, &ledger, ctx.kvmtune_run)?;
     let deadline = Instant::now() + ctx.policy.reserve_timeout;
     let mut journal = Journal::new(vm, Operation::Prepare);
-    // Knobs before pages (see `planned::Prepare::knobs`).
+    // Knobs before pages (see `plan::changes::Prepare::knobs`).
     if let Err(e) = knobs::make(ctx, &mut journal, knob_changes) {
         undo_prepare(ctx, &journal)?;
         return Err(e);
@@ -311,11 +301,28 @@ fn reassert_into(
     }
     let mut pins = Vec::new();
     let result = (|| {
-        if scope.isolation {
-            // Processes started meanwhile are swept into place, and a cpuset, unit or mask
-            // someone reset is put back.
-            let (changes, noted, known) =
-                isolation::changes_and_pins(&ctx.probe(), Some(ctx.policy), ledger, next)?;
+        // The rest is worked out from one look at the host (after the pools, which it does
+        // not read), then made: processes started meanwhile swept into place, a cpuset, unit,
+        // mask, knob or IRQ someone reset put back.
+        let snapshot = ctx.snapshot();
+        let probe = snapshot.probe();
+        let isolation = match scope.isolation {
+            true => Some(plan::isolation::changes_and_pins(
+                &probe,
+                Some(ctx.policy),
+                ledger,
+                next,
+            )?),
+            false => None,
+        };
+        let knob_changes = match scope.knobs {
+            true => plan::knob_changes::changes(probe.fs, next)?,
+            false => Vec::new(),
+        };
+        let placement = scope
+            .irqs
+            .then(|| plan::irq::placement(&probe, IrqSettings::of(ctx.policy), next));
+        if let Some((changes, noted, known)) = isolation {
             journal.pins = noted.clone();
             pins = noted;
             make_isolation(ctx, journal, changes, next, &known)?;
@@ -323,12 +330,11 @@ fn reassert_into(
             since(journal, &mut done.isolation);
         }
         if scope.knobs {
-            let changes = knobs::changes(ctx.fs, next)?;
-            knobs::make(ctx, journal, changes)?;
+            knobs::make(ctx, journal, knob_changes)?;
             since(journal, &mut done.knobs);
         }
-        if scope.irqs {
-            irq::place(ctx, next, journal)?;
+        if let Some(placement) = placement {
+            irq::place(ctx, placement, next, journal)?;
             since(journal, &mut done.irqs);
         }
         Ok(())
@@ -430,8 +436,11 @@ fn release_held(ctx: &Base, vm: &str, ledger: &mut Ledger) -> Result<()> {
     let mut next = ledger.clone();
     next.vms.remove(vm);
     let mut journal = Journal::new(vm, Operation::Release);
+    // Every change is worked out from one look at the host before the first is made.
+    let snapshot = ctx.snapshot();
+    let probe = snapshot.probe();
     for h in &hold.hugepages {
-        let state = read_pool(ctx.fs, h.pool)?;
+        let state = read_pool(probe.fs, h.pool)?;
         let target = match (next.others_hold(h.pool, vm), ledger.baseline(h.pool)) {
             (false, Some(baseline)) => baseline,
             _ => state.persistent().saturating_sub(h.added),
@@ -446,11 +455,15 @@ fn release_held(ctx: &Base, vm: &str, ledger: &mut Ledger) -> Result<()> {
         }
     }
     next.drop_unheld_baselines();
-    journal.changes.extend(knobs::changes(ctx.fs, &mut next)?);
-    journal.changes.extend(irq::give_back(ctx, &mut next)?);
+    journal
+        .changes
+        .extend(plan::knob_changes::changes(probe.fs, &mut next)?);
+    journal
+        .changes
+        .extend(plan::irq::give_back(&probe, &mut next)?);
     // Narrowed with the settings isolation was set up with: release reads no policy.
     let (changes, pins, known) =
-        isolation::changes_and_pins(&ctx.probe(), None, ledger, &mut next)?;
+        plan::isolation::changes_and_pins(&probe, None, ledger, &mut next)?;
     journal.pins = pins.clone();
     journal.changes.extend(changes);
     if !journal.changes.is_empty() {
@@ -473,7 +486,7 @@ fn make_isolation(
     journal: &mut Journal,
     changes: Vec<Change>,
     next: &Ledger,
-    known: &effects::Known,
+    known: &Known,
 ) -> Result<()> {
     if !changes.is_empty() {
         journal.changes.extend(changes.iter().cloned());
@@ -531,7 +544,7 @@ fn undo_prepare(ctx: &Base, journal: &Journal) -> Result<()> {
 
 /// Make every change of a release journal (idempotent: values are absolute). `known`: the
 /// processes the caller has just read, if any (moving processes need not read them again).
-fn redo(ctx: &Base, journal: &Journal, known: &effects::Known) -> Result<()> {
+fn redo(ctx: &Base, journal: &Journal, known: &Known) -> Result<()> {
     let mut effects = ctx.effects();
     effects.known = Some(known);
     for change in &journal.changes {
@@ -580,7 +593,11 @@ fn finish_interrupted(ctx: &Base) -> Result<()> {
                     "undoing the interrupted prepare of VM '{}'",
                     journal.vm
                 ));
-                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?, &journal.pins);
+                let pins = plan::isolation::pins_to_keep(
+                    &ctx.snapshot().probe(),
+                    &ctx.state.load_ledger()?,
+                    &journal.pins,
+                );
                 undo_prepare(ctx, &journal)?;
                 isolation::restore_pins(ctx, &pins);
             }
@@ -589,16 +606,23 @@ fn finish_interrupted(ctx: &Base) -> Result<()> {
                     "finishing the interrupted release of VM '{}'",
                     journal.vm
                 ));
-                let pins = isolation::pins_to_keep(ctx, &ctx.state.load_ledger()?, &journal.pins);
-                redo(ctx, &journal, &effects::Known::default())?;
+                let pins = plan::isolation::pins_to_keep(
+                    &ctx.snapshot().probe(),
+                    &ctx.state.load_ledger()?,
+                    &journal.pins,
+                );
+                redo(ctx, &journal, &Known::default())?;
                 isolation::restore_pins(ctx, &pins);
                 let mut next = ctx.state.load_ledger()?;
                 next.vms.remove(&journal.vm);
                 next.drop_unheld_baselines();
-                // The journal's changes are made; the holds must say so too.
-                let _ = knobs::changes(ctx.fs, &mut next)?;
-                let _ = irq::give_back(ctx, &mut next)?;
-                let _ = isolation::changes(&ctx.probe(), None, &mut next)?;
+                // The journal's changes are made; the holds must say so too (worked out from
+                // one look at the host as the release left it).
+                let snapshot = ctx.snapshot();
+                let probe = snapshot.probe();
+                let _ = plan::knob_changes::changes(probe.fs, &mut next)?;
+                let _ = plan::irq::give_back(&probe, &mut next)?;
+                let _ = plan::isolation::changes(&probe, None, &mut next)?;
                 commit(ctx, journal, &next)?;
             }
         }

@@ -1,18 +1,18 @@
 //! `kvmtune plan`: what `prepare` (and then `started`) would change for a VM on this host
-//! now, worked out through `apply::snapshot::Snapshot` (every write refused, no lock), and
+//! now, worked out through `host::snapshot::Snapshot` (every write refused, no lock), and
 //! its text.
 
 use std::path::Path;
 
-use crate::apply::planned::{preview, Preview};
-use crate::apply::snapshot::Snapshot;
 use crate::assemble::Roots;
 use crate::change::Change;
 use crate::domain::Domain;
 use crate::error::Result;
 use crate::host::irqbalance::IrqbalanceSocket;
+use crate::host::snapshot::Snapshot;
 use crate::host::systemctl::SystemctlCommand;
 use crate::host::{HostFs, RootFs};
+use crate::plan::changes::{preview, Preview};
 use crate::privilege::Privilege;
 use crate::size::page_size_name;
 use crate::state::StateDir;

@@ -11,6 +11,7 @@ pub mod knobs;
 pub mod mounts;
 pub mod process;
 pub mod schedstat;
+pub mod snapshot;
 pub mod systemctl;
 pub mod tasks;
 pub mod topology;

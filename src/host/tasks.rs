@@ -15,6 +15,10 @@ pub const PF_KTHREAD: u64 = 0x0020_0000;
 /// cgroup cannot be changed (EINVAL).
 const PF_NO_SETAFFINITY: u64 = 0x0400_0000;
 
+/// Name and flags of processes by PID, as read moments ago: what working out the changes saw,
+/// so that making them need not read each process again.
+pub type Known = std::collections::HashMap<u32, (String, u64)>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     pub pid: u32,

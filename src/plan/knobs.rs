@@ -1,7 +1,7 @@
 //! Which host knobs a VM wants held while it runs (see the `knobs` module): each group of the
 //! policy (KSM's stop, KSM's `merge_across_nodes`, THP, sysctls) for the VMs its `for` list
 //! selects, or whose metadata asks where the policy lets it. Pure: whether this host has the
-//! files is checked at prepare (`apply::knobs::check`).
+//! files is checked at prepare (`plan::knob_changes::check`).
 
 use std::collections::BTreeSet;
 

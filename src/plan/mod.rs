@@ -2,7 +2,11 @@
 //! Pure: no I/O, so most behaviour is tested here with hand-built hosts.
 
 pub mod bounds;
+pub mod changes;
 pub mod hugepages;
+pub mod irq;
+pub mod isolation;
+pub mod knob_changes;
 pub mod knobs;
 pub mod partition_fit;
 
@@ -90,7 +94,7 @@ impl Plan {
     }
 
     /// The pool growths, in the order apply makes them. Every other change (knobs, isolation,
-    /// IRQs) is worked out from the host by `apply::planned`, which puts these among them.
+    /// IRQs) is worked out from the host by `plan::changes`, which puts these among them.
     pub fn changes(&self) -> Vec<Change> {
         self.hugepages
             .iter()

@@ -209,7 +209,7 @@ fn isolation(
         if drift.is_empty() {
             // (Partitions take only the CPUs of the VMs whose cgroups are there, a VM libvirt
             // has not started yet has none: the partitions' own read-back says what holds.)
-            let holders = crate::apply::isolation::holders(ledger);
+            let holders = crate::plan::isolation::holders(ledger);
             let method = crate::isolation::confiner(hold.method);
             match method.check(fs, mounts, &hold.housekeeping, &holders) {
                 Ok(()) => {}

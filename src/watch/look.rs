@@ -68,7 +68,7 @@ fn irqs(ctx: &Context, ledger: &Ledger, full: bool, out: &mut Vec<Finding>) {
     if !places {
         return;
     }
-    let housekeeping = crate::apply::irq::housekeeping(ctx.fs, ledger);
+    let housekeeping = crate::plan::irq::housekeeping(ctx.fs, ledger);
     let finding = |slow: bool, (path, now, want): (String, String, String)| {
         let what = format!("/{path} is {now}, wanted {want}");
         if slow {
@@ -173,7 +173,7 @@ fn isolation(ctx: &Context, ledger: &Ledger, stays: &mut Stays, found: &mut Foun
     if !drifted {
         // What the method owes the VMs held though nothing drifted (partitions for a vCPU
         // libvirt plugged since the last VM event): worked out, not made.
-        let holders = crate::apply::isolation::holders(ledger);
+        let holders = crate::plan::isolation::holders(ledger);
         found.findings.extend(
             method
                 .not_in_place(ctx.fs, &mounts, &holders)

@@ -1,18 +1,19 @@
-//! The changes `prepare` and `started` will make, worked out read-only from the host and the
-//! ledger. `apply::prepare` makes exactly these (journaling each first); `kvmtune plan`
-//! (`preview`) prints them. One set of functions serves both, so what `plan` shows is what the
+//! The changes `prepare` and `started` will make, worked out from one snapshot of the host
+//! (`Probe`) and the ledger, changing nothing. `apply::prepare` makes exactly these (journaling
+//! each first); `kvmtune plan` (`preview`) prints them. One set of functions serves both, so what `plan` shows is what the
 //! journal records, as long as the host does not change in between (see `Preview`).
 
 use serde::Serialize;
 
-use super::effects::Known;
-use super::{irq, isolation, knobs, Probe};
+use super::knob_changes as knobs;
+use super::{irq, isolation, Plan};
 use crate::change::Change;
 use crate::domain::Domain;
 use crate::error::Result;
-use crate::host::tasks::PinnedThread;
+use crate::host::snapshot::Probe;
+use crate::host::tasks::{Known, PinnedThread};
 use crate::host::Host;
-use crate::plan::{self, Plan};
+use crate::plan;
 use crate::policy::Policy;
 use crate::state::holds::IrqSettings;
 use crate::state::{Ledger, Phase, PoolHold, VmHold};

@@ -1,21 +1,32 @@
-//! `Snapshot`: the host as `kvmtune plan` sees it. Each file, directory listing, systemd
-//! property and irqbalance answer is read at most once, on first use, and kept: the plan is
-//! worked out from one look at the host even where the code that works it out reads a file
-//! twice. Every write is refused, so the plan cannot change the host, whatever code it runs.
+//! `Snapshot`: one look at the host, the only one working out changes takes (`plan`'s
+//! functions, for `kvmtune plan` and for every operation of `apply`). Each file, directory
+//! listing, systemd property and irqbalance answer is read at most once, on first use, and
+//! kept: the changes are worked out from one look at the host even where the code that works
+//! them out reads a file twice. Every write is refused, so working out changes cannot change
+//! the host, whatever code it runs.
 //!
-//! It fills lazily rather than reading the whole of /sys and /proc up front: the same
-//! functions that `apply` runs on the live ports decide what they need to read.
+//! It fills lazily rather than reading the whole of /sys and /proc up front: the functions
+//! that work out the changes decide what they need to read (the tasks only where the
+//! isolation method needs them, the IRQ table only where IRQs are placed).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::Probe;
+use super::irqbalance::IrqBalancer;
+use super::systemctl::Systemctl;
+use super::HostFs;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
-use crate::host::irqbalance::IrqBalancer;
-use crate::host::systemctl::Systemctl;
-use crate::host::HostFs;
+
+/// The host's ports as working out changes needs them: a `Snapshot`'s (`Snapshot::probe`),
+/// which read each thing once and refuse every write.
+#[derive(Clone, Copy)]
+pub struct Probe<'a> {
+    pub fs: &'a dyn HostFs,
+    pub systemctl: &'a dyn Systemctl,
+    pub irqbalance: &'a dyn IrqBalancer,
+}
 
 /// The host's ports, read once and never written.
 pub struct Snapshot<'a> {

@@ -1,0 +1,125 @@
+//! Where IRQs go, worked out: device IRQs to their VM's CPUs, other IRQs off isolated CPUs,
+//! back to where they were once no VM needs them, and irqbalance's banned CPUs. Reads the host
+//! through a `Probe` (one snapshot) and changes nothing; `apply::irq` makes the changes.
+
+use crate::change::Change;
+use crate::cpulist::CpuSet;
+use crate::error::Result;
+use crate::host::snapshot::Probe;
+use crate::host::HostFs;
+use crate::irq;
+use crate::log;
+use crate::state::holds::{IrqHold, IrqSettings};
+use crate::state::ledger::GivenBack;
+use crate::state::Ledger;
+
+/// Where IRQs not tied to a VM go when all their CPUs are isolated.
+pub fn housekeeping(fs: &dyn HostFs, next: &Ledger) -> CpuSet {
+    let online =
+        crate::host::topology::parse_list(fs, "sys/devices/system/cpu/online").unwrap_or_default();
+    online.difference(&next.isolated_except(""))
+}
+
+/// The IRQ changes `next` (the ledger after this operation) calls for, worked out read-only,
+/// with the hold to keep once they are made.
+pub struct Placement {
+    /// Device IRQs to their VM's CPUs, other IRQs off isolated CPUs, back to the baseline
+    /// where no VM needs them any more, and irqbalance's banned CPUs.
+    pub changes: Vec<Change>,
+    /// `next.irq` after the changes (managed IRQs the kernel then refuses are taken out).
+    pub hold: IrqHold,
+    pub wanted: irq::Wanted,
+}
+
+/// Work out the IRQ changes for `next` with `settings` (the policy's). Reads the IRQ table,
+/// the devices' vectors and irqbalance's answer; changes nothing. Takes `next.irq` out (the
+/// caller puts `Placement::hold` back) and may note in `next` what irqbalance was given.
+pub fn placement(probe: &Probe, settings: IrqSettings, next: &mut Ledger) -> Placement {
+    let hk = housekeeping(probe.fs, next);
+    let wanted = irq::wanted(probe.fs, next, settings.move_others, &hk);
+    let mut hold = next.irq.take().unwrap_or_default();
+    hold.settings = settings;
+    let mut changes = irq::changes(probe.fs, &mut hold, &wanted);
+    changes.extend(irqbalance_change(probe, next, &mut hold));
+    Placement {
+        changes,
+        hold,
+        wanted,
+    }
+}
+
+/// The changes that give back what no running VM needs any more (the ledger already without
+/// the VM being released). Updates `next.irq`.
+///
+/// With the settings the hold records, not the policy's: release reads no policy.
+pub fn give_back(probe: &Probe, next: &mut Ledger) -> Result<Vec<Change>> {
+    let Some(settings) = next.irq.as_ref().map(|h| h.settings.clone()) else {
+        return Ok(Vec::new());
+    };
+    let Placement {
+        changes, mut hold, ..
+    } = placement(probe, settings, next);
+    if next.isolated_except("").is_empty() {
+        hold.refused.clear();
+    }
+    next.irq = (!hold.is_empty()).then_some(hold);
+    Ok(changes)
+}
+
+/// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
+fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
+    if !hold.settings.irqbalance {
+        return None;
+    }
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if next
+        .irqbalance_given_back
+        .as_ref()
+        .is_some_and(|g| !g.pending_at(now_secs))
+    {
+        next.irqbalance_given_back = None;
+    }
+    let isolated = next.isolated_except("");
+    let now = match ctx.irqbalance.banned() {
+        Ok(Some(now)) => now,
+        Ok(None) => return None,
+        Err(e) => {
+            if hold.irqbalance_note.is_none() {
+                log::warn(&format!(
+                    "cannot tell irqbalance to keep off isolated CPUs: {e}"
+                ));
+            }
+            hold.irqbalance_note = Some(format!("irqbalance runs but cannot be told: {e}"));
+            return None;
+        }
+    };
+    hold.irqbalance_note = None;
+    let want = match &hold.irqbalance_banned {
+        _ if isolated.is_empty() => {
+            let own = hold.irqbalance_banned.take()?;
+            next.irqbalance_given_back = Some(GivenBack {
+                banned: own.clone(),
+                at: now_secs,
+            });
+            own
+        }
+        Some(original) => original.union(&isolated),
+        None => {
+            // Its own set: what kvmtune gave back moments ago if irqbalance may not have
+            // applied it yet (its answer would still show kvmtune's ban), else its answer.
+            let own = match next.irqbalance_given_back.take() {
+                Some(given) => given.banned,
+                None => now.clone(),
+            };
+            let want = own.union(&isolated);
+            hold.irqbalance_banned = Some(own);
+            want
+        }
+    };
+    (want != now).then_some(Change::IrqBalance {
+        before: now,
+        after: want,
+    })
+}
