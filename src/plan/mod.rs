@@ -1,5 +1,11 @@
-//! `plan`: what `prepare` must change for a VM, given the host now and what other VMs hold.
-//! Pure: no I/O, so most behaviour is tested here with hand-built hosts.
+//! `plan`: what will change, worked out and never made.
+//!
+//! This file: what `prepare` must reserve for a VM (`plan::plan` → `Plan`), given the host now
+//! and what other VMs hold. Pure: no I/O, so most behaviour is tested here with hand-built
+//! hosts. The submodules turn a `Plan`, the ledger and one snapshot of the host
+//! (`host::snapshot::Probe`, which refuses writes) into every change of every resource:
+//! `changes` (what `prepare` and `started` will change, and `kvmtune plan`'s preview),
+//! `isolation`, `irq` and `knob_changes`. `apply` makes what they work out.
 
 pub mod bounds;
 pub mod changes;
