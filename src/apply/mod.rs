@@ -306,18 +306,18 @@ fn reassert_into(
         // mask, knob or IRQ someone reset put back.
         let snapshot = ctx.snapshot();
         let probe = snapshot.probe();
-        let isolation = match scope.isolation {
-            true => Some(plan::isolation::changes_and_pins(
-                &probe,
-                Some(ctx.policy),
-                ledger,
-                next,
-            )?),
-            false => None,
+        let isolation = if scope.isolation {
+            let policy = Some(ctx.policy);
+            Some(plan::isolation::changes_and_pins(
+                &probe, policy, ledger, next,
+            )?)
+        } else {
+            None
         };
-        let knob_changes = match scope.knobs {
-            true => plan::knob_changes::changes(probe.fs, next)?,
-            false => Vec::new(),
+        let knob_changes = if scope.knobs {
+            Some(plan::knob_changes::changes(probe.fs, next)?)
+        } else {
+            None
         };
         let placement = scope
             .irqs
@@ -329,7 +329,7 @@ fn reassert_into(
             isolation::log_set_up(ledger, next);
             since(journal, &mut done.isolation);
         }
-        if scope.knobs {
+        if let Some(knob_changes) = knob_changes {
             knobs::make(ctx, journal, knob_changes)?;
             since(journal, &mut done.knobs);
         }

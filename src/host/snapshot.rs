@@ -1,9 +1,9 @@
 //! `Snapshot`: one look at the host, the only one working out changes takes (`plan`'s
 //! functions, for `kvmtune plan` and for every operation of `apply`). Each file (but the IRQ
 //! table of a large host: `KEEP_AT_MOST`), directory listing, systemd property and irqbalance
-//! answer is read at most once, on first use, and kept: the changes are worked out from one look at the host even where the code that works
-//! them out reads a file twice. Every write is refused, so working out changes cannot change
-//! the host, whatever code it runs.
+//! answer is read at most once, on first use, and kept: the changes are worked out from one
+//! look at the host even where the code that works them out reads a file twice. Every write is
+//! refused, so working out changes cannot change the host, whatever code it runs.
 //!
 //! It fills lazily rather than reading the whole of /sys and /proc up front: the functions
 //! that work out the changes decide what they need to read (the tasks only where the
@@ -74,13 +74,18 @@ impl<'a> Snapshot<'a> {
 
     fn refuse<T>(&self, what: &str) -> Result<T> {
         Err(Error::Refused(format!(
-            "a plan changes nothing, but was about to {what}"
+            "working out changes writes nothing, but was about to {what}"
         )))
     }
 }
 
-/// Look `key` up in one of the maps of `seen`, or read it and keep a success.
-fn once<K, V: Clone>(map: &mut HashMap<K, V>, key: K, read: impl FnOnce() -> Result<V>) -> Result<V>
+/// Look `key` up in one of the maps of `seen`, or read it and keep a success `keep` allows.
+fn once<K, V: Clone>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    read: impl FnOnce() -> Result<V>,
+    keep: impl FnOnce(&V) -> bool,
+) -> Result<V>
 where
     K: std::hash::Hash + Eq,
 {
@@ -88,8 +93,15 @@ where
         return Ok(v.clone());
     }
     let v = read()?;
-    map.insert(key, v.clone());
+    if keep(&v) {
+        map.insert(key, v.clone());
+    }
     Ok(v)
+}
+
+/// Every answer but a long file's text is kept.
+fn always<V>(_: &V) -> bool {
+    true
 }
 
 /// A file's text longer than this is not kept: it is read again if asked for again. A large
@@ -98,20 +110,9 @@ where
 /// benchmark's 1024-CPU host). Every other file the changes are worked out from is far smaller.
 const KEEP_AT_MOST: usize = 1 << 20;
 
-/// `once` for a file's text, keeping only texts up to `KEEP_AT_MOST`.
-fn once_text(
-    map: &mut HashMap<String, String>,
-    rel: &str,
-    read: impl FnOnce() -> Result<String>,
-) -> Result<String> {
-    if let Some(v) = map.get(rel) {
-        return Ok(v.clone());
-    }
-    let v = read()?;
-    if v.len() <= KEEP_AT_MOST {
-        map.insert(rel.to_string(), v.clone());
-    }
-    Ok(v)
+/// Whether a file's text is short enough to keep (`KEEP_AT_MOST`).
+fn short(text: &str) -> bool {
+    text.len() <= KEEP_AT_MOST
 }
 
 impl HostFs for Snapshot<'_> {
@@ -120,13 +121,18 @@ impl HostFs for Snapshot<'_> {
     }
 
     fn read(&self, rel: &str) -> Result<String> {
-        once_text(&mut self.seen.borrow_mut().files, rel, || self.fs.read(rel))
+        let files = &mut self.seen.borrow_mut().files;
+        once(files, rel.to_string(), || self.fs.read(rel), |t| short(t))
     }
 
     fn read_record(&self, rel: &str) -> Result<String> {
-        once_text(&mut self.seen.borrow_mut().records, rel, || {
-            self.fs.read_record(rel)
-        })
+        let records = &mut self.seen.borrow_mut().records;
+        once(
+            records,
+            rel.to_string(),
+            || self.fs.read_record(rel),
+            |t| short(t),
+        )
     }
 
     fn write(&self, rel: &str, value: &str) -> Result<()> {
@@ -137,9 +143,8 @@ impl HostFs for Snapshot<'_> {
     }
 
     fn list(&self, rel: &str) -> Result<Vec<String>> {
-        once(&mut self.seen.borrow_mut().lists, rel.to_string(), || {
-            self.fs.list(rel)
-        })
+        let lists = &mut self.seen.borrow_mut().lists;
+        once(lists, rel.to_string(), || self.fs.list(rel), always)
     }
 
     fn exists(&self, rel: &str) -> bool {
@@ -164,9 +169,8 @@ impl HostFs for Snapshot<'_> {
     }
 
     fn read_link(&self, rel: &str) -> Result<PathBuf> {
-        once(&mut self.seen.borrow_mut().links, rel.to_string(), || {
-            self.fs.read_link(rel)
-        })
+        let links = &mut self.seen.borrow_mut().links;
+        once(links, rel.to_string(), || self.fs.read_link(rel), always)
     }
 
     fn display(&self, rel: &str) -> PathBuf {
@@ -177,9 +181,13 @@ impl HostFs for Snapshot<'_> {
 impl Systemctl for Snapshot<'_> {
     fn property(&self, unit: &str, property: &str) -> Result<String> {
         let key = (unit.to_string(), property.to_string());
-        once(&mut self.seen.borrow_mut().properties, key, || {
-            self.systemctl.property(unit, property)
-        })
+        let properties = &mut self.seen.borrow_mut().properties;
+        once(
+            properties,
+            key,
+            || self.systemctl.property(unit, property),
+            always,
+        )
     }
 
     fn set_property(&self, unit: &str, property: &str, value: &str) -> Result<()> {

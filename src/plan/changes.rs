@@ -1,7 +1,8 @@
 //! The changes `prepare` and `started` will make, worked out from one snapshot of the host
 //! (`Probe`) and the ledger, changing nothing. `apply::prepare` makes exactly these (journaling
-//! each first); `kvmtune plan` (`preview`) prints them. One set of functions serves both, so what `plan` shows is what the
-//! journal records, as long as the host does not change in between (see `Preview`).
+//! each first); `kvmtune plan` (`preview`) prints them. One set of functions serves both, so
+//! what `plan` shows is what the journal records, as long as the host does not change in
+//! between (see `Preview`).
 
 use serde::Serialize;
 

@@ -1,7 +1,8 @@
 //! Bringing CPU isolation in line with the VMs in the ledger, worked out: set up, widen or
 //! narrow the housekeeping set, or give everything back when the last isolated VM goes, and
 //! the pinned threads to keep across the changes. Reads the host through a `Probe` (one
-//! snapshot) and changes nothing; `apply::isolation` makes the changes and checks them.
+//! snapshot) and changes nothing; `apply` makes the changes (`make_isolation`), and
+//! `apply::isolation` checks them and puts pinned threads back.
 
 use std::collections::BTreeSet;
 
