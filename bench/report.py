@@ -339,10 +339,16 @@ children (`/proc/2/task/2/children`). But it reads each of them ({pre['reads']} 
 1024-CPU host, which only their flags tell from the unbound ones it moves off the isolated
 CPUs. At {p['read_us']:.1f} µs a read on this machine that look is about {pre['reads'] * p['read_us'] / 1000:.0f} ms. Meeting the target would
 need prepare not to look at them: the kernel itself moves the root's unbound kernel threads
-off a partition's CPUs when it forms, but gives them every CPU when it goes, so a thread bound
-to its node's CPUs (kswapd) would not get them back; kvmtune keeps that exact. (The v1 table
-above comes from the run in the machine table, at another time and load: compare CPU times
-and file counts across the two, not wall times.)
+off a partition's CPUs when it forms, but gives them every CPU when it goes (within a pin made
+with taskset), so a thread the kernel bound to its node's CPUs (kswapd) or to one CPU (a
+threaded IRQ handler, irq/9-acpi) would not get them back; kvmtune keeps that exact. Tried and
+left out: telling the per-CPU threads by their mask alone (one `sched_getaffinity` each, no
+file) and reading only those allowed more than one CPU took prepare + release from 31 to 10
+ms of CPU here (`perf stat`, medians of 21), but on Debian 13's 6.12 kernel irq/9-acpi,
+bound to CPU 1, came back on every CPU: only a thread's flags in `/proc/PID/stat` tell a
+per-CPU thread from one the kernel merely bound.
+(The v1 table above comes from the run in the machine table, at another time and load:
+compare CPU times and file counts across the two, not wall times.)
 """ if wall >= TARGET_PARTITION_MS else ".\n"
     else:
         text += ".\n"

@@ -120,6 +120,41 @@ impl CpuSet {
         Some((self.0.len() as u32 - 1) * 64 + 63 - w.leading_zeros())
     }
 
+    /// The runs of consecutive ids, `(first, last)` each, found a word at a time: a large
+    /// host's lists ("0-1023") are printed for every kernel thread and IRQ a journal holds,
+    /// and an id at a time that is a thousand steps each.
+    fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            let start = self.next_from(from, true)?;
+            let end = self
+                .next_from(start, false)
+                .unwrap_or(self.0.len() as u32 * 64);
+            from = end;
+            Some((start, end - 1))
+        })
+    }
+
+    /// The first id from `from` on that is in the set (`member`) or not.
+    fn next_from(&self, from: u32, member: bool) -> Option<u32> {
+        let bits = |w: usize| if member { self.0[w] } else { !self.0[w] };
+        let mut word = from as usize / 64;
+        if word >= self.0.len() {
+            return None;
+        }
+        let mut current = bits(word) & (u64::MAX << (from % 64));
+        loop {
+            if current != 0 {
+                return Some(word as u32 * 64 + current.trailing_zeros());
+            }
+            word += 1;
+            if word >= self.0.len() {
+                return None;
+            }
+            current = bits(word);
+        }
+    }
+
     /// Drop trailing empty words: the one representation of each set.
     fn normalized(mut self) -> CpuSet {
         while self.0.last() == Some(&0) {
@@ -224,17 +259,10 @@ fn parse_id(text: &str, item: &str) -> Result<u32, String> {
 /// Formats as the kernel does: ascending, runs collapsed (`0-3,8,10-11`); empty set as ``.
 impl fmt::Display for CpuSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids = self.iter().peekable();
-        let mut first = true;
-        while let Some(start) = ids.next() {
-            let mut end = start;
-            while ids.peek() == Some(&(end + 1)) {
-                end = ids.next().unwrap_or(end);
-            }
-            if !first {
+        for (i, (start, end)) in self.runs().enumerate() {
+            if i > 0 {
                 f.write_str(",")?;
             }
-            first = false;
             if start == end {
                 write!(f, "{start}")?;
             } else {
@@ -279,6 +307,26 @@ mod tests {
         let set = CpuSet::from_ids([0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(set.to_string(), "0-3,8,10-11");
         assert_eq!(CpuSet::new().to_string(), "");
+    }
+
+    #[test]
+    fn display_finds_runs_across_word_boundaries_and_full_words() {
+        for list in [
+            "0-1023",
+            "63-64",
+            "0,62,64,127-130",
+            "64-127",
+            "5",
+            "1-2,4-6,1000-1023",
+        ] {
+            assert_eq!(CpuSet::parse(list).unwrap().to_string(), list);
+        }
+        let mut every_other = CpuSet::new();
+        for id in (0..200).step_by(2) {
+            every_other.insert(id);
+        }
+        let expected: Vec<String> = (0..200).step_by(2).map(|i: u32| i.to_string()).collect();
+        assert_eq!(every_other.to_string(), expected.join(","));
     }
 
     #[test]

@@ -52,7 +52,11 @@ pub fn read_task(fs: &dyn HostFs, pid: u32) -> Option<Task> {
 
 /// `Cpus_allowed_list` from /proc/PID/status.
 pub fn read_allowed(fs: &dyn HostFs, pid: u32) -> Option<CpuSet> {
-    let status = fs.read(&format!("proc/{pid}/status")).ok()?;
+    cpus_allowed_list(&fs.read(&format!("proc/{pid}/status")).ok()?)
+}
+
+/// `Cpus_allowed_list` of a /proc/PID/status text.
+fn cpus_allowed_list(status: &str) -> Option<CpuSet> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -262,11 +266,7 @@ pub fn thread_mask(fs: &dyn HostFs, pid: u32, tid: u32) -> Option<(String, CpuSe
         .find_map(|l| l.strip_prefix("Name:"))?
         .trim()
         .to_string();
-    let cpus = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .and_then(|v| CpuSet::parse(v).ok())?;
-    Some((name, cpus))
+    Some((name, cpus_allowed_list(&status)?))
 }
 
 /// The effective CPUs of the cpuset a process is in (v1 `cpuset`, else v2), `None` when

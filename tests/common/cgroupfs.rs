@@ -94,6 +94,9 @@ pub struct CgroupModel {
     pub stuck: BTreeMap<String, CpuSet>,
     /// CPUs of stuck partitions whose cgroup was removed: isolated until the host reboots.
     pub leaked: CpuSet,
+    /// What `sched_setaffinity` last asked for, by task: kernels from 6.2 keep it
+    /// (`user_cpus_ptr`) when they change a task's CPUs themselves (`following_partitions`).
+    pub user_masks: BTreeMap<u32, CpuSet>,
 }
 
 pub type Errno = i32;
@@ -201,6 +204,7 @@ impl CgroupModel {
             systemd_realizes_soon: false,
             stuck: BTreeMap::new(),
             leaked: CpuSet::default(),
+            user_masks: BTreeMap::new(),
         }
     }
 
@@ -306,8 +310,11 @@ impl CgroupModel {
     /// Run `f`; if the CPUs valid partitions take from the root changed, do what the kernel's
     /// `cpuset_update_tasks_cpumask` does for the top cpuset: every task there but the per-CPU
     /// kernel threads gets the CPUs no partition holds. A process keeps its own (user) mask
-    /// within them (`allowed` intersects); a kernel thread's mask is simply replaced, so a
-    /// thread bound to a node's CPUs (kswapd1) is bound to all of them once the partition goes.
+    /// within them (`allowed` intersects); a kernel thread's mask is replaced, by those within
+    /// the CPUs `sched_setaffinity` last asked for where there are any (`user_masks`). Seen on
+    /// 6.12: a kernel thread pinned to CPU 3 with taskset gets CPUs 0-1 while a partition holds
+    /// 2-3 and CPU 3 again once it goes; one the kernel bound to its node's CPUs (kswapd1) or
+    /// to one CPU (irq/9-acpi) gets every CPU.
     pub fn following_partitions<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
         let root = self.mount().to_string();
         let before = self.partitioned_below(&root);
@@ -315,10 +322,17 @@ impl CgroupModel {
         let after = self.partitioned_below(&root);
         if after != before {
             let left = self.online.difference(&after);
-            for t in self.tasks.values_mut().filter(|t| {
+            let keeps_pins = !self.resets_masks;
+            for (pid, t) in self.tasks.iter_mut().filter(|(_, t)| {
                 t.cgroup == root && t.flags & PF_KTHREAD != 0 && t.flags & PF_NO_SETAFFINITY == 0
             }) {
-                t.mask = left.clone();
+                let within_pin = self
+                    .user_masks
+                    .get(pid)
+                    .filter(|_| keeps_pins)
+                    .map(|pin| pin.intersection(&left))
+                    .filter(|within| !within.is_empty());
+                t.mask = within_pin.unwrap_or_else(|| left.clone());
             }
         }
         out
@@ -478,6 +492,7 @@ impl CgroupModel {
             return Err(libc::EINVAL);
         }
         self.tasks.get_mut(&pid).unwrap().mask = cpus.clone();
+        self.user_masks.insert(pid, cpus.clone());
         Ok(())
     }
 
