@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cgroupfs::{Layout, V2_MOUNT};
+use common::cgroupfs::{Layout, TaskModel, PF_KTHREAD, V2_MOUNT};
 use common::partition::{NOT_PARTITION, NO_CPUS};
 use common::{kernel, FakeKernel, GIB};
 use kvmtune::cpulist::CpuSet;
@@ -73,6 +73,38 @@ fn per_cpu_kernel_threads_keep_their_cpu_and_unbound_ones_lose_the_partitions() 
         assert_eq!(c.allowed(4), CpuSet::parse("0-2").unwrap());
         // The unbound workqueues are not the cpuset's business (before 6.8).
         assert_eq!(c.workqueue, CpuSet::parse("0-3").unwrap());
+    });
+}
+
+/// As Debian 13's 6.12 did (a partition of 2-3 made and made a member again, no kvmtune): the
+/// root's kernel threads get 0-1, and when it goes every CPU, within a taskset pin only, not
+/// within the kernel's own binding (irq/9-acpi on CPU 1).
+#[test]
+fn kernel_threads_get_every_cpu_back_within_a_taskset_pin_not_within_the_kernels_binding() {
+    let k = host();
+    k.cgroups(|c| {
+        c.set_affinity(4, &CpuSet::parse("3").unwrap()).unwrap(); // taskset -p -c 3
+        let irq_thread = TaskModel {
+            comm: "irq/9-acpi".into(),
+            flags: PF_KTHREAD | 0x40,
+            mask: CpuSet::parse("1").unwrap(), // bound by the kernel
+            cgroup: V2_MOUNT.into(),
+        };
+        c.tasks.insert(62, irq_thread);
+    });
+    mkdir(&k, "part");
+    write(&k, "part/cpuset.cpus.exclusive", "2-3").unwrap();
+    write(&k, "part/cpuset.cpus.partition", "isolated").unwrap();
+    k.cgroups(|c| {
+        assert_eq!(c.allowed(4), CpuSet::parse("0-1").unwrap());
+        assert_eq!(c.allowed(62), CpuSet::parse("0-1").unwrap());
+    });
+
+    write(&k, "part/cpuset.cpus.partition", "member").unwrap();
+
+    k.cgroups(|c| {
+        assert_eq!(c.allowed(4), CpuSet::parse("3").unwrap());
+        assert_eq!(c.allowed(62), CpuSet::parse("0-3").unwrap());
     });
 }
 
