@@ -20,10 +20,9 @@ use crate::host::hugepages::read_pool;
 use crate::host::irqbalance::IrqBalancer;
 use crate::host::snapshot::Snapshot;
 use crate::host::systemctl::Systemctl;
-use crate::host::tasks::Known;
-use crate::host::tasks::TaskAffinity;
+use crate::host::tasks::{Known, TaskAffinity};
 use crate::host::topology::node_mem_free;
-use crate::host::{Host, HostFs};
+use crate::host::HostFs;
 use crate::log;
 use crate::plan::{self, Plan};
 use crate::policy::Policy;
@@ -103,9 +102,7 @@ pub fn prepare(ctx: &Context, vm: &str, domain: &Domain) -> Result<Plan> {
     // code `kvmtune plan` runs.
     let snapshot = ctx.snapshot();
     let probe = snapshot.probe();
-    let host = Host::read(probe.fs)?;
-    let mut plan = plan::plan(domain, vm, ctx.policy, &host, &ledger)?;
-    plan.knobs = plan::knob_changes::check(probe.fs, vm, std::mem::take(&mut plan.knobs))?;
+    let plan = plan::changes::checked_plan(&probe, ctx.policy, domain, vm, &ledger)?;
     if plan::changes::holds_nothing(&plan, &ledger) {
         return Ok(plan);
     }
@@ -306,19 +303,14 @@ fn reassert_into(
         // mask, knob or IRQ someone reset put back.
         let snapshot = ctx.snapshot();
         let probe = snapshot.probe();
-        let isolation = if scope.isolation {
-            let policy = Some(ctx.policy);
-            Some(plan::isolation::changes_and_pins(
-                &probe, policy, ledger, next,
-            )?)
-        } else {
-            None
-        };
-        let knob_changes = if scope.knobs {
-            Some(plan::knob_changes::changes(probe.fs, next)?)
-        } else {
-            None
-        };
+        let isolation = scope
+            .isolation
+            .then(|| plan::isolation::changes_and_pins(&probe, Some(ctx.policy), ledger, next))
+            .transpose()?;
+        let knob_changes = scope
+            .knobs
+            .then(|| plan::knob_changes::changes(probe.fs, next))
+            .transpose()?;
         let placement = scope
             .irqs
             .then(|| plan::irq::placement(&probe, IrqSettings::of(ctx.policy), next));

@@ -66,7 +66,22 @@ fn asks_for_a_hold(plan: &Plan) -> bool {
         || !plan.knobs.is_empty()
 }
 
-/// The changes prepare makes for `plan` (already checked: `plan::plan`, `knobs::check`).
+/// The VM's plan on the host `probe` reads (`plan::plan`), its knobs checked against this
+/// host's files (`knobs::check`): what `prepare` and `kvmtune plan` both start from.
+pub fn checked_plan(
+    probe: &Probe,
+    policy: &Policy,
+    domain: &Domain,
+    vm: &str,
+    ledger: &Ledger,
+) -> Result<Plan> {
+    let host = Host::read(probe.fs)?;
+    let mut plan = plan::plan(domain, vm, policy, &host, ledger)?;
+    plan.knobs = knobs::check(probe.fs, vm, std::mem::take(&mut plan.knobs))?;
+    Ok(plan)
+}
+
+/// The changes prepare makes for `plan` (already checked: `checked_plan`).
 /// Reads the host through `probe`; changes nothing.
 pub fn prepare(
     probe: &Probe,
@@ -183,9 +198,7 @@ pub fn preview(
     vm: &str,
     ledger: &Ledger,
 ) -> Result<Preview> {
-    let host = Host::read(probe.fs)?;
-    let mut plan = plan::plan(domain, vm, policy, &host, ledger)?;
-    plan.knobs = knobs::check(probe.fs, vm, std::mem::take(&mut plan.knobs))?;
+    let plan = checked_plan(probe, policy, domain, vm, ledger)?;
     let releases_stale_hold = ledger.vms.contains_key(vm);
     if holds_nothing(&plan, ledger) {
         return Ok(Preview {
