@@ -192,6 +192,51 @@ fn a_vm_starting_before_irqbalance_applied_the_give_back_does_not_keep_the_old_b
     );
 }
 
+/// The same, with the next VM on the same CPUs: irqbalance still answers the old ban, which is
+/// the ban the new VM wants, yet the give-back it has not applied yet would lift it at its next
+/// round. kvmtune must tell it again (the hypervisor tier saw CPU 3 unbanned under a VM).
+#[test]
+fn a_vm_on_the_same_cpus_starting_before_irqbalance_applied_the_give_back_keeps_them_banned() {
+    let b = host();
+    b.kernel.irqs(|i| {
+        i.irqbalance = Some(set("0"));
+        i.irqbalance_waits_for_round = true;
+    });
+    b.prepare("a", &vm("a", 3, true, "vcpus")).unwrap();
+    b.started("a").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    b.release("a").unwrap();
+    // No round yet: irqbalance answers 0,3, exactly what "b" needs.
+    b.prepare("b", &vm("b", 3, true, "vcpus")).unwrap();
+    b.started("b").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    assert_eq!(
+        b.kernel.irqs(|i| i.irqbalance.clone()),
+        Some(set("0,3")),
+        "irqbalance banned from b's CPU after its round"
+    );
+    b.release("b").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0")));
+}
+
+/// A VM that stops before irqbalance's next round: irqbalance still answers its own set, which
+/// is what it gets back, yet the ban it has not applied yet would come into force at that round
+/// and outlive the VM. kvmtune must tell it its own set anyway.
+#[test]
+fn a_vm_stopping_before_irqbalance_applied_its_ban_does_not_leave_the_ban_behind() {
+    let b = host();
+    b.kernel.irqs(|i| {
+        i.irqbalance = Some(set("0"));
+        i.irqbalance_waits_for_round = true;
+    });
+    b.prepare("a", &vm("a", 3, true, "vcpus")).unwrap();
+    b.started("a").unwrap();
+    b.release("a").unwrap();
+    b.kernel.irqs(|i| i.irqbalance_round());
+    assert_eq!(b.kernel.irqs(|i| i.irqbalance.clone()), Some(set("0")));
+}
+
 #[test]
 fn another_vm_stopping_does_not_give_back_irqs_an_isolated_vm_needs() {
     let b = host();

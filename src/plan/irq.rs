@@ -10,7 +10,7 @@ use crate::host::HostFs;
 use crate::irq;
 use crate::log;
 use crate::state::holds::{IrqHold, IrqSettings};
-use crate::state::ledger::GivenBack;
+use crate::state::ledger::Told;
 use crate::state::Ledger;
 
 /// Where IRQs not tied to a VM go when all their CPUs are isolated.
@@ -75,15 +75,15 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     if next
-        .irqbalance_given_back
+        .irqbalance_told
         .as_ref()
-        .is_some_and(|g| !g.pending_at(now_secs))
+        .is_some_and(|told| !told.pending_at(now_secs))
     {
-        next.irqbalance_given_back = None;
+        next.irqbalance_told = None;
     }
     let isolated = next.isolated_except("");
-    let now = match ctx.irqbalance.banned() {
-        Ok(Some(now)) => now,
+    let answer = match ctx.irqbalance.banned() {
+        Ok(Some(answer)) => answer,
         Ok(None) => return None,
         Err(e) => {
             if hold.irqbalance_note.is_none() {
@@ -96,30 +96,29 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
         }
     };
     hold.irqbalance_note = None;
+    // What irqbalance goes by from its next round: what it was told moments ago, which its
+    // answer does not show until then.
+    let in_effect = next
+        .irqbalance_told
+        .as_ref()
+        .map_or(answer, |told| told.banned.clone());
     let want = match &hold.irqbalance_banned {
-        _ if isolated.is_empty() => {
-            let own = hold.irqbalance_banned.take()?;
-            next.irqbalance_given_back = Some(GivenBack {
-                banned: own.clone(),
-                at: now_secs,
-            });
-            own
-        }
-        Some(original) => original.union(&isolated),
+        _ if isolated.is_empty() => hold.irqbalance_banned.take()?,
+        Some(own) => own.union(&isolated),
         None => {
-            // Its own set: what kvmtune gave back moments ago if irqbalance may not have
-            // applied it yet (its answer would still show kvmtune's ban), else its answer.
-            let own = match next.irqbalance_given_back.take() {
-                Some(given) => given.banned,
-                None => now.clone(),
-            };
-            let want = own.union(&isolated);
-            hold.irqbalance_banned = Some(own);
-            want
+            hold.irqbalance_banned = Some(in_effect.clone());
+            in_effect.union(&isolated)
         }
     };
-    (want != now).then_some(Change::IrqBalance {
-        before: now,
+    if want == in_effect {
+        return None;
+    }
+    next.irqbalance_told = Some(Told {
+        banned: want.clone(),
+        at: now_secs,
+    });
+    Some(Change::IrqBalance {
+        before: in_effect,
         after: want,
     })
 }

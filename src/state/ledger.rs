@@ -27,24 +27,30 @@ pub struct Ledger {
     /// it), written back when no VM's `knobs` names the file any more.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub knobs: BTreeMap<String, String>,
-    /// irqbalance's own banned CPUs as kvmtune last gave them back, kept for a while after the
-    /// last isolated VM stopped: irqbalance applies `settings cpus` only at its next round
-    /// (every 10 s by default), and until then its `setup` answer still shows kvmtune's ban,
-    /// which a VM starting meanwhile must not take for irqbalance's own set (seen on Debian 13:
-    /// the ban then outlived every VM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub irqbalance_given_back: Option<GivenBack>,
+    /// The banned CPUs kvmtune last told irqbalance, and when. irqbalance applies `settings
+    /// cpus` only at its next round (every 10 s by default), and until then its `setup` answer
+    /// still shows the set before: a VM starting or stopping meanwhile must go by what it was
+    /// told, not by its answer (seen on Debian 13: a ban given back moments before outlived
+    /// every VM, and a VM on the same CPUs as one just stopped ran unprotected). Kept for a
+    /// while after the last isolated VM stopped. Ledgers of earlier builds, which kept only the
+    /// give-back, call it `irqbalance_given_back`.
+    #[serde(
+        default,
+        alias = "irqbalance_given_back",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub irqbalance_told: Option<Told>,
 }
 
-/// See `Ledger::irqbalance_given_back`.
+/// See `Ledger::irqbalance_told`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GivenBack {
+pub struct Told {
     pub banned: CpuSet,
     /// When, in seconds since the epoch.
     pub at: u64,
 }
 
-impl GivenBack {
+impl Told {
     /// Long enough for irqbalance to have applied it: several rounds of its default 10 s.
     pub const TRUSTED_FOR_SECS: u64 = 60;
 
@@ -198,5 +204,23 @@ impl Ledger {
             vms.values()
                 .any(|h| h.hugepages.iter().any(|p| p.pool == b.pool && p.pages > 0))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_of_an_earlier_build_keeps_what_irqbalance_was_given_back() {
+        let old = r#"{"vms":{},"pools":[],"irqbalance_given_back":{"banned":"0","at":1700000000}}"#;
+        let ledger: Ledger = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            ledger.irqbalance_told,
+            Some(Told {
+                banned: CpuSet::from_ids([0]),
+                at: 1_700_000_000
+            })
+        );
     }
 }

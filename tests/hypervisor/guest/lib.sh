@@ -225,6 +225,22 @@ irqbalance_banned() {
   /hv/bin/irqbalance-ask "$sock" setup | sed -n 's/.*BANNED \([0-9a-fA-F,]*\).*/\1/p'
 }
 
+# The CPUs irqbalance bans on its own (without IRQBALANCE_BANNED_CPU* in its environment, as
+# Debian ships it): the kernel's isolated and nohz_full CPUs, as a mask the way `setup` prints it
+# (the guest has fewer than 32 CPUs: one 8-digit word).
+irqbalance_own_banned() {
+  local list item lo hi cpu mask=0
+  list="$(cat /sys/devices/system/cpu/isolated /sys/devices/system/cpu/nohz_full 2>/dev/null | tr -c '0-9,\n-' ' ')"
+  for item in ${list//,/ }; do
+    lo=${item%-*} hi=${item#*-}
+    for (( cpu = lo; cpu <= hi; cpu++ )); do
+      [ "$cpu" -lt 32 ] || fail "harness: irqbalance_own_banned handles CPUs below 32, not $cpu"
+      mask=$(( mask | (1 << cpu) ))
+    done
+  done
+  printf '%08x\n' "$mask"
+}
+
 # The IRQ numbers of a PCI device as /proc/interrupts names them (vfio-intx(BDF), vfio-msix[N](BDF)).
 vfio_irqs() { awk -v bdf="$1" 'index($0, "(" bdf ")") { sub(":", "", $1); print $1 }' /proc/interrupts; }
 
