@@ -232,6 +232,39 @@ fn two_vms_release_in_either_order_and_only_the_last_restores() {
     }
 }
 
+/// A kernel thread someone pinned, or the kernel bound to a node (kswapd1 on node 1's 2-3),
+/// keeps those of its CPUs that stay housekeeping ones while VMs isolate others, through a
+/// second VM narrowing the housekeeping CPUs and its release widening them again: it is
+/// placed from where it was before kvmtune moved it, not from where kvmtune put it. With none
+/// of its CPUs left, it gets every housekeeping CPU. The last release gives its own back.
+#[test]
+fn kernel_threads_keep_their_own_housekeeping_cpus_while_isolation_narrows_and_widens() {
+    for layout in [Layout::V1, Layout::V2, Layout::Systemd] {
+        // kswapd0 of the model (pid 4), as (its own CPUs, with 3 isolated, with 1 and 3).
+        for (own, one_vm, two_vms) in [
+            ("0", "0", "0"),
+            ("2-3", "2", "2"),
+            ("1", "1", "0,2"),
+            ("3", "0-2", "0,2"),
+        ] {
+            let b = host(layout);
+            b.kernel
+                .cgroups(|c| c.tasks.get_mut(&4).unwrap().mask = set(own));
+            let start = b.snapshot();
+            let what = format!("{layout:?}, kernel thread on {own}");
+            b.prepare("a", &isolated_vm("a", 3)).unwrap();
+            assert_eq!(allowed(&b, 4), set(one_vm), "{what}, 3 isolated");
+            b.prepare("b", &isolated_vm("b", 1)).unwrap();
+            assert_eq!(allowed(&b, 4), set(two_vms), "{what}, 1 and 3 isolated");
+            b.release("b").unwrap();
+            assert_eq!(allowed(&b, 4), set(one_vm), "{what}, 3 isolated again");
+            b.release("a").unwrap();
+            assert_eq!(allowed(&b, 4), set(own), "{what}, released");
+            assert_eq!(diff(&start, &b.snapshot()), Vec::<String>::new(), "{what}");
+        }
+    }
+}
+
 #[test]
 fn overlapping_isolation_is_refused_unless_the_policy_allows_it() {
     let b = host(Layout::V1);

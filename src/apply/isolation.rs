@@ -34,7 +34,7 @@ pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
 
 /// After partitions were undone: the kernel gave every kernel thread of the root cgroup the
 /// CPUs no partition holds (`cpuset_update_tasks_cpumask` for the top cpuset), isolated ones
-/// too. Put the movable ones back on the housekeeping CPUs the ledger's hold keeps them on.
+/// too. Put the movable ones back where the ledger's hold keeps them (`kernel_thread_cpus`).
 /// Not journaled: release gives them back from the hold's baseline whatever they are on, and
 /// the watcher confines them again if this is cut short.
 pub fn reconfine_kernel_threads(ctx: &Base) {
@@ -49,15 +49,20 @@ pub fn reconfine_kernel_threads(ctx: &Base) {
     let Ok(view) = View::read_for(ctx.fs, hold.method) else {
         return;
     };
-    for t in view
-        .tasks
-        .iter()
-        .filter(|t| t.is_movable_kernel_thread() && t.allowed != hold.housekeeping)
-    {
-        if let Err(e) = ctx.affinity.set_affinity(t.pid, &hold.housekeeping) {
+    let before = isolation::kernel_threads_before(&hold.baseline);
+    for t in view.tasks.iter().filter(|t| t.is_movable_kernel_thread()) {
+        let original = before
+            .get(&(t.pid, t.comm.as_str()))
+            .copied()
+            .unwrap_or(&t.allowed);
+        let cpus = isolation::kernel_thread_cpus(original, &hold.housekeeping);
+        if t.allowed == cpus {
+            continue;
+        }
+        if let Err(e) = ctx.affinity.set_affinity(t.pid, &cpus) {
             log::warn(&format!(
-                "cannot put kernel thread {} ({}) back on CPUs {}: {e}",
-                t.pid, t.comm, hold.housekeeping
+                "cannot put kernel thread {} ({}) back on CPUs {cpus}: {e}",
+                t.pid, t.comm
             ));
         }
     }

@@ -29,6 +29,8 @@ pub mod drift;
 pub mod partition;
 pub mod systemd;
 
+use std::collections::HashMap;
+
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::{Error, Result};
@@ -274,6 +276,10 @@ pub struct Inputs<'a> {
     pub keep: &'a [u32],
     /// Who holds the isolated CPUs (the partition method places each holder's).
     pub holders: &'a partition::Holders,
+    /// What kvmtune has changed so far with the values before (the hold's baseline; empty
+    /// when isolation is being set up): a kernel thread it moved earlier is placed from where
+    /// it was before, not from where kvmtune put it.
+    pub baseline: &'a [Change],
 }
 
 /// The changes that confine host tasks to `housekeeping` from the host's state now, whether
@@ -300,27 +306,59 @@ pub fn confine(
     Ok(changes)
 }
 
+/// Where a movable kernel thread runs while `housekeeping` are the host's CPUs: on those of
+/// its own CPUs (`original`, before kvmtune moved it) that are housekeeping CPUs, so that a
+/// thread pinned with taskset, or bound to its NUMA node like kswapd, stays there; on every
+/// housekeeping CPU when none of its own is one. The kernel does the same with a taskset pin
+/// when an isolated partition forms.
+pub fn kernel_thread_cpus(original: &CpuSet, housekeeping: &CpuSet) -> CpuSet {
+    let within = original.intersection(housekeeping);
+    if within.is_empty() {
+        housekeeping.clone()
+    } else {
+        within
+    }
+}
+
+/// The CPUs each kernel thread kvmtune moved was on before, from `baseline`.
+pub fn kernel_threads_before(baseline: &[Change]) -> HashMap<(u32, &str), &CpuSet> {
+    baseline
+        .iter()
+        .filter_map(|c| match c {
+            Change::Affinity {
+                pid, comm, before, ..
+            } => Some(((*pid, comm.as_str()), before)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Unbound kernel threads and the workqueue cpumasks (new unbound work runs there).
 ///
-/// `note_all`: also a thread already on exactly the housekeeping CPUs, bound to fewer than
-/// every CPU (kswapd0 on node 0's), as a change to where it is. When a partition comes or goes
-/// the kernel gives every kernel thread of the root cgroup the CPUs no partition holds
+/// `note_all`: also a thread already where it goes, bound to fewer than every CPU (kswapd0 on
+/// node 0's), as a change to where it is. When a partition comes or goes the kernel gives
+/// every kernel thread of the root cgroup the CPUs no partition holds
 /// (`cpuset_update_tasks_cpumask`), and such a thread would be left on every CPU at release.
 fn kernel_threads(input: &Inputs, housekeeping: &CpuSet, note_all: bool) -> Result<Vec<Change>> {
     let online = &input.view.online;
+    let before = kernel_threads_before(input.baseline);
     let mut changes: Vec<Change> = input
         .view
         .tasks
         .iter()
-        .filter(|t| {
-            t.is_movable_kernel_thread()
-                && (t.allowed != *housekeeping || (note_all && t.allowed != *online))
-        })
-        .map(|t| Change::Affinity {
-            pid: t.pid,
-            comm: t.comm.clone(),
-            before: t.allowed.clone(),
-            after: housekeeping.clone(),
+        .filter(|t| t.is_movable_kernel_thread())
+        .filter_map(|t| {
+            let original = before
+                .get(&(t.pid, t.comm.as_str()))
+                .copied()
+                .unwrap_or(&t.allowed);
+            let after = kernel_thread_cpus(original, housekeeping);
+            (t.allowed != after || (note_all && t.allowed != *online)).then(|| Change::Affinity {
+                pid: t.pid,
+                comm: t.comm.clone(),
+                before: t.allowed.clone(),
+                after,
+            })
         })
         .collect();
     for path in WORKQUEUE_MASKS {

@@ -156,7 +156,7 @@ fn changes_with(
     let housekeeping = view.online.difference(&isolated);
     let mut changes = isolation::give_back(ctx.fs, &mut hold.baseline, &isolated);
     let confine = isolation::confine(
-        &inputs(ctx, &hold.settings, view, &keep, &holders),
+        &inputs(ctx, &hold.settings, view, &keep, &holders, &hold.baseline),
         hold.method,
         &housekeeping,
         &isolated,
@@ -195,7 +195,7 @@ fn set_up(
     let keep = next.isolated_vm_pids();
     let settings = IsolationSettings::of(policy);
     let changes = isolation::confine(
-        &inputs(ctx, &settings, view, &keep, &holders(next)),
+        &inputs(ctx, &settings, view, &keep, &holders(next), &[]),
         method,
         &housekeeping,
         isolated,
@@ -239,6 +239,7 @@ fn inputs<'a>(
     view: &'a View,
     keep: &'a [u32],
     holders: &'a Holders,
+    baseline: &'a [Change],
 ) -> Inputs<'a> {
     Inputs {
         fs: ctx.fs,
@@ -247,6 +248,7 @@ fn inputs<'a>(
         view,
         keep,
         holders,
+        baseline,
     }
 }
 

@@ -9,6 +9,7 @@ HK_CG=$CG/kvmtune.housekeeping
 WQ_MASKS="/sys/devices/virtual/workqueue/cpumask /sys/bus/workqueue/devices/writeback/cpumask"
 ISO_PIDS=""          # processes the scenario started; ended by iso_cleanup
 ISO_CGROUPS=""       # cgroups the scenario made (children first); removed by iso_cleanup
+ISO_KPINS=""         # kernel threads the scenario pinned; given every CPU back by iso_cleanup
 
 # tunedom FILE NAME TUNE DEVICES CPU...: a domain (no hugepages) with one vCPU per CPU (vCPU i
 # pinned to the i-th CPU), the kvmtune metadata elements TUNE, and DEVICES in <devices>.
@@ -238,8 +239,22 @@ vm_prepare() { ISO_VMS="$ISO_VMS $1:$2"; hook_ok "$1" prepare begin - "$2"; }
 # iso_cleanup: release (as libvirt does after a failed start) every VM the scenario prepared
 # and did not release, end what it started, remove its cgroups; if kvmtune's housekeeping
 # cgroup is still there, empty and remove it, so that later scenarios start clean.
+# iso_pin_kthread CPUS: pin an unbound kernel thread (class K, on every CPU, not kthreadd nor
+# one pinned before) to CPUS with taskset, as an operator pins RCU threads; sets KPIN to its PID.
+iso_pin_kthread() {
+  local all
+  all=$(cat /sys/devices/system/cpu/online)
+  KPIN=$(iso_tasks | awk -F'|' -v all="$all" -v taken=" $ISO_KPINS " \
+    '$2 == "K" && $3 != "kthreadd" && $5 == all && index(taken, " " $1 " ") == 0 { print $1; exit }')
+  [ -n "$KPIN" ] || fail "harness: no unbound kernel thread on CPUs $all left to pin"
+  taskset -p -c "$1" "$KPIN" >/dev/null || fail "harness: cannot pin kernel thread $KPIN to CPUs $1"
+  ISO_KPINS="$ISO_KPINS $KPIN"
+  note "kernel thread $KPIN ($(cat /proc/$KPIN/comm)) pinned to CPUs $1"
+}
+
 iso_cleanup() {
   local p d v
+  for p in $ISO_KPINS; do taskset -p -c "$(cat /sys/devices/system/cpu/online)" "$p" >/dev/null 2>&1; done
   for v in $ISO_VMS; do
     case " $RELEASED_VMS " in *" ${v%%:*} "*) continue ;; esac
     echo "cleanup: releasing '${v%%:*}'"

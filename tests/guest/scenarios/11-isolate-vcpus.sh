@@ -2,7 +2,8 @@
 # A VM with vCPUs pinned to host CPUs 2-3 and <kvmtune:isolate cpus="vcpus"/>, housekeeping 0-1,
 # cgroup v2 without systemd, cpuset not yet enabled: at prepare every host process leaves the
 # root cgroup for kvmtune.housekeeping (CPUs 0-1), a service's top-level cgroup is confined where
-# it is, movable kernel threads and the workqueue masks go to 0-1; libvirt's machine.slice (and
+# it is, movable kernel threads and the workqueue masks go to 0-1 (one pinned to CPU 1 with
+# taskset stays there, one pinned to 2-3 goes to 0-1); libvirt's machine.slice (and
 # the pinning of what runs there) and the virtqemud daemon are left alone. At release everything
 # is as before: each task's cgroup and affinity (pinned ones too), the cgroup dirs, the masks
 # and cgroup.subtree_control.
@@ -43,6 +44,8 @@ wait_until 10 all_started ||
   fail "harness: the host processes did not all exec their programs within 10 s (comm: $(for p in "$host" "$pinned" "$svc" "$vmproc" "$daemon"; do printf '%s=%s ' "$p" "$(comm_of "$p")"; done))"
 expect_eq "$(comm_of "$daemon")" virtqemud "harness: the daemon stand-in's comm"
 
+iso_pin_kthread 1; kpin1=$KPIN
+iso_pin_kthread 2-3; kpin23=$KPIN
 iso_policy 0-1
 isodom /tmp/vm.xml s11-isolated vcpus 2 3
 iso_snapshot /tmp/base
@@ -57,6 +60,8 @@ note "after prepare: the host process pinned to CPU 1 is allowed on CPUs $(cpus_
 expect_eq "$(cgroup_of $svc)" /kt-svc "after prepare: cgroup of the service process"
 expect_eq "$(cat $CG/kt-svc/cpuset.cpus)" 0-1 "after prepare: kt-svc/cpuset.cpus"
 expect_eq "$(cpus_of $svc)" 0-1 "after prepare: CPUs of the service process"
+expect_eq "$(cpus_of $kpin1)" 1 "after prepare: CPUs of kernel thread $kpin1, pinned to CPU 1"
+expect_eq "$(cpus_of $kpin23)" 0-1 "after prepare: CPUs of kernel thread $kpin23, pinned to CPUs 2-3"
 expect_eq "$(cgroup_of $daemon)" / "after prepare: cgroup of virtqemud"
 expect_eq "$(cpus_of $daemon)" 0-3 "after prepare: CPUs of virtqemud"
 expect_eq "$(cgroup_of $vmproc)" /machine.slice/vm-x "after prepare: cgroup of the VM process"

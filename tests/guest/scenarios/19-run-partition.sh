@@ -3,8 +3,9 @@
 # (6.12): `auto` takes the partition method. kvmtune's own cgroup kvmtune.isolated becomes an
 # isolated partition of CPUs 2-3 holding the QEMU stand-in; no host process is moved, yet each
 # (one started later too) may run only on 0-1, and the root's cpuset.cpus.isolated reads 2-3;
-# `kvmtune status` names the method and why. A kernel thread pinned to CPU 3 with taskset runs
-# on 0-1 meanwhile and is on CPU 3 again after, as is one the kernel bound to one CPU
+# `kvmtune status` names the method and why. A kernel thread pinned to CPU 1 with taskset stays
+# there; one pinned to CPU 3 runs on 0-1 meanwhile and is on CPU 3 again after, as is one the
+# kernel bound to one CPU
 # (irq/9-acpi on CPU 1): when the partition goes, 6.12 gives the root's kernel threads every
 # CPU, within a taskset pin but not within the kernel's own binding, so kvmtune notes and puts
 # back every kernel thread not bound by the kernel for good. After kill -TERM everything is as
@@ -14,7 +15,7 @@
 # one line, and leaves everything as it was.
 . /tests/lib.sh
 . /tests/isolation.sh
-trap 'iso_cleanup; admin_gone; unpin_kthread' EXIT
+trap 'iso_cleanup; admin_gone' EXIT
 OURS=$CG/kvmtune.isolated
 ADMIN=$CG/kt-admin
 admin_gone() {
@@ -23,8 +24,6 @@ admin_gone() {
   echo > $ADMIN/cpuset.cpus.exclusive 2>/dev/null
   rmdir $ADMIN
 }
-KPIN=
-unpin_kthread() { [ -z "$KPIN" ] || taskset -p -c 0-3 "$KPIN" >/dev/null 2>&1; }
 
 [ -e $CG/cpuset.cpus.isolated ] || fail "harness: this kernel ($(uname -r)) has no $CG/cpuset.cpus.isolated"
 # (Every `sleep 600` below is a workload that runs until the scenario ends it by PID, not a
@@ -35,11 +34,8 @@ grep -qw cpuset $CG/cgroup.subtree_control && echo -cpuset > $CG/cgroup.subtree_
 
 iso_start "host process" sleep 600; host=$ISO_PID
 iso_policy 0-1
-# An unbound kernel thread (class K: not bound by the kernel) on every CPU, pinned to CPU 3.
-KPIN=$(iso_tasks | awk -F'|' '$2 == "K" && $3 != "kthreadd" && $5 == "0-3" { print $1; exit }')
-[ -n "$KPIN" ] || fail "harness: no unbound kernel thread on CPUs 0-3 to pin"
-taskset -p -c 3 "$KPIN" >/dev/null || fail "harness: cannot pin kernel thread $KPIN to CPU 3"
-note "kernel thread $KPIN ($(cat /proc/$KPIN/comm)) pinned to CPU 3"
+iso_pin_kthread 1; kpin1=$KPIN
+iso_pin_kthread 3; kpin3=$KPIN
 iso_snapshot /tmp/base
 
 # (kvmtune run adds `-name guest=s19-run`, which the shell takes as its $0 and $1.)
@@ -62,7 +58,8 @@ expect_eq "$(cgroup_of $host)" / "while running: cgroup of the host process"
 expect_eq "$(cpus_of $host)" 0-1 "while running: CPUs of the host process"
 expect_eq "$(cgroup_of $run)" / "while running: cgroup of kvmtune run"
 expect_eq "$(cpus_of $run)" 0-1 "while running: CPUs of kvmtune run"
-expect_eq "$(cpus_of $KPIN)" 0-1 "while running: CPUs of kernel thread $KPIN, pinned to CPU 3"
+expect_eq "$(cpus_of $kpin1)" 1 "while running: CPUs of kernel thread $kpin1, pinned to CPU 1"
+expect_eq "$(cpus_of $kpin3)" 0-1 "while running: CPUs of kernel thread $kpin3, pinned to CPU 3"
 [ -d $HK_CG ] && fail "the partition method made $HK_CG"
 taskset -c 0-3 sleep 600 & late=$!
 ISO_PIDS="$ISO_PIDS $late"
