@@ -63,6 +63,7 @@ selected() {
   return 1
 }
 expected=()
+declare -A scenario_file=()
 scenarios=("$here"/scenarios/*.sh)
 if [ -n "${KVMTUNE_HV_SCENARIOS:-}" ]; then
   scenarios=("$here/scenarios/00-install.sh" "$KVMTUNE_HV_SCENARIOS"/*.sh)
@@ -70,7 +71,7 @@ fi
 for s in "${scenarios[@]}"; do
   name=$(basename "$s" .sh)
   if selected "$name"; then
-    cp "$s" "$disk/scenarios/"
+    scenario_file[$name]=$s
     expected+=("$name")
   fi
 done
@@ -85,27 +86,62 @@ cp "$repo/scripts/demo.sh" "$disk/repo/scripts/"
 cp "$repo/tests/deps.sh" "$disk/repo/tests/"
 cp "$repo/tests/libvirt/lib.sh" "$disk/repo/tests/libvirt/"
 [ "${KVMTUNE_HV_VERBOSE:-0}" = 1 ] && touch "$disk/verbose"
-mkfs.ext4 -q -F -L hvtests -d "$disk" "$work/tests.img" 256M >/dev/null 2>&1 || die "mkfs.ext4 of the tests disk failed"
+# make_disk NAME...: the tests disk, with these scenarios.
+make_disk() {
+  local name
+  rm -f "$disk"/scenarios/*.sh
+  for name in "$@"; do cp "${scenario_file[$name]}" "$disk/scenarios/"; done
+  mkfs.ext4 -q -F -L hvtests -d "$disk" "$work/tests.img" 256M >/dev/null 2>&1 || die "mkfs.ext4 of the tests disk failed"
+}
+make_disk "${expected[@]}"
+# reported FILE NAME: whether FILE has NAME's PASS or FAIL line.
+reported() { grep -q "^\(PASS hypervisor/$2 \|FAIL hypervisor/$2:\)" "$1" 2>/dev/null; }
 
 # ---- boot -------------------------------------------------------------------------------------
 echo "hypervisor: image $img (ready in ${t_image} s); logs in $logs" >&2
 t1=$(date +%s)
 # The guest's kernel sometimes dies under TCG with "Oops: int3" (an int3 that QEMU's TCG left
 # while the kernel patched its own text; seen in about one boot in ten, never under KVM). That
-# is QEMU's bug, not kvmtune's: the scenarios then cannot finish, so the whole boot sequence
-# runs once more from the unchanged image, and the first attempt's logs are kept beside.
-for attempt in 1 2; do
+# is QEMU's bug, not kvmtune's: the scenarios then cannot finish, so the image (unchanged) is
+# booted again, up to INT3_ATTEMPTS times, for those no attempt reported, after 00-install;
+# with every boot-1 scenario too when a boot-2 one did not report (it may build on what they
+# left: 81 on 80's autostart). Each attempt's logs are kept (attemptN/), and a scenario's
+# report is the last attempt's that has one.
+INT3_ATTEMPTS=3
+# reported_before NAME: whether an earlier attempt reported NAME.
+reported_before() {
+  local f
+  for f in "$logs"/attempt*/results.txt; do reported "$f" "$1" && return 0; done
+  return 1
+}
+boot2() { grep -q '^# boot: 2' "${scenario_file[$1]}"; }
+for attempt in $(seq 1 "$INT3_ATTEMPTS"); do
   rc=0
   KVMTUNE_HV_TIMEOUT=${KVMTUNE_HV_TIMEOUT:-1500} "$here/boot.sh" "$img" "$work/tests.img" "$logs" || rc=$?
   tr -d '\r' < "$logs/results.log" > "$logs/results.txt" || true
   grep -v '^| ' "$logs/results.txt" || true
-  if [ "$attempt" = 1 ] && grep -qa 'Oops: int3' "$logs/console.log"; then
-    mkdir -p "$logs/attempt1"
-    mv "$logs/console.log" "$logs/results.log" "$logs/results.txt" "$logs/attempt1/"
-    echo "hypervisor: the guest kernel died of QEMU TCG's int3 text-patching bug (console: $logs/attempt1/console.log); booting again" >&2
-    continue
+  [ "$attempt" -lt "$INT3_ATTEMPTS" ] && grep -qa 'Oops: int3' "$logs/console.log" || break
+  mkdir -p "$logs/attempt$attempt"
+  mv "$logs/console.log" "$logs/results.log" "$logs/results.txt" "$logs/attempt$attempt/"
+  boot1_too=0 unreported=0
+  for name in "${expected[@]}"; do
+    reported_before "$name" && continue
+    [ "$name" = 00-install ] || unreported=1
+    boot2 "$name" && boot1_too=1
+  done
+  if [ "$unreported" = 0 ]; then
+    # It died after the last report: nothing to run again.
+    mv "$logs/attempt$attempt"/* "$logs/" && rmdir "$logs/attempt$attempt"
+    break
   fi
-  break
+  again=()
+  for name in "${expected[@]}"; do
+    if [ "$name" = 00-install ] || ! reported_before "$name" || { [ "$boot1_too" = 1 ] && ! boot2 "$name"; }; then
+      again+=("$name")
+    fi
+  done
+  make_disk "${again[@]}"
+  echo "hypervisor: the guest kernel died of QEMU TCG's int3 text-patching bug (console: $logs/attempt$attempt/console.log); booting again for ${again[*]}" >&2
 done
 t_boot=$(( $(date +%s) - t1 ))
 [ "$rc" = 0 ] || echo "hypervisor: QEMU exited $rc after ${t_boot} s$([ "$rc" = 124 ] && echo ' (timed out)'); console: $logs/console.log" >&2
@@ -113,12 +149,18 @@ t_boot=$(( $(date +%s) - t1 ))
 passed=0
 failed=0
 for name in "${expected[@]}"; do
-  if grep -q "^PASS hypervisor/$name " "$logs/results.txt"; then
+  # The last attempt's report of it.
+  report=$logs/results.txt
+  for n in $(seq $((INT3_ATTEMPTS - 1)) -1 1); do
+    reported "$report" "$name" && break
+    report=$logs/attempt$n/results.txt
+  done
+  if grep -q "^PASS hypervisor/$name " "$report" 2>/dev/null; then
     passed=$((passed + 1))
-  elif grep -q "^FAIL hypervisor/$name:" "$logs/results.txt"; then
+  elif grep -q "^FAIL hypervisor/$name:" "$report" 2>/dev/null; then
     failed=$((failed + 1))
     # The scenario's log, as the guest printed it.
-    awk -v n="$name" '$0 ~ "^FAIL hypervisor/"n":" {on=1; next} on && /^\| / {print; next} {on=0}' "$logs/results.txt" >&2
+    awk -v n="$name" '$0 ~ "^FAIL hypervisor/"n":" {on=1; next} on && /^\| / {print; next} {on=0}' "$report" >&2
   else
     echo "FAIL hypervisor/$name: did not report (console: $logs/console.log)"
     failed=$((failed + 1))
