@@ -221,6 +221,25 @@ fn a_vm_stopping_before_irqbalance_applied_its_ban_does_not_leave_the_ban_behind
     assert_eq!(banned_after_round(&b), Some(set("0")));
 }
 
+/// irqbalance restarted (a package upgrade) moments after kvmtune banned it from a running VM's
+/// CPU: the new one starts from its own set and was told nothing. The next VM event tells it
+/// again (what its predecessor was told is not in effect for it).
+#[test]
+fn a_restarted_irqbalance_is_banned_again_at_the_next_vm_event() {
+    let b = host_with_irqbalance_rounds();
+    b.prepare("rt", &vm("rt", 3, true, "vcpus")).unwrap();
+    b.started("rt").unwrap();
+    assert_eq!(banned_after_round(&b), Some(set("0,3")));
+    b.kernel.irqs(|i| i.irqbalance_restart(set("0")));
+    let plain = "<domain><name>plain</name><memory unit='MiB'>64</memory></domain>";
+    b.prepare("plain", plain).unwrap();
+    b.started("plain").unwrap();
+    b.release("plain").unwrap();
+    assert_eq!(banned_after_round(&b), Some(set("0,3")));
+    b.release("rt").unwrap();
+    assert_eq!(banned_after_round(&b), Some(set("0")));
+}
+
 #[test]
 fn another_vm_stopping_does_not_give_back_irqs_an_isolated_vm_needs() {
     let b = host();

@@ -17,10 +17,20 @@ use crate::host::{HostFs, RootFs};
 
 pub const SOCKET_DIR: &str = "run/irqbalance";
 
+/// A running irqbalance's answer to `setup`, and which irqbalance gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Its PID (from its socket's name): a restarted irqbalance is another one, which starts
+    /// from its own set whatever its predecessor was told.
+    pub pid: u32,
+    /// The CPUs it is banned from now.
+    pub banned: CpuSet,
+}
+
 /// Talking to a running irqbalance.
 pub trait IrqBalancer {
-    /// The CPUs irqbalance is banned from now; `None` when no irqbalance runs.
-    fn banned(&self) -> Result<Option<CpuSet>>;
+    /// Its answer now; `None` when no irqbalance runs.
+    fn banned(&self) -> Result<Option<Answer>>;
     /// Ban exactly these CPUs (empty: none).
     fn set_banned(&self, cpus: &CpuSet) -> Result<()>;
 }
@@ -38,12 +48,13 @@ impl IrqbalanceSocket {
         }
     }
 
-    /// The socket of a live irqbalance, if one runs.
-    fn socket(&self) -> Option<PathBuf> {
+    /// The PID and socket of a live irqbalance, if one runs.
+    fn socket(&self) -> Option<(u32, PathBuf)> {
         self.fs.list(SOCKET_DIR).ok()?.into_iter().find_map(|name| {
             let pid = name.strip_prefix("irqbalance")?.strip_suffix(".sock")?;
             let comm = self.fs.read(&format!("proc/{pid}/comm")).ok()?;
-            (comm.trim() == "irqbalance").then(|| self.fs.display(&format!("{SOCKET_DIR}/{name}")))
+            let path = self.fs.display(&format!("{SOCKET_DIR}/{name}"));
+            (comm.trim() == "irqbalance").then_some((pid.parse().ok()?, path))
         })
     }
 
@@ -70,18 +81,18 @@ impl IrqbalanceSocket {
 }
 
 impl IrqBalancer for IrqbalanceSocket {
-    fn banned(&self) -> Result<Option<CpuSet>> {
-        let Some(path) = self.socket() else {
+    fn banned(&self) -> Result<Option<Answer>> {
+        let Some((pid, path)) = self.socket() else {
             return Ok(None);
         };
         let reply = self.ask(&path, "setup")?;
         parse_setup(&reply)
-            .map(Some)
+            .map(|banned| Some(Answer { pid, banned }))
             .ok_or_else(|| Error::parse(&path, &reply, "not irqbalance's answer to setup"))
     }
 
     fn set_banned(&self, cpus: &CpuSet) -> Result<()> {
-        let Some(path) = self.socket() else {
+        let Some((_, path)) = self.socket() else {
             return Ok(()); // it stopped meanwhile: nothing left to tell
         };
         let list = if cpus.is_empty() {
@@ -106,7 +117,7 @@ pub fn parse_setup(reply: &str) -> Option<CpuSet> {
 pub struct NoIrqbalance;
 
 impl IrqBalancer for NoIrqbalance {
-    fn banned(&self) -> Result<Option<CpuSet>> {
+    fn banned(&self) -> Result<Option<Answer>> {
         Ok(None)
     }
 
@@ -118,6 +129,42 @@ impl IrqBalancer for NoIrqbalance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+
+    /// A stand-in irqbalance under a fake root: its socket `run/irqbalance/irqbalance<PID>.sock`
+    /// and `proc/<PID>/comm`, answering one `setup` as irqbalance does.
+    #[test]
+    fn the_answer_names_the_irqbalance_that_gave_it() {
+        let root = tempfile::tempdir().unwrap();
+        let pid = 4321;
+        std::fs::create_dir_all(root.path().join(SOCKET_DIR)).unwrap();
+        std::fs::create_dir_all(root.path().join(format!("proc/{pid}"))).unwrap();
+        std::fs::write(root.path().join(format!("proc/{pid}/comm")), "irqbalance\n").unwrap();
+        let listener = UnixListener::bind(
+            root.path()
+                .join(format!("{SOCKET_DIR}/irqbalance{pid}.sock")),
+        )
+        .unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut asked = [0u8; 64];
+            let n = stream.read(&mut asked).unwrap();
+            assert_eq!(&asked[..n], b"setup");
+            stream.write_all(b"SLEEP 10 BANNED 00000008").unwrap();
+        });
+
+        let answer = IrqbalanceSocket::new(root.path()).banned().unwrap();
+
+        server.join().unwrap();
+        assert_eq!(
+            answer,
+            Some(Answer {
+                pid,
+                banned: CpuSet::from_ids([3])
+            })
+        );
+    }
 
     #[test]
     fn setup_answer_gives_the_banned_cpus() {

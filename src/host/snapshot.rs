@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::irqbalance::IrqBalancer;
+use super::irqbalance::{Answer, IrqBalancer};
 use super::systemctl::Systemctl;
 use super::HostFs;
 use crate::cpulist::CpuSet;
@@ -46,7 +46,7 @@ struct Seen {
     exists: HashMap<String, bool>,
     links: HashMap<String, PathBuf>,
     properties: HashMap<(String, String), String>,
-    banned: Option<Option<CpuSet>>,
+    banned: Option<Option<Answer>>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -200,7 +200,7 @@ impl Systemctl for Snapshot<'_> {
 }
 
 impl IrqBalancer for Snapshot<'_> {
-    fn banned(&self) -> Result<Option<CpuSet>> {
+    fn banned(&self) -> Result<Option<Answer>> {
         let mut seen = self.seen.borrow_mut();
         if let Some(banned) = &seen.banned {
             return Ok(banned.clone());
@@ -234,7 +234,7 @@ mod tests {
     }
     struct NoIrqbalance;
     impl IrqBalancer for NoIrqbalance {
-        fn banned(&self) -> Result<Option<CpuSet>> {
+        fn banned(&self) -> Result<Option<Answer>> {
             Ok(None)
         }
         fn set_banned(&self, _: &CpuSet) -> Result<()> {

@@ -74,13 +74,10 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
     let now_secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    if next
+    next.irqbalance_told = next
         .irqbalance_told
-        .as_ref()
-        .is_some_and(|told| !told.pending_at(now_secs))
-    {
-        next.irqbalance_told = None;
-    }
+        .take()
+        .filter(|told| told.pending_at(now_secs));
     let isolated = next.isolated_except("");
     let answer = match ctx.irqbalance.banned() {
         Ok(Some(answer)) => answer,
@@ -97,11 +94,15 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
     };
     hold.irqbalance_note = None;
     // What irqbalance goes by from its next round: what it was told moments ago, which its
-    // answer does not show until then.
+    // answer does not show until then, unless another irqbalance answers now (a restart).
+    next.irqbalance_told = next
+        .irqbalance_told
+        .take()
+        .filter(|told| told.pid.map_or(true, |pid| pid == answer.pid));
     let in_effect = next
         .irqbalance_told
         .as_ref()
-        .map_or(answer, |told| told.banned.clone());
+        .map_or(answer.banned, |told| told.banned.clone());
     let want = match &hold.irqbalance_banned {
         _ if isolated.is_empty() => hold.irqbalance_banned.take()?,
         Some(own) => own.union(&isolated),
@@ -116,6 +117,7 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
     next.irqbalance_told = Some(Told {
         banned: want.clone(),
         at: now_secs,
+        pid: Some(answer.pid),
     });
     Some(Change::IrqBalance {
         before: in_effect,

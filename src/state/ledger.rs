@@ -48,6 +48,10 @@ pub struct Told {
     pub banned: CpuSet,
     /// When, in seconds since the epoch.
     pub at: u64,
+    /// Which irqbalance was told (its PID); `None` in ledgers of earlier builds. Another one
+    /// answering since was not told anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 impl Told {
@@ -219,7 +223,8 @@ mod tests {
             ledger.irqbalance_told,
             Some(Told {
                 banned: CpuSet::from_ids([0]),
-                at: 1_700_000_000
+                at: 1_700_000_000,
+                pid: None
             })
         );
     }

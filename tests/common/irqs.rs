@@ -33,6 +33,8 @@ pub struct IrqModel {
     pub irqbalance_waits_for_round: bool,
     /// The set told but not yet in effect.
     pub irqbalance_told: Option<CpuSet>,
+    /// The running irqbalance's PID (its socket's name); another after `irqbalance_restart`.
+    pub irqbalance_pid: u32,
 }
 
 impl IrqModel {
@@ -41,6 +43,14 @@ impl IrqModel {
         if let Some(told) = self.irqbalance_told.take() {
             self.irqbalance = Some(told);
         }
+    }
+
+    /// irqbalance restarted (a package upgrade): another process, from its own set `own`,
+    /// knowing nothing its predecessor was told.
+    pub fn irqbalance_restart(&mut self, own: CpuSet) {
+        self.irqbalance_pid += 1;
+        self.irqbalance = Some(own);
+        self.irqbalance_told = None;
     }
 
     /// IRQs 10-13 of ordinary devices on every CPU, IRQ 14 managed (a per-queue NVMe vector),
@@ -95,6 +105,7 @@ impl IrqModel {
             irqbalance: None,
             irqbalance_waits_for_round: false,
             irqbalance_told: None,
+            irqbalance_pid: 4242,
         }
     }
 

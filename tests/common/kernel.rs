@@ -28,7 +28,7 @@ use kvmtune::host::{HostFs, RootFs};
 pub use super::cgroupfs::{CgroupModel, Layout};
 pub use super::irqs::IrqModel;
 pub use super::knobs::KnobModel;
-use kvmtune::host::irqbalance::IrqBalancer;
+use kvmtune::host::irqbalance::{Answer, IrqBalancer};
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
@@ -714,13 +714,13 @@ impl Systemctl for FakeKernel {
 }
 
 impl IrqBalancer for FakeKernel {
-    fn banned(&self) -> Result<Option<CpuSet>> {
-        Ok(self
-            .model
-            .borrow()
-            .irqs
-            .as_ref()
-            .and_then(|i| i.irqbalance.clone()))
+    fn banned(&self) -> Result<Option<Answer>> {
+        Ok(self.model.borrow().irqs.as_ref().and_then(|i| {
+            i.irqbalance.clone().map(|banned| Answer {
+                pid: i.irqbalance_pid,
+                banned,
+            })
+        }))
     }
 
     fn set_banned(&self, cpus: &CpuSet) -> Result<()> {
