@@ -182,6 +182,37 @@ fn another_irq_back_on_the_isolated_cpu_is_put_back_at_the_next_full_look() {
     assert_eq!(affinity(&b, 10), set("0-2"));
 }
 
+/// irqbalance restarted while a VM runs (a package upgrade): the new one starts from its own
+/// set and would balance IRQs onto the isolated CPU every 10 s. The full look sees it free to
+/// use that CPU and bans it again; a look that finds it banned repairs nothing.
+#[test]
+fn a_restarted_irqbalance_is_banned_from_isolated_cpus_again_at_the_next_full_look() {
+    let b = host(Layout::V1);
+    b.kernel.irqs(|i| {
+        i.irqbalance = Some(set("0"));
+        i.irqbalance_waits_for_round = true;
+    });
+    running(&b, "gpu", 3);
+    let mut w = settled(&b);
+    b.kernel.irqs(|i| i.irqbalance_round());
+    b.kernel.irqs(|i| i.irqbalance_restart(set("0")));
+
+    let later = Instant::now() + b.policy.metrics_interval + Duration::from_secs(1);
+    let pass = b.watch_at(&mut w, later).unwrap();
+
+    assert!(pass.metrics);
+    assert_eq!(kinds(&pass), [RepairKind::Irq], "{pass:?}");
+    let banned = b.kernel.irqs(|i| {
+        i.irqbalance_round();
+        i.irqbalance.clone()
+    });
+    assert_eq!(banned, Some(set("0,3")));
+    let again = b
+        .watch_at(&mut w, later + b.policy.metrics_interval)
+        .unwrap();
+    assert!(again.repairs.is_empty(), "{again:?}");
+}
+
 /// irqbalance narrows the other IRQs to some of the CPUs kvmtune left them (Debian 13: IRQ 25
 /// on CPU 2 of 0-2): still off the isolated CPUs, so no broken promise and nothing to repair.
 #[test]

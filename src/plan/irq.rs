@@ -5,6 +5,7 @@
 use crate::change::Change;
 use crate::cpulist::CpuSet;
 use crate::error::Result;
+use crate::host::irqbalance::Answer;
 use crate::host::snapshot::Probe;
 use crate::host::HostFs;
 use crate::irq;
@@ -66,14 +67,28 @@ pub fn give_back(probe: &Probe, next: &mut Ledger) -> Result<Vec<Change>> {
     Ok(changes)
 }
 
+/// What the irqbalance that gave `answer` goes by from its next round: what kvmtune told it
+/// moments ago (`told`), which its answer does not show until then; else its answer.
+pub fn irqbalance_in_effect(told: Option<&Told>, answer: Answer, now_secs: u64) -> CpuSet {
+    match told {
+        Some(told) if told.counts_for(answer.pid, now_secs) => told.banned.clone(),
+        _ => answer.banned,
+    }
+}
+
+/// Seconds since the epoch (0 if the clock is before it), as `Told` keeps them.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
 fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
     if !hold.settings.irqbalance {
         return None;
     }
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_secs = now_secs();
     next.irqbalance_told = next
         .irqbalance_told
         .take()
@@ -93,16 +108,12 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
         }
     };
     hold.irqbalance_note = None;
-    // What irqbalance goes by from its next round: what it was told moments ago, which its
-    // answer does not show until then, unless another irqbalance answers now (a restart).
+    let pid = answer.pid;
+    let in_effect = irqbalance_in_effect(next.irqbalance_told.as_ref(), answer, now_secs);
     next.irqbalance_told = next
         .irqbalance_told
         .take()
-        .filter(|told| told.pid.map_or(true, |pid| pid == answer.pid));
-    let in_effect = next
-        .irqbalance_told
-        .as_ref()
-        .map_or(answer.banned, |told| told.banned.clone());
+        .filter(|told| told.counts_for(pid, now_secs));
     let want = match &hold.irqbalance_banned {
         _ if isolated.is_empty() => hold.irqbalance_banned.take()?,
         Some(own) => own.union(&isolated),
@@ -117,7 +128,7 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
     next.irqbalance_told = Some(Told {
         banned: want.clone(),
         at: now_secs,
-        pid: Some(answer.pid),
+        pid: Some(pid),
     });
     Some(Change::IrqBalance {
         before: in_effect,

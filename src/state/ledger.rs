@@ -62,6 +62,12 @@ impl Told {
     pub fn pending_at(&self, now: u64) -> bool {
         now < self.at.saturating_add(Self::TRUSTED_FOR_SECS)
     }
+
+    /// Whether the irqbalance with PID `pid` goes by it at `now`: it was told to that one (a
+    /// restarted irqbalance was told nothing) and may not show it yet.
+    pub fn counts_for(&self, pid: u32, now: u64) -> bool {
+        self.pending_at(now) && self.pid.map_or(true, |told| told == pid)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,6 +87,40 @@ fn irqs(ctx: &Context, ledger: &Ledger, full: bool, out: &mut Vec<Finding>) {
         );
     }
     out.extend(devices.into_iter().map(|d| finding(false, d)));
+    if full {
+        out.extend(irqbalance_unbanned(ctx, ledger));
+    }
+}
+
+/// irqbalance free to use isolated CPUs, at the full look: one restarted since kvmtune banned
+/// it (a package upgrade) starts from its own set, and would balance IRQs onto them.
+fn irqbalance_unbanned(ctx: &Context, ledger: &Ledger) -> Option<Finding> {
+    if !ledger.irq.as_ref()?.settings.irqbalance {
+        return None;
+    }
+    let isolated = ledger.isolated_except("");
+    if isolated.is_empty() {
+        return None;
+    }
+    let answer = ctx.irqbalance.banned().ok()??;
+    let pid = answer.pid;
+    let now = crate::plan::irq::now_secs();
+    let in_effect =
+        crate::plan::irq::irqbalance_in_effect(ledger.irqbalance_told.as_ref(), answer, now);
+    (!isolated.is_subset(&in_effect)).then(|| {
+        Finding::slow(
+            RepairKind::Irq,
+            format!(
+                "irqbalance (pid {pid}) may use isolated CPUs {}: it is banned from {}",
+                isolated.difference(&in_effect),
+                if in_effect.is_empty() {
+                    "none".to_string()
+                } else {
+                    in_effect.to_string()
+                }
+            ),
+        )
+    })
 }
 
 /// Running VMs whose QEMU has not run for `GONE_GRACE`: it died while libvirtd was down, and
