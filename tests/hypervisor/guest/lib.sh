@@ -216,11 +216,22 @@ tasks_on_cpu() {
   done
 }
 
+# The socket of the running irqbalance (/run/irqbalance/irqbalance<PID>.sock, PID alive and
+# irqbalance: one that exited may leave its socket behind), or nothing.
+irqbalance_sock() {
+  local sock pid
+  for sock in /run/irqbalance/irqbalance*.sock; do
+    pid=${sock##*/irqbalance}; pid=${pid%.sock}
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = irqbalance ] && { echo "$sock"; return; }
+  done
+}
+irqbalance_pid() { local sock; sock=$(irqbalance_sock); sock=${sock##*/irqbalance}; echo "${sock%.sock}"; }
+
 # irqbalance's own banned CPUs (its `setup` answer's BANNED field, a hex mask), or "none"
 # when it does not run.
 irqbalance_banned() {
   local sock
-  sock=$(ls /run/irqbalance/irqbalance*.sock 2>/dev/null | head -1)
+  sock=$(irqbalance_sock)
   [ -n "$sock" ] || { echo none; return; }
   /hv/bin/irqbalance-ask "$sock" setup | sed -n 's/.*BANNED \([0-9a-fA-F,]*\).*/\1/p'
 }

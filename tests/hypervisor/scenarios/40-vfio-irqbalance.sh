@@ -4,8 +4,9 @@
 # `irq cpus="vcpus"`. At `started` its vfio-intx IRQ (which appears when QEMU opens the device)
 # is on CPU 3 and every other movable IRQ is off CPU 3; both hold through two of irqbalance's
 # 10 s rebalancing rounds (irqbalance was told to keep off CPU 3, and its answer says so once a
-# round has passed). After the VM stops, irqbalance has its own banned CPUs back, and the
-# default IRQ affinity is as before.
+# round has passed). irqbalance restarted meanwhile (a package upgrade) starts from its own set:
+# kvmtune watch's next full look (metrics.interval, 15 s) bans it from CPU 3 again. After the VM
+# stops, irqbalance has its own banned CPUs back, and the default IRQ affinity is as before.
 . /hv/guest/lib.sh
 BDF=0000:00:03.0
 systemctl is-active --quiet irqbalance.service || fail "irqbalance does not run (Debian starts it)"
@@ -54,8 +55,21 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 note "device IRQs stayed on CPU 3 and others off it for 21 s of irqbalance"
 # Two rounds have passed: irqbalance's own answer has CPU 3 banned.
+banned_vm=$(printf '%08x' $(( 0x$banned0 | 8 )))
 banned=$(irqbalance_banned)
-[ "$banned" = "$(printf '%08x' $(( 0x$banned0 | 8 )))" ] || fail "irqbalance banned '$banned' while the VM runs, not its own '$banned0' and CPU 3"
+[ "$banned" = "$banned_vm" ] || fail "irqbalance banned '$banned' while the VM runs, not its own '$banned0' and CPU 3"
+
+pid0=$(irqbalance_pid)
+t_restart=$(date +%s)
+systemctl restart irqbalance.service
+restarted() { local pid; pid=$(irqbalance_pid); [ -n "$pid" ] && [ "$pid" != "$pid0" ] && [ "$(irqbalance_banned)" != "" ]; }
+wait_for 20 "irqbalance (pid $pid0) did not come back as another process after a restart" restarted
+note "irqbalance restarted: pid $pid0 -> $(irqbalance_pid), banned '$(irqbalance_banned)'"
+# The watcher's full look comes within 15 s, irqbalance's next round within 10 s more.
+wait_for 45 "the restarted irqbalance is not banned from CPU 3 again ('$banned_vm')" irqbalance_banned_is "$banned_vm"
+journalctl -q -u kvmtune-watch.service --since "@$t_restart" | grep -q "irqbalance banned CPUs" \
+  || fail "the watcher's log does not say it banned the restarted irqbalance: $(journalctl -q -u kvmtune-watch.service | tail -3)"
+note "watcher: $(journalctl -q -u kvmtune-watch.service --since "@$t_restart" | grep "irqbalance banned CPUs" | tail -1)"
 stop hv-vfio
 # irqbalance applies a `settings cpus` at its next rescan, at the start of its next 10 s round.
 wait_for 25 "irqbalance does not have its own banned CPUs back ('$banned0')" irqbalance_banned_is "$banned0"
