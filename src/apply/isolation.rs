@@ -34,7 +34,7 @@ pub fn verify(ctx: &Base, next: &Ledger) -> Result<()> {
 
 /// After partitions were undone: the kernel gave every kernel thread of the root cgroup the
 /// CPUs no partition holds (`cpuset_update_tasks_cpumask` for the top cpuset), isolated ones
-/// too. Put the movable ones back where the ledger's hold keeps them (`kernel_thread_cpus`).
+/// too. Put the movable ones back where the ledger's hold keeps them (`KernelThreadPlaces`).
 /// Not journaled: release gives them back from the hold's baseline whatever they are on, and
 /// the watcher confines them again if this is cut short.
 pub fn reconfine_kernel_threads(ctx: &Base) {
@@ -49,13 +49,9 @@ pub fn reconfine_kernel_threads(ctx: &Base) {
     let Ok(view) = View::read_for(ctx.fs, hold.method) else {
         return;
     };
-    let before = isolation::kernel_threads_before(&hold.baseline);
+    let places = isolation::KernelThreadPlaces::new(&hold.baseline, &hold.housekeeping);
     for t in view.tasks.iter().filter(|t| t.is_movable_kernel_thread()) {
-        let original = before
-            .get(&(t.pid, t.comm.as_str()))
-            .copied()
-            .unwrap_or(&t.allowed);
-        let cpus = isolation::kernel_thread_cpus(original, &hold.housekeeping);
+        let cpus = places.cpus(t);
         if t.allowed == cpus {
             continue;
         }

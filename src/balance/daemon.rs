@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::rule::{self, Bounds, Decision, HostLevel, HostMem, LastChange, VmState};
 use super::virsh::Libvirt;
@@ -268,14 +267,6 @@ pub fn read_host(fs: &dyn HostFs) -> Result<HostMem> {
     })
 }
 
-/// Unix time, seconds (what QEMU stamps balloon statistics with).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// How `report` shows events: `--once` and `--dry-run` runs print everything on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Output {
@@ -321,7 +312,7 @@ pub fn run(
         print_all: once || dry_run,
     };
     if once {
-        let events = balancer.pass(lv, fs, unix_now())?;
+        let events = balancer.pass(lv, fs, crate::host::unix_now())?;
         report(&events, out);
         return match events.iter().find(|e| matches!(e, Event::Failed { .. })) {
             Some(e) => Err(Error::Refused(e.to_string())),
@@ -339,7 +330,7 @@ pub fn run(
     );
     let mut last_error: Option<String> = None;
     loop {
-        match balancer.pass(lv, fs, unix_now()) {
+        match balancer.pass(lv, fs, crate::host::unix_now()) {
             Ok(events) => {
                 if last_error.take().is_some() {
                     report_line("balance: libvirt and the host answer again", out);

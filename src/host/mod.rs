@@ -25,6 +25,14 @@ pub use topology::{Node, Siblings, Topology};
 
 use crate::error::Result;
 
+/// Unix time in seconds, from the host's clock (0 before the epoch): how kvmtune stamps what
+/// it told irqbalance, and QEMU its balloon statistics.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Everything `plan` needs to know about the host, read once per hook call.
 #[derive(Debug, Clone, Default)]
 pub struct Host {

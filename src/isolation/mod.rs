@@ -306,31 +306,47 @@ pub fn confine(
     Ok(changes)
 }
 
-/// Where a movable kernel thread runs while `housekeeping` are the host's CPUs: on those of
-/// its own CPUs (`original`, before kvmtune moved it) that are housekeeping CPUs, so that a
-/// thread pinned with taskset, or bound to its NUMA node like kswapd, stays there; on every
-/// housekeeping CPU when none of its own is one. The kernel does the same with a taskset pin
-/// when an isolated partition forms.
-pub fn kernel_thread_cpus(original: &CpuSet, housekeeping: &CpuSet) -> CpuSet {
-    let within = original.intersection(housekeeping);
-    if within.is_empty() {
-        housekeeping.clone()
-    } else {
-        within
-    }
+/// Where movable kernel threads run while `housekeeping` are the host's CPUs: on those of a
+/// thread's own CPUs that are housekeeping CPUs, so that one pinned with taskset, or bound to
+/// its NUMA node like kswapd, stays there; on every housekeeping CPU when none of its own is
+/// one. The kernel does the same with a taskset pin when an isolated partition forms. Its own
+/// CPUs are those before kvmtune moved it (the hold's baseline), else those it is on.
+pub struct KernelThreadPlaces<'a> {
+    before: HashMap<(u32, &'a str), &'a CpuSet>,
+    housekeeping: &'a CpuSet,
 }
 
-/// The CPUs each kernel thread kvmtune moved was on before, from `baseline`.
-pub fn kernel_threads_before(baseline: &[Change]) -> HashMap<(u32, &str), &CpuSet> {
-    baseline
-        .iter()
-        .filter_map(|c| match c {
-            Change::Affinity {
-                pid, comm, before, ..
-            } => Some(((*pid, comm.as_str()), before)),
-            _ => None,
-        })
-        .collect()
+impl<'a> KernelThreadPlaces<'a> {
+    pub fn new(baseline: &'a [Change], housekeeping: &'a CpuSet) -> Self {
+        let before = baseline
+            .iter()
+            .filter_map(|c| match c {
+                Change::Affinity {
+                    pid, comm, before, ..
+                } => Some(((*pid, comm.as_str()), before)),
+                _ => None,
+            })
+            .collect();
+        KernelThreadPlaces {
+            before,
+            housekeeping,
+        }
+    }
+
+    /// Where `thread` runs.
+    pub fn cpus(&self, thread: &Task) -> CpuSet {
+        let own = self
+            .before
+            .get(&(thread.pid, thread.comm.as_str()))
+            .copied()
+            .unwrap_or(&thread.allowed);
+        let within = own.intersection(self.housekeeping);
+        if within.is_empty() {
+            self.housekeeping.clone()
+        } else {
+            within
+        }
+    }
 }
 
 /// Unbound kernel threads and the workqueue cpumasks (new unbound work runs there).
@@ -341,18 +357,14 @@ pub fn kernel_threads_before(baseline: &[Change]) -> HashMap<(u32, &str), &CpuSe
 /// (`cpuset_update_tasks_cpumask`), and such a thread would be left on every CPU at release.
 fn kernel_threads(input: &Inputs, housekeeping: &CpuSet, note_all: bool) -> Result<Vec<Change>> {
     let online = &input.view.online;
-    let before = kernel_threads_before(input.baseline);
+    let places = KernelThreadPlaces::new(input.baseline, housekeeping);
     let mut changes: Vec<Change> = input
         .view
         .tasks
         .iter()
         .filter(|t| t.is_movable_kernel_thread())
         .filter_map(|t| {
-            let original = before
-                .get(&(t.pid, t.comm.as_str()))
-                .copied()
-                .unwrap_or(&t.allowed);
-            let after = kernel_thread_cpus(original, housekeeping);
+            let after = places.cpus(t);
             (t.allowed != after || (note_all && t.allowed != *online)).then(|| Change::Affinity {
                 pid: t.pid,
                 comm: t.comm.clone(),

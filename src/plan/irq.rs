@@ -76,19 +76,12 @@ pub fn irqbalance_in_effect(told: Option<&Told>, answer: Answer, now_secs: u64) 
     }
 }
 
-/// Seconds since the epoch (0 if the clock is before it), as `Told` keeps them.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// irqbalance must not use isolated CPUs while any are isolated, and gets its own set back after.
 fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Option<Change> {
     if !hold.settings.irqbalance {
         return None;
     }
-    let now_secs = now_secs();
+    let now_secs = crate::host::unix_now();
     next.irqbalance_told = next
         .irqbalance_told
         .take()
@@ -110,10 +103,6 @@ fn irqbalance_change(ctx: &Probe, next: &mut Ledger, hold: &mut IrqHold) -> Opti
     hold.irqbalance_note = None;
     let pid = answer.pid;
     let in_effect = irqbalance_in_effect(next.irqbalance_told.as_ref(), answer, now_secs);
-    next.irqbalance_told = next
-        .irqbalance_told
-        .take()
-        .filter(|told| told.counts_for(pid, now_secs));
     let want = match &hold.irqbalance_banned {
         _ if isolated.is_empty() => hold.irqbalance_banned.take()?,
         Some(own) => own.union(&isolated),

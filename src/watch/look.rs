@@ -104,9 +104,11 @@ fn irqbalance_unbanned(ctx: &Context, ledger: &Ledger) -> Option<Finding> {
     }
     let answer = ctx.irqbalance.banned().ok()??;
     let pid = answer.pid;
-    let now = crate::plan::irq::now_secs();
-    let in_effect =
-        crate::plan::irq::irqbalance_in_effect(ledger.irqbalance_told.as_ref(), answer, now);
+    let in_effect = crate::plan::irq::irqbalance_in_effect(
+        ledger.irqbalance_told.as_ref(),
+        answer,
+        crate::host::unix_now(),
+    );
     (!isolated.is_subset(&in_effect)).then(|| {
         Finding::slow(
             RepairKind::Irq,
